@@ -1,0 +1,3 @@
+from research_mcp.cli import main
+
+raise SystemExit(main())

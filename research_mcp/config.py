@@ -1,0 +1,113 @@
+"""Settings: environment variables (`RESEARCH_MCP_*`, `GITHUB_TOKEN`, `S2_API_KEY`), then
+`<workspace>/.research/config.toml`, then defaults. Command-line flags win over all of them.
+
+`Settings` is built once in `main()`; tests build it directly with the values they need.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["TOOLSETS", "Settings", "Toolset", "config_toml_path"]
+
+Toolset = Literal["literature", "repos", "sandbox", "metrics", "latex", "review", "files"]
+TOOLSETS: tuple[Toolset, ...] = ("literature", "repos", "sandbox", "metrics", "latex", "review", "files")
+
+
+def config_toml_path(workspace: Path) -> Path:
+    """Where a workspace keeps its own settings."""
+    return workspace / ".research" / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Field names are the `RESEARCH_MCP_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="RESEARCH_MCP_", extra="ignore", populate_by_name=True)
+
+    workspace: Path | None = Field(
+        None, description="The project folder every path is relative to. Else the client's roots, else the cwd."
+    )
+    toolsets: Annotated[list[Toolset], NoDecode] = Field(default_factory=lambda: list(TOOLSETS), description="Tool families to offer.")
+    read_only: bool = Field(False, description="Offer only the tools annotated readOnlyHint.")
+    token: SecretStr | None = Field(None, description="Bearer token streamable HTTP requests must carry.")
+
+    arxiv_url: str = "https://export.arxiv.org/api/query"
+    s2_url: str = "https://api.semanticscholar.org"
+    github_url: str = "https://api.github.com"
+    github_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("github_token", "RESEARCH_MCP_GITHUB_TOKEN", "GITHUB_TOKEN")
+    )
+    s2_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("s2_api_key", "RESEARCH_MCP_S2_API_KEY", "S2_API_KEY")
+    )
+
+    backend: Literal["auto", "docker", "local", "slurm"] = "auto"
+    docker_image: str = "research-sandbox:base"
+    allow_unsandboxed: bool = False
+
+    max_output_chars: int = Field(24_000, ge=1_000, le=400_000, description="Budget for one tool answer's text.")
+    max_file_bytes: int = Field(20 << 20, ge=1 << 10, description="Largest file read_file or grep will open.")
+    probe_timeout_s: float = Field(5.0, gt=0, le=60, description="Time limit of each lab_info probe.")
+    data_dir: Path | None = Field(None, description="Global cache folder; default: the platform's user data dir.")
+
+    @field_validator("toolsets", mode="before")
+    @classmethod
+    def _split_toolsets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("workspace", "data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    def user_data_dir(self) -> Path:
+        """The global cache folder shared by all workspaces of this user."""
+        if self.data_dir is not None:
+            return self.data_dir
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("research-mcp", appauthor=False))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _WorkspaceToml(settings_cls))
+
+
+class _WorkspaceToml(PydanticBaseSettingsSource):
+    """Reads `<workspace>/.research/config.toml` for the workspace the higher sources named (or the cwd)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ is overridden; pydantic-settings never calls this then
+
+    def __call__(self) -> dict[str, Any]:
+        workspace = self.current_state.get("workspace")
+        root = Path(workspace).expanduser() if workspace else Path(os.getcwd())
+        path = config_toml_path(root)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            return {}
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            from research_mcp.errors import ConfigError
+
+            raise ConfigError(f"{path} is not valid TOML ({exc}). Fix or remove it.") from exc
+        data.pop("workspace", None)  # a workspace cannot move itself elsewhere
+        return {key: value for key, value in data.items() if key in self.settings_cls.model_fields}

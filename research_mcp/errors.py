@@ -1,0 +1,84 @@
+"""The errors research-mcp raises, all subclasses of `ResearchError`.
+
+Every message is written for the model that called the tool: it says what went wrong and what to do next.
+The server adapters turn a `ResearchError` into an `isError` tool result carrying the same text.
+
+    ResearchError
+    ├── ConfigError            a setting, an optional extra or a component is missing
+    ├── WorkspaceError         no usable workspace folder
+    ├── PathError              a path argument broke a containment rule
+    ├── FileToolError          a file operation cannot be done as asked
+    │   ├── NotFoundError
+    │   └── BinaryFileError
+    ├── StoreError             the state database cannot be used
+    └── BadInputError          an argument is well-typed but unusable (bad regex, bad glob, ...)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadInputError",
+    "BinaryFileError",
+    "ConfigError",
+    "FileToolError",
+    "NotFoundError",
+    "PathError",
+    "ResearchError",
+    "StoreError",
+    "WorkspaceError",
+]
+
+
+class ResearchError(Exception):
+    """Base class: its message is shown to the model as it is, so it must say what to do next."""
+
+
+class ConfigError(ResearchError):
+    """A setting, an optional extra or an external component is missing or wrong."""
+
+
+class WorkspaceError(ResearchError):
+    """There is no workspace folder the tools may use."""
+
+
+class PathError(ResearchError):
+    """A path argument broke one of the workspace containment rules."""
+
+    def __init__(self, path: str, rule: str) -> None:
+        shown = path if len(path) <= 120 else path[:117] + "..."
+        super().__init__(f"Path {shown!r} refused: {rule}")
+        self.path = path
+        self.rule = rule
+
+
+class FileToolError(ResearchError):
+    """A file operation cannot be done as asked."""
+
+
+class NotFoundError(FileToolError):
+    """A path that must exist does not."""
+
+    def __init__(self, path: str, hint: str = "Call list_files to see what exists.") -> None:
+        super().__init__(f"No such file or folder: {path!r}. {hint}")
+        self.path = path
+
+
+class BinaryFileError(FileToolError):
+    """A text tool was asked to read a binary file."""
+
+    def __init__(self, path: str, kind: str, size_bytes: int) -> None:
+        super().__init__(
+            f"{path!r} is a binary file ({kind}, {size_bytes} bytes); read_file only returns text. "
+            "Use a tool made for that format (read_metrics, read_paper, compile_paper) instead."
+        )
+        self.path = path
+        self.kind = kind
+        self.size_bytes = size_bytes
+
+
+class StoreError(ResearchError):
+    """The state database cannot be opened or written."""
+
+
+class BadInputError(ResearchError):
+    """An argument passed the schema but cannot be used (a bad regex, an impossible range)."""

@@ -1,0 +1,1 @@
+"""LaTeX: safe compile, log diagnostics, paper text."""

@@ -1,0 +1,1 @@
+"""Sandbox backends (Docker, bubblewrap, Slurm) and the run manager."""

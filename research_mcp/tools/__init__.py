@@ -1,0 +1,1 @@
+"""Per-family domain code; see each module."""

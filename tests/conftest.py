@@ -1,0 +1,108 @@
+"""Shared fixtures: settings pointing at a temporary workspace, in-process clients, component markers.
+
+A test marked `docker`, `bwrap`, `slurm`, `latex` or `node` is skipped when that component is missing on a
+developer's machine; under `CI=true` the same skip is a failure, because CI installs every component.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from research_mcp.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+TS_CLIENT_DIR = REPO / "tests" / "integration" / "ts_client"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _runs(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=20, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.cache
+def component_missing(name: str) -> str | None:
+    """Why a component cannot be used here, or None when it can."""
+    if name == "node":
+        if shutil.which("node") is None:
+            return "node is not installed"
+        if not (TS_CLIENT_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+            return f"run `npm ci --prefix {TS_CLIENT_DIR}` (the Makefile's `make node` does it)"
+        return None
+    if name == "docker":
+        return None if _runs(["docker", "info"]) else "no Docker engine answers `docker info`"
+    if name == "bwrap":
+        ok = _runs(["bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr", "--dev", "/dev", "/usr/bin/true"])
+        return None if ok else "bubblewrap cannot start a namespace"
+    if name == "latex":
+        return None if shutil.which("latexmk") and shutil.which("pdflatex") else "TeX Live/latexmk are not installed"
+    if name == "slurm":
+        return None if _runs(["scontrol", "ping"]) else "no Slurm controller answers `scontrol ping`"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for name in ("docker", "bwrap", "slurm", "latex", "node"):
+        if item.get_closest_marker(name) is None:
+            continue
+        reason = component_missing(name)
+        if reason is not None:
+            if IN_CI:
+                pytest.fail(f"component {name!r} is required under CI=true: {reason}", pytrace=False)
+            pytest.skip(f"{name}: {reason}")
+
+
+def fixtures_dir(name: str) -> Path:
+    """A folder of ../shared/fixtures; skipped where it is absent, except in CI where it must exist."""
+    folder = FIXTURES / name
+    if not folder.is_dir():
+        if IN_CI:
+            pytest.fail(f"{folder} is required under CI=true", pytrace=False)
+        pytest.skip(f"{folder} is absent")
+    return folder
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads the developer's tokens or settings, or writes to their data folder."""
+    for key in list(os.environ):
+        if key.startswith("RESEARCH_MCP_") or key in ("GITHUB_TOKEN", "S2_API_KEY"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RESEARCH_MCP_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    yield
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def settings(workspace: Path) -> Settings:
+    return Settings(workspace=workspace, probe_timeout_s=3)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    from research_mcp.server import build_server
+
+    async with Client(build_server(settings), raise_exceptions=True) as c:
+        yield c
