@@ -32,30 +32,36 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESEARCH_MCP_", extra="ignore", populate_by_name=True)
 
     workspace: Path | None = Field(
-        None, description="The project folder every path is relative to. Else the client's roots, else the cwd."
+        default=None, description="The project folder every path is relative to. Else the client's roots, else the cwd."
     )
-    toolsets: Annotated[list[Toolset], NoDecode] = Field(default_factory=lambda: list(TOOLSETS), description="Tool families to offer.")
-    read_only: bool = Field(False, description="Offer only the tools annotated readOnlyHint.")
-    token: SecretStr | None = Field(None, description="Bearer token streamable HTTP requests must carry.")
+    toolsets: Annotated[list[Toolset], NoDecode] = Field(
+        default_factory=lambda: list(TOOLSETS), description="Tool families to offer."
+    )
+    read_only: bool = Field(default=False, description="Offer only the tools annotated readOnlyHint.")
+    token: SecretStr | None = Field(default=None, description="Bearer token streamable HTTP requests must carry.")
 
     arxiv_url: str = "https://export.arxiv.org/api/query"
     s2_url: str = "https://api.semanticscholar.org"
     github_url: str = "https://api.github.com"
     github_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("github_token", "RESEARCH_MCP_GITHUB_TOKEN", "GITHUB_TOKEN")
+        default=None, validation_alias=AliasChoices("github_token", "RESEARCH_MCP_GITHUB_TOKEN", "GITHUB_TOKEN")
     )
     s2_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("s2_api_key", "RESEARCH_MCP_S2_API_KEY", "S2_API_KEY")
+        default=None, validation_alias=AliasChoices("s2_api_key", "RESEARCH_MCP_S2_API_KEY", "S2_API_KEY")
     )
 
-    backend: Literal["auto", "docker", "local", "slurm"] = "auto"
-    docker_image: str = "research-sandbox:base"
-    allow_unsandboxed: bool = False
+    docker_image: str = Field(
+        default="research-sandbox:base", description="Image the doctor looks for and Docker runs use."
+    )
 
-    max_output_chars: int = Field(24_000, ge=1_000, le=400_000, description="Budget for one tool answer's text.")
-    max_file_bytes: int = Field(20 << 20, ge=1 << 10, description="Largest file read_file or grep will open.")
-    probe_timeout_s: float = Field(5.0, gt=0, le=60, description="Time limit of each lab_info probe.")
-    data_dir: Path | None = Field(None, description="Global cache folder; default: the platform's user data dir.")
+    max_output_chars: int = Field(
+        default=24_000, ge=1_000, le=400_000, description="Budget for one tool answer's text."
+    )
+    max_file_bytes: int = Field(default=20 << 20, ge=1 << 10, description="Largest file grep/edit_file open.")
+    probe_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Time limit of each lab_info probe.")
+    data_dir: Path | None = Field(
+        default=None, description="Global cache folder; default: the platform's user data dir."
+    )
 
     @field_validator("toolsets", mode="before")
     @classmethod

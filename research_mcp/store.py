@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ class Store:
         return conn
 
     @contextmanager
-    def transaction(self, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, immediate: bool = True) -> Generator[sqlite3.Connection]:
         """An explicit transaction; `immediate` takes the write lock at once, so it never fails half-way."""
         conn = self.connection()
         conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -43,7 +43,10 @@ def component_missing(name: str) -> str | None:
     if name == "docker":
         return None if _runs(["docker", "info"]) else "no Docker engine answers `docker info`"
     if name == "bwrap":
-        ok = _runs(["bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr", "--dev", "/dev", "/usr/bin/true"])
+        ok = _runs(
+            ["bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
+             "--symlink", "usr/lib64", "/lib64", "--dev", "/dev", "/usr/bin/true"]
+        )  # fmt: skip
         return None if ok else "bubblewrap cannot start a namespace"
     if name == "latex":
         return None if shutil.which("latexmk") and shutil.which("pdflatex") else "TeX Live/latexmk are not installed"

@@ -129,11 +129,11 @@ def _walk(ws: Workspace, top: Path, max_depth: int, include_ignored: bool, limit
                 return True
             path = Path(item.path)
             if item.is_symlink():
-                out.append(FileEntry(path=ws.relative(path), kind="symlink"))
+                out.append(FileEntry(path=ws.relative(path), kind="symlink", size_bytes=None))
             elif item.is_dir(follow_symlinks=False):
                 if _ignored(item.name, include_ignored):
                     continue
-                out.append(FileEntry(path=ws.relative(path), kind="dir"))
+                out.append(FileEntry(path=ws.relative(path), kind="dir", size_bytes=None))
                 if depth < max_depth and visit(path, depth + 1):
                     return True
             elif item.is_file(follow_symlinks=False):
@@ -159,6 +159,7 @@ def list_files(
     limit: int = 200,
     include_ignored: bool = False,
     scan_limit: int = 50_000,
+    max_chars: int = 24_000,
 ) -> ListFilesResult:
     top = ws.resolve(path, must_exist=True)
     if not top.is_dir():
@@ -166,7 +167,13 @@ def list_files(
     entries, stopped = _walk(ws, top, depth, include_ignored, scan_limit)
     if pattern:
         entries = [e for e in entries if _glob_match(pattern, e.path)]
-    page = entries[offset : offset + limit]
+    page: list[FileEntry] = []
+    used = 0
+    for entry in entries[offset : offset + limit]:
+        used += len(entry.path) + 60  # about what one entry costs in the JSON answer
+        if page and used > max_chars:
+            break
+        page.append(entry)
     end = offset + len(page)
     notes: list[str] = []
     if stopped:
@@ -329,7 +336,8 @@ def edit_file(
             f"old_string was not found in {path!r}. Call read_file and copy the exact text, indentation included."
         )
     if count > 1 and not replace_all:
-        lines, start = [], 0
+        lines: list[str] = []
+        start = 0
         for _ in range(min(count, 5)):
             start = text.index(old, start)
             lines.append(str(text.count("\n", 0, start) + 1))

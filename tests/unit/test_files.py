@@ -153,7 +153,11 @@ def test_edit_file_matches_across_windows_line_endings(ws: Workspace) -> None:
 
 def test_grep_finds_lines_with_numbers_in_sorted_order(ws: Workspace) -> None:
     result = files.grep(ws, r"lr|return")
-    assert [(m.path, m.line) for m in result.matches] == [("src/pkg/util.py", 2), ("src/train.py", 2), ("src/train.py", 3)]
+    assert [(m.path, m.line) for m in result.matches] == [
+        ("src/pkg/util.py", 2),
+        ("src/train.py", 2),
+        ("src/train.py", 3),
+    ]
     assert result.files_searched == 3
 
 
@@ -172,3 +176,11 @@ def test_grep_skips_binaries_and_rejects_bad_patterns(ws: Workspace) -> None:
     assert any(s.startswith("w.bin") for s in result.skipped)
     with pytest.raises(BadInputError, match="regular expression"):
         files.grep(ws, "(unclosed")
+
+
+def test_list_files_stops_a_page_at_the_character_budget(ws: Workspace) -> None:
+    for i in range(300):
+        (ws.root / f"{'long_name_' * 8}{i:03}.txt").write_text("")
+    page = files.list_files(ws, limit=1000, max_chars=5_000)
+    assert 0 < len(page.entries) < 300 and page.next_offset == len(page.entries)
+    assert sum(len(e.model_dump_json()) for e in page.entries) < 5_000

@@ -49,7 +49,8 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     with pytest.raises(RuntimeError), store.transaction() as conn:
         conn.execute(
-            "INSERT INTO runs (id, backend, command, workdir, state, created_at) VALUES ('r1', 'local', 'x', '.', 'queued', 0)"
+            "INSERT INTO runs (id, backend, command, workdir, state, created_at) "
+            "VALUES ('r1', 'local', 'x', '.', 'queued', 0)"
         )
         raise RuntimeError("boom")
     assert store.connection().execute("SELECT count(*) FROM runs").fetchone()[0] == 0
@@ -73,10 +74,12 @@ WRITER = textwrap.dedent(
     for i in range(200):
         with store.transaction() as conn:
             conn.execute(
-                "INSERT INTO runs (id, backend, command, workdir, state, created_at) VALUES (?, 'local', 'x', '.', 'done', ?)",
+                "INSERT INTO runs (id, backend, command, workdir, state, created_at) "
+                "VALUES (?, 'local', 'x', '.', 'done', ?)",
                 (f"{name}-{i}", time.time()),
             )
-            conn.execute("INSERT INTO run_events (run_id, at, kind) VALUES (?, ?, 'done')", (f"{name}-{i}", time.time()))
+            now = time.time()
+            conn.execute("INSERT INTO run_events (run_id, at, kind) VALUES (?, ?, 'done')", (f"{name}-{i}", now))
         store.cache_put(f"{name}-{i}", "test", 200, b"x")
     print("ok")
     """

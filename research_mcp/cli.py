@@ -1,0 +1,120 @@
+"""`research-mcp serve` (the MCP server) and `research-mcp doctor` (what the lab can do here).
+
+Kept light at import: the MCP SDK and everything heavy load inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+logger = logging.getLogger("research_mcp")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from research_mcp import __version__
+    from research_mcp.config import TOOLSETS
+
+    parser = argparse.ArgumentParser(prog="research-mcp", description="An MCP server that is a research lab.")
+    parser.add_argument("--version", action="version", version=f"research-mcp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--workspace", type=Path, help="project folder (default: the client's roots, else the cwd)")
+    serve.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    serve.add_argument("--toolsets", help=f"comma-separated tool families to offer (default all: {','.join(TOOLSETS)})")
+    serve.add_argument("--read-only", action="store_true", default=None, help="offer only read-only tools")
+    serve.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    doctor = commands.add_parser("doctor", help="report what the lab can do here and how to install what is missing")
+    doctor.add_argument("--workspace", type=Path)
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from research_mcp.config import TOOLSETS, Settings
+    from research_mcp.errors import ConfigError
+
+    overrides: dict[str, Any] = {}
+    if args.workspace is not None:
+        overrides["workspace"] = args.workspace
+    toolsets = getattr(args, "toolsets", None)
+    if toolsets is not None:
+        chosen = [part.strip() for part in toolsets.split(",") if part.strip()]
+        unknown = [name for name in chosen if name not in TOOLSETS]
+        if unknown:
+            raise ConfigError(f"Unknown toolset(s) {', '.join(unknown)}; choose from {', '.join(TOOLSETS)}.")
+        overrides["toolsets"] = chosen
+    if getattr(args, "read_only", None):
+        overrides["read_only"] = True
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError: a bad RESEARCH_MCP_* value
+        raise ConfigError(f"Bad setting: {exc}") from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from research_mcp.server.app import build_server
+
+    settings = _settings(args)
+    if settings.workspace is not None and not settings.workspace.is_dir():
+        from research_mcp.errors import ConfigError
+
+        raise ConfigError(f"--workspace {str(settings.workspace)!r} is not a folder.")
+    mcp = build_server(settings)
+    logging.getLogger().setLevel(args.log_level)
+    if args.transport == "stdio":
+        anyio.run(mcp.run_stdio_async)
+        return 0
+    from research_mcp.server.http import serve_http
+
+    token = settings.token.get_secret_value() if settings.token is not None else None
+    anyio.run(serve_http, mcp, args.host, args.port, token)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import anyio
+
+    from research_mcp.errors import WorkspaceError
+    from research_mcp.tools.lab import format_report, probe_lab
+    from research_mcp.workspace import choose_workspace
+
+    settings = _settings(args)
+    try:
+        workspace, problem = choose_workspace(settings.workspace, None), None
+    except WorkspaceError as exc:
+        workspace, problem = None, str(exc)
+    info = anyio.run(probe_lab, settings, workspace, problem)
+    sys.stdout.write(info.model_dump_json(indent=2) if args.json else format_report(info))
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from research_mcp.errors import ResearchError
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "doctor":
+            return _doctor(args)
+    except ResearchError as exc:
+        sys.stderr.write(f"research-mcp: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    _parser().print_help(sys.stderr)
+    return 2

@@ -1,0 +1,17 @@
+"""Adapter for `lab_info`, the doctor: always offered, whatever the toolsets."""
+
+from __future__ import annotations
+
+from research_mcp.server._adapt import READ_ONLY_LOCAL, AppContext, ToolRegistry, WorkspaceParam, state_of
+from research_mcp.tools.lab import LabInfo, probe_lab
+
+__all__ = ["register"]
+
+
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(READ_ONLY_LOCAL)
+    async def lab_info(ctx: AppContext, ws: WorkspaceParam) -> LabInfo:
+        """What this lab can do here: sandbox backends that work (Docker engine, bubblewrap), GPUs and free
+        memory, TeX Live, Slurm, API tokens set (never their values), the workspace and its state database,
+        and for every missing part the exact install step. Call it first, and when a tool says a part is missing."""
+        return await probe_lab(state_of(ctx).settings, ws.workspace, ws.problem)

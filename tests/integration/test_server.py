@@ -1,0 +1,146 @@
+"""The server's shape: tools/list, annotations, toolsets, read-only mode, and bad input of every kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp import Client
+from mcp_types import TextContent
+
+from research_mcp.config import Settings
+from research_mcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+FILE_TOOLS = {"list_files", "read_file", "write_file", "edit_file", "grep"}
+PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "list_files": ("path", {}),
+    "read_file": ("path", {}),
+    "write_file": ("path", {"content": "pwned"}),
+    "edit_file": ("path", {"old_string": "root", "new_string": "pwned"}),
+    "grep": ("path", {"pattern": "root"}),
+}
+
+
+async def test_every_tool_has_a_description_annotations_and_an_output_schema(client: Client) -> None:
+    tools = (await client.list_tools()).tools
+    assert {t.name for t in tools} == FILE_TOOLS | {"lab_info"}
+    for tool in tools:
+        assert tool.description and len(tool.description) > 40, tool.name
+        assert tool.annotations is not None and tool.annotations.read_only_hint is not None, tool.name
+        assert tool.annotations.open_world_hint is not None, tool.name
+        assert tool.output_schema is not None and tool.output_schema.get("type") == "object", tool.name
+        assert "ctx" not in tool.input_schema.get("properties", {}) and "ws" not in tool.input_schema.get(
+            "properties", {}
+        )
+
+
+async def test_read_only_mode_lists_exactly_the_read_only_tools(workspace: Path) -> None:
+    async with Client(build_server(Settings(workspace=workspace))) as client:
+        everything = (await client.list_tools()).tools
+    async with Client(build_server(Settings(workspace=workspace, read_only=True))) as client:
+        offered = (await client.list_tools()).tools
+        result = await client.call_tool("write_file", {"path": "x", "content": "y"})
+        assert result.is_error
+    expected = {t.name for t in everything if t.annotations and t.annotations.read_only_hint}
+    assert {t.name for t in offered} == expected == {"lab_info", "list_files", "read_file", "grep"}
+    assert not (workspace / "x").exists()
+
+
+async def test_toolsets_choose_the_families_and_lab_info_is_always_there(workspace: Path) -> None:
+    async with Client(build_server(Settings(workspace=workspace, toolsets=["latex"]))) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == {"lab_info"}
+
+
+def _text(result: Any) -> str:
+    return " ".join(b.text for b in result.content if isinstance(b, TextContent))
+
+
+BAD_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [
+    ("read_file", {}, "path"),
+    ("read_file", {"path": 42}, "path"),
+    ("read_file", {"path": "a", "offset": 0}, "offset"),
+    ("read_file", {"path": "a", "limit": "many"}, "limit"),
+    ("list_files", {"depth": 10_000}, "depth"),
+    ("grep", {"pattern": ""}, "pattern"),
+    ("grep", {"pattern": "x", "max_matches": -1}, "max_matches"),
+    ("write_file", {"path": "a"}, "content"),
+    ("write_file", {"path": "x" * 10_000, "content": ""}, "path"),
+    ("edit_file", {"path": "a", "old_string": "", "new_string": "b"}, "old_string"),
+    ("no_such_tool", {}, "no_such_tool"),
+]
+
+
+@pytest.mark.parametrize(("tool", "args", "named"), BAD_ARGUMENTS)
+async def test_bad_arguments_give_a_clear_error_and_the_server_keeps_serving(
+    client: Client, tool: str, args: dict[str, Any], named: str
+) -> None:
+    with anyio.fail_after(10):
+        result = await client.call_tool(tool, args)
+    assert result.is_error and named in _text(result)
+    assert not (await client.call_tool("list_files", {})).is_error
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under `folder` with its size and mtime, symlinks not followed."""
+    out: dict[str, tuple[int, int]] = {}
+    for base, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(base, name)
+            info = path.lstat()
+            out[str(path.relative_to(folder))] = (info.st_size, info.st_mtime_ns)
+    return out
+
+
+ATTACKS = st.one_of(
+    st.sampled_from(
+        [
+            "../outside.txt",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "link/outside.txt",
+            "link",
+            "sub/../../outside.txt",
+            "a\x00b",
+            "\u202e/txt.exe",
+            "\uff0e\uff0e/outside.txt",
+            "..\\outside.txt",
+            "~/.ssh/id_rsa",
+            "x/" * 600,
+            "%2e%2e/outside.txt",
+            "\u2025/outside.txt",
+        ]
+    ),
+    st.lists(st.sampled_from(["..", "link", ".", "sub", "\u2024\u2024", "outside.txt"]), min_size=1, max_size=5).map(
+        "/".join
+    ),
+    st.text(min_size=1, max_size=40),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tool=st.sampled_from(sorted(PATH_ARGS)), path=ATTACKS)
+async def test_path_attacks_never_touch_anything_outside_the_workspace(tmp_path: Path, tool: str, path: str) -> None:
+    parent = tmp_path / "attack"
+    workspace = parent / "ws"
+    if not workspace.exists():
+        (workspace / "sub").mkdir(parents=True)
+        (parent / "outside.txt").write_text("root secret\n")
+        (workspace / "link").symlink_to(parent)
+    outside_before = {k: v for k, v in snapshot(parent).items() if not k.startswith("ws")}
+    key, extra = PATH_ARGS[tool]
+    async with Client(build_server(Settings(workspace=workspace)), raise_exceptions=True) as client:
+        with anyio.fail_after(10):
+            result = await client.call_tool(tool, {key: path, **extra})
+        text = _text(result)
+        assert "root secret" not in text and "root:x:0:0" not in text
+        if result.is_error:
+            assert "Traceback" not in text and text.strip() != f"Error executing tool {tool}"
+    outside_after = {k: v for k, v in snapshot(parent).items() if not k.startswith("ws")}
+    assert outside_after == outside_before
