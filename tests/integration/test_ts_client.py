@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TS_CLIENT_DIR
+from tests.integration.test_http import start
 
 COMMAND = str(Path(sys.executable).parent / "research-mcp")
 
@@ -34,3 +36,35 @@ def test_the_typescript_sdk_client_lists_tools_and_calls_lab_info_and_read_file(
     assert report["lab"]["workspace"] == str(workspace.resolve())
     assert report["read"]["text"] == "hello from the workspace\n"
     assert report["escape"]["isError"] and "'..' is not allowed" in report["escape"]["text"]
+
+
+PROTOCOL_SCENARIOS = [
+    "server-initialize",
+    "ping",
+    "tools-list",
+    "server-sse-multiple-streams",
+    "resources-list",
+    "prompts-list",
+    "dns-rebinding-protection",
+]
+
+
+@pytest.mark.node
+def test_the_official_conformance_runner_passes_the_protocol_scenarios(workspace: Path) -> None:
+    proc, url = start(workspace, token=None)
+    try:
+        for scenario in PROTOCOL_SCENARIOS:
+            run = subprocess.run(
+                [str(TS_CLIENT_DIR / "node_modules" / ".bin" / "conformance"), "server", "--url", url,
+                 "--scenario", scenario],
+                capture_output=True, text=True, timeout=120, cwd=TS_CLIENT_DIR,
+            )  # fmt: skip
+            summary = re.search(r"Passed: (\d+)/(\d+), (\d+) failed", run.stdout)
+            assert summary is not None, (scenario, run.stdout[-2000:], run.stderr[-2000:])
+            passed, total, failed = map(int, summary.groups())
+            assert passed == total and failed == 0 and total > 0, (scenario, run.stdout[-3000:])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
