@@ -62,16 +62,26 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import anyio
+    import gc
 
-    from research_mcp.server.app import build_server
+    # Start-up builds many long-lived objects (the SDK's and our pydantic schemas): collecting garbage while
+    # they are made only costs time (about 35 ms of a 0.7 s start), and once made they never die, so they
+    # are frozen out of every later collection.
+    gc.disable()
+    try:
+        import anyio
 
-    settings = _settings(args)
-    if settings.workspace is not None and not settings.workspace.is_dir():
-        from research_mcp.errors import ConfigError
+        from research_mcp.server.app import build_server
 
-        raise ConfigError(f"--workspace {str(settings.workspace)!r} is not a folder.")
-    mcp = build_server(settings)
+        settings = _settings(args)
+        if settings.workspace is not None and not settings.workspace.is_dir():
+            from research_mcp.errors import ConfigError
+
+            raise ConfigError(f"--workspace {str(settings.workspace)!r} is not a folder.")
+        mcp = build_server(settings)
+    finally:
+        gc.enable()
+    gc.freeze()
     logging.getLogger().setLevel(args.log_level)
     if args.transport == "stdio":
         anyio.run(mcp.run_stdio_async)

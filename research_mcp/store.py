@@ -71,6 +71,23 @@ WORKSPACE_MIGRATIONS: tuple[Migration, ...] = (
 CACHE_MIGRATIONS: tuple[Migration, ...] = (WORKSPACE_MIGRATIONS[0][-1:],)
 
 
+@contextmanager
+def _init_lock(lock_path: Path) -> Generator[None]:
+    """Serialise the first open across processes: switching a new database to WAL does not wait for a lock
+    the way transactions do (busy_timeout is not honoured there), so two servers starting together could fail."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; concurrent first opens are not serialised there
+        yield
+        return
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Store:
     """A SQLite database with numbered migrations, safe to share between threads and processes."""
 
@@ -82,7 +99,8 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._migrate()
+            with _init_lock(path.with_name(path.name + ".lock")):
+                self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(
                 f"Cannot open the state database {str(path)!r}: {exc}. Check that the folder is writable."
@@ -95,7 +113,8 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 10000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")  # once, under the init lock: persistent, in the file
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn

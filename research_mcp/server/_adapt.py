@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,9 @@ __all__ = [
     "ToolRegistry",
     "WorkspaceParam",
     "in_thread",
+    "need_workspace",
     "state_of",
+    "workspace_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,12 +53,39 @@ WRITES_LOCAL = ToolAnnotations(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ResolvedWorkspace:
+    """The workspace for this call, or why there is none (`lab_info` reports the reason instead of failing)."""
+
+    workspace: Workspace | None
+    problem: str | None
+
+    def require(self) -> Workspace:
+        if self.workspace is None:
+            raise WorkspaceError(self.problem or "No workspace.")
+        return self.workspace
+
+
 @dataclass
 class AppState:
     """What the lifespan yields: settings, plus state stores opened on first use, one per workspace."""
 
     settings: Settings
     stores: dict[Path, Store] = field(default_factory=dict[Path, Store])
+    _workspaces: dict[tuple[str, ...] | None, Workspace] = field(
+        default_factory=dict[tuple[str, ...] | None, Workspace]
+    )
+
+    def resolve_workspace(self, roots: list[str] | None) -> ResolvedWorkspace:
+        """The workspace for these client roots; remembered while its folder exists, since resolving costs."""
+        key = tuple(roots) if roots is not None else None
+        found = self._workspaces.get(key)
+        if found is None or not os.path.isdir(found.root):
+            try:
+                found = self._workspaces[key] = choose_workspace(self.settings.workspace, roots)
+            except WorkspaceError as exc:
+                return ResolvedWorkspace(None, str(exc))
+        return ResolvedWorkspace(found, None)
 
     def store(self, ws: Workspace) -> Store:
         found = self.stores.get(ws.root)
@@ -73,41 +103,32 @@ AppContext = Context[AppState, Any]
 """The context every adapter takes: its lifespan state is the `AppState`."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedWorkspace:
-    """The workspace for this call, or why there is none (`lab_info` reports the reason instead of failing)."""
+async def _workspace_or_roots(ctx: AppContext) -> ResolvedWorkspace | ListRoots:
+    """The workspace at once, or a request for the client's roots when no workspace is set and it has roots.
 
-    workspace: Workspace | None
-    problem: str | None
-
-    def require(self) -> Workspace:
-        if self.workspace is None:
-            raise WorkspaceError(self.problem or "No workspace.")
-        return self.workspace
-
-
-def _ask_roots(ctx: AppContext) -> ListRoots | None:
-    """Ask the client for its roots, unless a workspace was set or the client has no roots."""
+    One resolver, not two chained ones: the SDK runs each resolver on every call, and this is on every call."""
     state = ctx.request_context.lifespan_context
     capabilities = ctx.client_capabilities
     if state.settings.workspace is None and capabilities is not None and capabilities.roots is not None:
         return ListRoots()
-    return None
+    return state.resolve_workspace(None)
 
 
-def _resolve_workspace(
-    ctx: AppContext, roots: Annotated[ListRootsResult | None, Resolve(_ask_roots)]
-) -> ResolvedWorkspace:
-    state = ctx.request_context.lifespan_context
-    uris = [str(root.uri) for root in roots.roots] if roots is not None else None
-    try:
-        return ResolvedWorkspace(choose_workspace(state.settings.workspace, uris), None)
-    except WorkspaceError as exc:
-        return ResolvedWorkspace(None, str(exc))
+WorkspaceParam = Annotated[ResolvedWorkspace | ListRootsResult, Resolve(_workspace_or_roots)]
+"""An adapter parameter of this type receives the call's workspace (through `workspace_of`); it is not part
+of the input schema."""
 
 
-WorkspaceParam = Annotated[ResolvedWorkspace, Resolve(_resolve_workspace)]
-"""An adapter parameter of this type receives the call's workspace; it is not part of the input schema."""
+def workspace_of(ctx: AppContext, found: ResolvedWorkspace | ListRootsResult) -> ResolvedWorkspace:
+    """The call's workspace, from a `WorkspaceParam` value."""
+    if isinstance(found, ResolvedWorkspace):
+        return found
+    return state_of(ctx).resolve_workspace([str(root.uri) for root in found.roots])
+
+
+def need_workspace(ctx: AppContext, found: ResolvedWorkspace | ListRootsResult) -> Workspace:
+    """The call's workspace, or a `WorkspaceError` saying how to set one."""
+    return workspace_of(ctx, found).require()
 
 
 def state_of(ctx: AppContext) -> AppState:

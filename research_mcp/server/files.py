@@ -13,6 +13,7 @@ from research_mcp.server._adapt import (
     ToolRegistry,
     WorkspaceParam,
     in_thread,
+    need_workspace,
     state_of,
 )
 from research_mcp.tools import files
@@ -40,7 +41,15 @@ def register(tools: ToolRegistry) -> None:
         """List files and folders in the workspace, sorted, depth-limited and paged. Use before read_file."""
         budget = state_of(ctx).settings.max_output_chars
         return await in_thread(
-            files.list_files, ws.require(), path, pattern, depth, offset, limit, include_ignored, max_chars=budget
+            files.list_files,
+            need_workspace(ctx, ws),
+            path,
+            pattern,
+            depth,
+            offset,
+            limit,
+            include_ignored,
+            max_chars=budget,
         )
 
     @tools.tool(READ_ONLY_LOCAL)
@@ -56,7 +65,7 @@ def register(tools: ToolRegistry) -> None:
         settings = state_of(ctx).settings
         return await in_thread(
             files.read_file,
-            ws.require(),
+            need_workspace(ctx, ws),
             path,
             offset,
             limit,
@@ -73,7 +82,7 @@ def register(tools: ToolRegistry) -> None:
     ) -> WriteFileResult:
         """Create or overwrite a text file in the workspace, atomically, creating missing folders."""
         settings = state_of(ctx).settings
-        return await in_thread(files.write_file, ws.require(), path, content, settings.max_file_bytes)
+        return await in_thread(files.write_file, need_workspace(ctx, ws), path, content, settings.max_file_bytes)
 
     @tools.tool(WRITES_LOCAL)
     async def edit_file(
@@ -88,7 +97,7 @@ def register(tools: ToolRegistry) -> None:
         once unless replace_all is set. Read the file first to copy the exact text."""
         settings = state_of(ctx).settings
         return await in_thread(
-            files.edit_file, ws.require(), path, old_string, new_string, replace_all, settings.max_file_bytes
+            files.edit_file, need_workspace(ctx, ws), path, old_string, new_string, replace_all, settings.max_file_bytes
         )
 
     @tools.tool(READ_ONLY_LOCAL)
@@ -106,7 +115,7 @@ def register(tools: ToolRegistry) -> None:
         settings = state_of(ctx).settings
         return await in_thread(
             files.grep,
-            ws.require(),
+            need_workspace(ctx, ws),
             pattern,
             path,
             glob,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from research_mcp.server._adapt import READ_ONLY_LOCAL, AppContext, ToolRegistry, WorkspaceParam, state_of
+from research_mcp.server._adapt import READ_ONLY_LOCAL, AppContext, ToolRegistry, WorkspaceParam, state_of, workspace_of
 from research_mcp.tools.lab import LabInfo, probe_lab
 
 __all__ = ["register"]
@@ -14,4 +14,5 @@ def register(tools: ToolRegistry) -> None:
         """What this lab can do here: sandbox backends that work (Docker engine, bubblewrap), GPUs and free
         memory, TeX Live, Slurm, API tokens set (never their values), the workspace and its state database,
         and for every missing part the exact install step. Call it first, and when a tool says a part is missing."""
-        return await probe_lab(state_of(ctx).settings, ws.workspace, ws.problem)
+        found = workspace_of(ctx, ws)
+        return await probe_lab(state_of(ctx).settings, found.workspace, found.problem)

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import io
 import mimetypes
 import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from research_mcp.errors import BadInputError, BinaryFileError, FileToolError, NotFoundError, PathError
+from research_mcp.tools._model import ToolModel
 from research_mcp.workspace import Workspace
 
 __all__ = [
@@ -59,20 +62,20 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class FileEntry(BaseModel):
+class FileEntry(ToolModel):
     path: str = Field(description="Path relative to the workspace.")
     kind: Literal["file", "dir", "symlink"]
     size_bytes: int | None = Field(None, description="File size; None for folders and links.")
 
 
-class ListFilesResult(BaseModel):
+class ListFilesResult(ToolModel):
     entries: list[FileEntry]
     total: int = Field(description="Entries matching in all, before paging.")
     next_offset: int | None = Field(None, description="Pass as `offset` to get the next page.")
     note: str | None = Field(None, description="What was left out (ignored folders, depth, scan limit).")
 
 
-class ReadFileResult(BaseModel):
+class ReadFileResult(ToolModel):
     path: str
     text: str = Field(description="The lines read, each ending with a newline; long lines are cut with a marker.")
     start_line: int = Field(description="1-based number of the first line returned.")
@@ -83,26 +86,26 @@ class ReadFileResult(BaseModel):
     note: str | None = None
 
 
-class WriteFileResult(BaseModel):
+class WriteFileResult(ToolModel):
     path: str
     size_bytes: int
     created: bool = Field(description="True when the file did not exist before.")
 
 
-class EditFileResult(BaseModel):
+class EditFileResult(ToolModel):
     path: str
     replacements: int
     size_bytes: int
     first_line: int = Field(description="Line where the first replacement starts.")
 
 
-class GrepMatch(BaseModel):
+class GrepMatch(ToolModel):
     path: str
     line: int
     text: str = Field(description="The matching line, cut to a few hundred characters.")
 
 
-class GrepResult(BaseModel):
+class GrepResult(ToolModel):
     matches: list[GrepMatch]
     files_searched: int
     next_offset: int | None = Field(None, description="Pass as `offset` to get the next matches.")
@@ -114,9 +117,13 @@ def _ignored(name: str, include_ignored: bool) -> bool:
     return not include_ignored and name in IGNORED_DIRS
 
 
-def _walk(ws: Workspace, top: Path, max_depth: int, include_ignored: bool, limit: int) -> tuple[list[FileEntry], bool]:
-    """Entries under `top` in sorted depth-first order, not following symlinks; True when `limit` stopped it."""
+def _walk(
+    ws: Workspace, top: Path, max_depth: int, include_ignored: bool, limit: int
+) -> tuple[list[FileEntry], bool, list[str]]:
+    """Entries under `top` in sorted depth-first order, not following symlinks; whether `limit` stopped it; the
+    ignored folders left out."""
     out: list[FileEntry] = []
+    hidden: list[str] = []
 
     def visit(folder: Path, depth: int) -> bool:
         try:
@@ -132,6 +139,7 @@ def _walk(ws: Workspace, top: Path, max_depth: int, include_ignored: bool, limit
                 out.append(FileEntry(path=ws.relative(path), kind="symlink", size_bytes=None))
             elif item.is_dir(follow_symlinks=False):
                 if _ignored(item.name, include_ignored):
+                    hidden.append(item.name)
                     continue
                 out.append(FileEntry(path=ws.relative(path), kind="dir", size_bytes=None))
                 if depth < max_depth and visit(path, depth + 1):
@@ -141,7 +149,7 @@ def _walk(ws: Workspace, top: Path, max_depth: int, include_ignored: bool, limit
         return False
 
     stopped = visit(top, 1)
-    return out, stopped
+    return out, stopped, hidden
 
 
 def _glob_match(pattern: str, entry_path: str) -> bool:
@@ -164,7 +172,7 @@ def list_files(
     top = ws.resolve(path, must_exist=True)
     if not top.is_dir():
         raise FileToolError(f"{path!r} is a file, not a folder. Call read_file to read it.")
-    entries, stopped = _walk(ws, top, depth, include_ignored, scan_limit)
+    entries, stopped, hidden = _walk(ws, top, depth, include_ignored, scan_limit)
     if pattern:
         entries = [e for e in entries if _glob_match(pattern, e.path)]
     page: list[FileEntry] = []
@@ -178,10 +186,16 @@ def list_files(
     notes: list[str] = []
     if stopped:
         notes.append(f"stopped after scanning {scan_limit} entries; list a subfolder to see more")
-    if not include_ignored:
-        notes.append("VCS, cache, virtualenv and .research folders are hidden (include_ignored=true shows them)")
+    if hidden:
+        names = ", ".join(sorted(set(hidden))[:5])
+        notes.append(
+            f"{len(hidden)} VCS, cache or virtualenv folders hidden ({names}); include_ignored=true shows them"
+        )
     return ListFilesResult(
-        entries=page, total=len(entries), next_offset=end if end < len(entries) else None, note="; ".join(notes)
+        entries=page,
+        total=len(entries),
+        next_offset=end if end < len(entries) else None,
+        note="; ".join(notes) or None,
     )
 
 
@@ -202,23 +216,43 @@ def _binary_kind(head: bytes, path: Path) -> str | None:
     return None
 
 
-def _open_text_file(ws: Workspace, path: str, max_bytes: int | None) -> tuple[Path, int]:
+@contextmanager
+def _os_errors(path: str) -> Generator[None]:
+    """An OSError (permission denied, a symlink loop, a vanished file) becomes an error the model can read."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise NotFoundError(path) from exc
+        raise FileToolError(f"Cannot use {path!r}: {exc.strerror or exc}.") from exc
+
+
+def _open_text_file(ws: Workspace, path: str, max_bytes: int | None) -> tuple[Path, int, BinaryIO]:
+    """The resolved path, its size and an open binary handle at offset 0; refuses folders, devices, binaries."""
     target = ws.resolve(path, must_exist=True)
-    if target.is_dir():
-        raise FileToolError(f"{path!r} is a folder. Call list_files to see what it holds.")
-    info = target.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise FileToolError(f"{path!r} is not a regular file (a device, pipe or socket); it cannot be read.")
-    if max_bytes is not None and info.st_size > max_bytes:
-        raise FileToolError(
-            f"{path!r} is {info.st_size} bytes, over the {max_bytes}-byte limit. Use grep to find the lines you need."
-        )
-    with target.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
-    kind = _binary_kind(head, target)
-    if kind is not None:
-        raise BinaryFileError(path, kind, info.st_size)
-    return target, info.st_size
+    with _os_errors(path):
+        info = target.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise FileToolError(f"{path!r} is a folder. Call list_files to see what it holds.")
+        if not stat.S_ISREG(info.st_mode):  # checked before open: opening a FIFO would block
+            raise FileToolError(f"{path!r} is not a regular file (a device, pipe or socket); it cannot be read.")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise FileToolError(
+                f"{path!r} is {info.st_size} bytes, over the {max_bytes}-byte limit. "
+                "Use grep to find the lines you need."
+            )
+        fh = target.open("rb")
+    try:
+        with _os_errors(path):
+            head = fh.read(_SNIFF_BYTES)
+            fh.seek(0)
+        kind = _binary_kind(head, target)
+        if kind is not None:
+            raise BinaryFileError(path, kind, info.st_size)
+    except BaseException:
+        fh.close()
+        raise
+    return target, info.st_size, fh
 
 
 def _cut(line: str, limit: int) -> str:
@@ -231,13 +265,13 @@ def read_file(
     ws: Workspace, path: str, offset: int = 1, limit: int = 2000, max_chars: int = 24_000, count_lines_up_to: int = 0
 ) -> ReadFileResult:
     """Lines `offset`.. of a text file, at most `limit` lines and about `max_chars` characters."""
-    target, size = _open_text_file(ws, path, None)
+    target, size, raw = _open_text_file(ws, path, None)
     parts: list[str] = []
     used = 0
     last = offset - 1
     total: int | None = None
     more = False
-    with target.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+    with _os_errors(path), io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
         number = 0
         for number, raw in enumerate(fh, start=1):  # noqa: B007 - the count is read after the loop
             if number < offset:
@@ -319,9 +353,10 @@ def edit_file(
         raise BadInputError("old_string is empty. Give the exact text to replace; use write_file to create a file.")
     if old_string == new_string:
         raise BadInputError("old_string and new_string are the same; nothing would change.")
-    target, _ = _open_text_file(ws, path, max_bytes)
+    target, _, fh = _open_text_file(ws, path, max_bytes)
+    with _os_errors(path), fh:
+        raw = fh.read()
     _refuse_state_dir(ws, target, path)
-    raw = target.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -359,7 +394,7 @@ def _grep_files(ws: Workspace, top: Path, glob: str | None, include_ignored: boo
     if top.is_file():
         yield top
         return
-    entries, _ = _walk(ws, top, 64, include_ignored, 200_000)
+    entries, _, _ = _walk(ws, top, 64, include_ignored, 200_000)
     for entry in entries:
         if entry.kind == "file" and (glob is None or _glob_match(glob, entry.path)):
             yield ws.root / entry.path
@@ -393,13 +428,13 @@ def grep(
     for file in _grep_files(ws, top, glob, include_ignored):
         rel = ws.relative(file)
         try:
-            _open_text_file(ws, rel, max_file_bytes)
-        except (FileToolError, NotFoundError) as exc:
+            _, _, raw = _open_text_file(ws, rel, max_file_bytes)
+        except (FileToolError, PathError) as exc:
             if len(skipped) < 20:
                 skipped.append(f"{rel}: {str(exc).split(';')[0].split('.')[0]}")
             continue
         searched += 1
-        with file.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        with _os_errors(rel), io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
             for number, line in enumerate(fh, start=1):
                 remaining = deadline - time.monotonic()
                 try:

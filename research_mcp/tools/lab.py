@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from research_mcp.tools._model import ToolModel
 
 if TYPE_CHECKING:
     from anyio.abc import ByteReceiveStream, ByteStream
@@ -62,7 +64,7 @@ _SETPRIV_ARGS = ("--reuid=65534", "--regid=65534", "--clear-groups")
 _CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
 
 
-class Component(BaseModel):
+class Component(ToolModel):
     """One thing the lab was probed for."""
 
     name: str = Field(description="What was probed: docker, bubblewrap, cgroups, nvidia, tex, latexmk, biber, ...")
@@ -73,7 +75,7 @@ class Component(BaseModel):
     install: str | None = Field(default=None, description="The exact step that fixes it on this platform.")
 
 
-class Gpu(BaseModel):
+class Gpu(ToolModel):
     """One NVIDIA GPU as nvidia-smi reports it."""
 
     index: int = Field(description="GPU index, as used in CUDA_VISIBLE_DEVICES.")
@@ -83,7 +85,7 @@ class Gpu(BaseModel):
     driver: str | None = Field(default=None, description="NVIDIA driver version.")
 
 
-class LabInfo(BaseModel):
+class LabInfo(ToolModel):
     """What the lab can do on this machine, and how to fix what it cannot."""
 
     version: str = Field(description="research-mcp version.")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,25 @@ def test_list_files_stops_a_page_at_the_character_budget(ws: Workspace) -> None:
     page = files.list_files(ws, limit=1000, max_chars=5_000)
     assert 0 < len(page.entries) < 300 and page.next_offset == len(page.entries)
     assert sum(len(e.model_dump_json()) for e in page.entries) < 5_000
+
+
+def test_a_fifo_is_refused_without_blocking(ws: Workspace) -> None:
+    os.mkfifo(ws.root / "pipe")
+    with pytest.raises(FileToolError, match="not a regular file"):
+        files.read_file(ws, "pipe")
+    assert all(not s.startswith("pipe") or "regular" in s for s in files.grep(ws, "x").skipped)
+
+
+def test_a_symlink_loop_is_an_error_not_a_crash(ws: Workspace) -> None:
+    (ws.root / "loop_a").symlink_to(ws.root / "loop_b")
+    (ws.root / "loop_b").symlink_to(ws.root / "loop_a")
+    with pytest.raises((FileToolError, PathError)):
+        files.read_file(ws, "loop_a")
+    files.write_file(ws, "loop_a", "x", max_bytes=100)  # the looping link is replaced, inside the workspace
+    assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith("loop")) == ["loop_a", "loop_b"]
+
+
+def test_list_files_says_which_folders_it_hid(ws: Workspace) -> None:
+    assert ".git" in (files.list_files(ws).note or "")
+    shown = files.list_files(ws, include_ignored=True)
+    assert ".git/HEAD" in [e.path for e in shown.entries] and shown.note is None

@@ -415,11 +415,11 @@ def test_every_field_the_model_sees_has_a_description() -> None:
         assert all(field.description for field in model.model_fields.values()), model.__name__
 
 
-def test_the_module_imports_only_the_stdlib_and_pydantic_at_top_level() -> None:
+def test_the_module_imports_only_the_stdlib_pydantic_and_its_own_package_at_top_level() -> None:
     tree = ast.parse(Path(lab.__file__).read_text(encoding="utf-8"))
     top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
-    assert top <= set(sys.stdlib_module_names) | {"__future__", "pydantic"}
+    assert top <= set(sys.stdlib_module_names) | {"__future__", "pydantic", "research_mcp"}
 
 
 def test_no_probe_writes_to_the_servers_stdout(fake_bin: Path) -> None:

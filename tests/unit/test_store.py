@@ -86,17 +86,17 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_two_processes_write_one_workspace_side_by_side(tmp_path: Path) -> None:
+def test_four_processes_open_and_write_one_workspace_side_by_side(tmp_path: Path) -> None:
     db = tmp_path / "ws" / ".research" / "state.db"
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(db), name], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for name in ("a", "b")
+        for name in ("a", "b", "c", "d")
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err.decode()[-2000:] for _, err in outputs]
     store = Store(db)
     conn = store.connection()
-    assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 400
-    assert conn.execute("SELECT count(*) FROM run_events").fetchone()[0] == 400
-    assert conn.execute("SELECT count(*) FROM api_cache").fetchone()[0] == 400
+    assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 800
+    assert conn.execute("SELECT count(*) FROM run_events").fetchone()[0] == 800
+    assert conn.execute("SELECT count(*) FROM api_cache").fetchone()[0] == 800
     assert store.schema_version == len(WORKSPACE_MIGRATIONS)
