@@ -1,0 +1,240 @@
+"""`python -m evals.bench`: run the three measurements, print a table, write the JSON result file.
+
+Exits 0 whatever the verdicts, unless `--strict` is given; then a missed target exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from evals.bench.measure import (
+    Call,
+    Launch,
+    Spawned,
+    cold_start,
+    still_running,
+    summary,
+    tool_calls,
+    tools_list_size,
+)
+
+HERE = Path(__file__).resolve().parent
+BASELINE_SCRIPT = HERE / "baseline_server.py"
+DEFAULT_OUT = HERE / "results" / "latest.json"
+
+COLD_START_TARGET = 1.10
+"""research-mcp's median spawn-to-`tools/list` time may be at most this multiple of the baseline's."""
+TOOL_CALL_TARGET = 1.20
+"""research-mcp's p50 `list_files` round trip may be at most this multiple of the baseline's `ping`."""
+
+RESEARCH, CONSOLE, BASELINE = "research", "research_console_script", "baseline"
+LABELS = {
+    BASELINE: "baseline (SDK MCPServer, 1 tool)",
+    RESEARCH: "research-mcp (python -m)",
+    CONSOLE: "research-mcp (console script)",
+    "ping": "baseline ping",
+    "list_files": "research list_files (empty dir)",
+    "read_file": "research read_file (1 line)",
+}
+CALLS = [
+    Call("list_files", 0, "list_files", {"path": "empty"}),
+    Call("read_file", 0, "read_file", {"path": "one_line.txt"}),
+    Call("ping", 1, "ping", {}),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.bench", description="research-mcp against the SDK's one-tool server."
+    )
+    parser.add_argument("--runs", type=int, default=20, help="timed cold starts of each server (default 20)")
+    parser.add_argument("--calls", type=int, default=200, help="timed tool calls of each kind (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed tool calls of each kind first (default 20)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON result file (default {DEFAULT_OUT})")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    return parser
+
+
+def _launches(python: str, workspace: Path, data_dir: Path) -> dict[str, Launch]:
+    """Both servers start with the venv's python by absolute path, from the same folder, with the same env."""
+    env = {"RESEARCH_MCP_DATA_DIR": str(data_dir)}  # keep the user's own data folder out of it
+    serve = ["serve", "--workspace", str(workspace)]
+    launches = {
+        BASELINE: Launch(LABELS[BASELINE], [python, str(BASELINE_SCRIPT)], workspace, env),
+        RESEARCH: Launch(LABELS[RESEARCH], [python, "-m", "research_mcp", *serve], workspace, env),
+    }
+    console = Path(python).parent / "research-mcp"
+    if console.is_file():
+        launches[CONSOLE] = Launch(LABELS[CONSOLE], [str(console), *serve], workspace, env)
+    return launches
+
+
+async def _measure(args: argparse.Namespace, launches: dict[str, Launch], errlog: TextIO) -> dict[str, Any]:
+    spawned = Spawned()
+    try:
+        times, answers = await cold_start(list(launches.values()), args.runs, errlog, spawned)
+        per_call = await tool_calls(
+            launches[RESEARCH], launches[BASELINE], CALLS, args.calls, args.warmup, errlog, spawned
+        )
+    finally:
+        left = still_running(spawned.processes)
+        for pid in left:  # the SDK's shutdown should have ended them all; this is only a safety net
+            os.kill(pid, signal.SIGKILL)
+
+    cold: dict[str, Any] = {"runs": args.runs, "launchers": {key: launch.argv for key, launch in launches.items()}}
+    for key, launch in launches.items():
+        cold[key] = summary(times[launch.label])
+    cold["ratio"] = cold[RESEARCH]["p50_ms"] / cold[BASELINE]["p50_ms"]
+    cold["min_ratio"] = cold[RESEARCH]["min_ms"] / cold[BASELINE]["min_ms"]  # less sensitive to a noisy neighbour
+    if CONSOLE in launches:
+        cold["console_script_ratio"] = cold[CONSOLE]["p50_ms"] / cold[BASELINE]["p50_ms"]
+    cold["target_ratio"] = COLD_START_TARGET
+    cold["passed"] = cold["ratio"] <= COLD_START_TARGET
+
+    calls: dict[str, Any] = {"calls": args.calls, "warmup": args.warmup}
+    calls.update({call.label: summary(per_call[call.label]) for call in CALLS})
+    calls["ratio"] = calls["list_files"]["p50_ms"] / calls["ping"]["p50_ms"]
+    calls["read_file_ratio"] = calls["read_file"]["p50_ms"] / calls["ping"]["p50_ms"]
+    calls["target_ratio"] = TOOL_CALL_TARGET
+    calls["passed"] = calls["ratio"] <= TOOL_CALL_TARGET
+
+    sizes = tools_list_size(answers[launches[RESEARCH].label])
+    sizes["baseline"] = tools_list_size(answers[launches[BASELINE].label])
+    return {
+        "cold_start": cold,
+        "tool_call": calls,
+        "tools_list": sizes,
+        "processes": {
+            "spawned": [{"pid": pid, "cmdline": cmdline} for pid, cmdline in spawned.processes],
+            "left_running": left,
+        },
+    }
+
+
+def _meta(started: float) -> dict[str, Any]:
+    return {
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "mcp": version("mcp"),
+        "research_mcp": version("research-mcp"),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The human table: one block per measurement, each ending in its target and verdict."""
+    meta, cold, calls, sizes = result["meta"], result["cold_start"], result["tool_call"], result["tools_list"]
+    load = "/".join(f"{x:.2f}" for x in meta["loadavg_start"])
+    lines = [
+        f"research-mcp bench: python {meta['python']}, mcp {meta['mcp']}, {meta['cpus']} cpus, "
+        f"load {load} at start, {meta['duration_s']:.0f} s",
+        f"research-mcp is launched as `{' '.join(cold['launchers'][RESEARCH][:4])} ...` (the same interpreter start "
+        "as the baseline script); the console script is timed alongside for information",
+        "",
+        f"1. cold start, spawn -> tools/list answered ({cold['runs']} runs each, interleaved)",
+        f"   {'':36}{'median':>9}{'p90':>9}{'min':>9}",
+    ]
+    for key in (BASELINE, RESEARCH, CONSOLE):
+        if key in cold:
+            s = cold[key]
+            lines.append(f"   {LABELS[key]:36}{s['p50_ms']:9.1f}{s['p90_ms']:9.1f}{s['min_ms']:9.1f} ms")
+    lines.append(
+        f"   {'ratio research/baseline (median)':36}{cold['ratio']:8.3f}x   "
+        f"target <= {cold['target_ratio']:.2f}x   {_verdict(cold['passed'])}"
+    )
+    lines.append(f"   {'ratio research/baseline (min)':36}{cold['min_ratio']:8.3f}x   (information)")
+    if "console_script_ratio" in cold:
+        lines.append(f"   {'ratio console script/baseline':36}{cold['console_script_ratio']:8.3f}x   (information)")
+    lines += [
+        "",
+        f"2. tool call over stdio ({calls['calls']} calls each after {calls['warmup']} warm-up, both sessions open, "
+        "interleaved)",
+        f"   {'':36}{'p50':>9}{'p90':>9}{'p99':>9}",
+    ]
+    for key in ("ping", "list_files", "read_file"):
+        s = calls[key]
+        lines.append(f"   {LABELS[key]:36}{s['p50_ms']:9.3f}{s['p90_ms']:9.3f}{s['p99_ms']:9.3f} ms")
+    lines += [
+        f"   {'ratio list_files/ping (p50)':36}{calls['ratio']:8.3f}x   "
+        f"target <= {calls['target_ratio']:.2f}x   {_verdict(calls['passed'])}",
+        f"   {'ratio read_file/ping (p50)':36}{calls['read_file_ratio']:8.3f}x   (information)",
+        "",
+        f"3. tools/list answer: {sizes['tools']} tools, {sizes['answer_chars']:,} chars "
+        f"(tools array {sizes['tools_chars']:,}; baseline: {sizes['baseline']['tools']} tool, "
+        f"{sizes['baseline']['answer_chars']:,} chars)",
+        f"   {'tool':14}{'total':>8}{'description':>13}{'inputSchema':>13}{'outputSchema':>14}",
+    ]
+    for tool in sizes["per_tool"]:
+        lines.append(
+            f"   {tool['name']:14}{tool['total']:8,}{tool['description']:13,}"
+            f"{tool['inputSchema']:13,}{tool['outputSchema']:14,}"
+        )
+    left = result["processes"]["left_running"]
+    lines += [
+        "",
+        f"{len(result['processes']['spawned'])} servers spawned, "
+        + (f"{len(left)} LEFT RUNNING (killed): {left}" if left else "none left running"),
+    ]
+    return "\n".join(lines)
+
+
+def _prepare_workspace(workspace: Path) -> None:
+    (workspace / "empty").mkdir(parents=True)
+    (workspace / "one_line.txt").write_text("lr warmup helps\n", encoding="utf-8")
+
+
+def _log_tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.runs < 1 or args.calls < 1 or args.warmup < 0:
+        _parser().error("--runs and --calls must be at least 1, --warmup at least 0")
+    started = time.time()
+    meta = _meta(started)
+    with tempfile.TemporaryDirectory(prefix="research-mcp-bench-") as tmp:
+        root = Path(tmp)
+        _prepare_workspace(root / "workspace")
+        launches = _launches(sys.executable, root / "workspace", root / "data")
+        log = root / "servers.log"
+        with log.open("w", encoding="utf-8") as errlog:
+            try:
+                result = anyio.run(_measure, args, launches, errlog)
+            except BaseException:
+                errlog.flush()
+                sys.stderr.write(f"The bench failed; the servers' stderr ends with:\n{_log_tail(log)}\n")
+                raise
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["duration_s"] = time.time() - started
+    result = {"meta": meta, **result}
+    result["passed"] = result["cold_start"]["passed"] and result["tool_call"]["passed"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(render(result))
+    print(f"\nwritten to {args.out}")
+    return 1 if args.strict and not result["passed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

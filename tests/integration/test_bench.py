@@ -1,0 +1,56 @@
+"""`python -m evals.bench` runs end to end with tiny counts: three sections of positive numbers, no server left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _running(pid: int, cmdline: str) -> bool:
+    """Whether the process is alive and still the one the bench started (a reused PID runs something else)."""
+    proc = Path("/proc", str(pid))
+    try:
+        stat = (proc / "stat").read_text()
+        now = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z" and now == cmdline
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the bench finds its servers' PIDs in /proc")
+def test_the_bench_measures_all_three_sections_quickly_and_leaves_no_server_running(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    argv = ["--runs", "2", "--calls", "10", "--warmup", "2", "--out", str(out)]
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "evals.bench", *argv], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 45, f"the tiny bench took {elapsed:.1f} s"
+    assert "target <= 1.10x" in done.stdout and "target <= 1.20x" in done.stdout
+
+    result = json.loads(out.read_text(encoding="utf-8"))
+    cold, calls, sizes = result["cold_start"], result["tool_call"], result["tools_list"]
+    for key in ("research", "baseline"):
+        assert cold[key]["n"] == 2 and 0 < cold[key]["min_ms"] <= cold[key]["p50_ms"] <= cold[key]["p90_ms"]
+    assert cold["ratio"] > 0 and isinstance(cold["passed"], bool)
+    for key in ("list_files", "read_file", "ping"):
+        assert calls[key]["n"] == 10 and 0 < calls[key]["p50_ms"] <= calls[key]["p90_ms"] <= calls[key]["p99_ms"]
+    assert calls["ratio"] > 0 and calls["read_file_ratio"] > 0 and isinstance(calls["passed"], bool)
+    assert sizes["tools"] == len(sizes["per_tool"]) > 1
+    assert sizes["answer_chars"] > sizes["tools_chars"] > 0
+    for tool in sizes["per_tool"]:
+        assert tool["total"] > tool["description"] + tool["inputSchema"] + tool["outputSchema"] > 0, tool
+
+    spawned = result["processes"]["spawned"]
+    assert len(spawned) >= 2 * 3 + 2  # a warm-up and 2 timed starts of each server, plus the two call sessions
+    assert result["processes"]["left_running"] == []
+    assert [p["pid"] for p in spawned if _running(p["pid"], p["cmdline"])] == []
