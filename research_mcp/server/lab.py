@@ -15,4 +15,8 @@ def register(tools: ToolRegistry) -> None:
         memory, TeX Live, Slurm, API tokens set (never their values), the workspace and its state database,
         and for every missing part the exact install step. Call it first, and when a tool says a part is missing."""
         found = workspace_of(ctx, ws)
-        return await probe_lab(state_of(ctx).settings, found.workspace, found.problem)
+
+        async def progress(done: int, total: int, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        return await probe_lab(state_of(ctx).settings, found.workspace, found.problem, progress)

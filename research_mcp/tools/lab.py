@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from research_mcp.config import Settings
     from research_mcp.workspace import Workspace
 
-__all__ = ["Component", "Gpu", "LabInfo", "format_report", "probe_lab"]
+__all__ = ["Component", "Gpu", "LabInfo", "Progress", "format_report", "probe_lab"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,16 @@ class LabInfo(ToolModel):
     limits: dict[str, float | int] = Field(description="Output budgets and machine size (cpus, memory_gib, ...).")
 
 
-async def probe_lab(settings: Settings, workspace: Workspace | None, workspace_problem: str | None = None) -> LabInfo:
+Progress = Callable[[int, int, str], Awaitable[None]]
+"""Told (done, total, message) as each probe finishes."""
+
+
+async def probe_lab(
+    settings: Settings,
+    workspace: Workspace | None,
+    workspace_problem: str | None = None,
+    on_progress: Progress | None = None,
+) -> LabInfo:
     """Probe every component concurrently, each bounded by `settings.probe_timeout_s`."""
     import platform
 
@@ -136,6 +145,8 @@ async def probe_lab(settings: Settings, workspace: Workspace | None, workspace_p
         if scope.cancelled_caught:
             logger.info("lab probe %s timed out after %g s", name, timeout_s)
             found[index] = _c(name, "timeout", f"no answer within {timeout_s:g} s (probe_timeout_s); probe stopped")
+        if on_progress is not None:
+            await on_progress(len(found), len(probes), f"{name}: {found[index].status}")
 
     async def disk_free() -> None:
         if workspace is not None:

@@ -118,3 +118,18 @@ async def test_started_in_slash_with_no_roots_tools_refuse_and_say_how_to_set_th
     assert not Path("/x.txt").exists()
     info = await call(rootless_client, "lab_info", {})
     assert info["workspace"] is None and "filesystem root" in info["workspace_problem"]
+
+
+async def test_lab_info_reports_progress_as_each_probe_finishes(client: Client) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    with anyio.fail_after(20):
+        result = await client.call_tool("lab_info", {}, progress_callback=on_progress)
+    assert result.structured_content is not None
+    components = result.structured_content["components"]
+    assert [p for p, _, _ in seen] == list(range(1, len(components) + 1))
+    assert {total for _, total, _ in seen} == {len(components)}
+    assert {m.split(":")[0] for _, _, m in seen if m} == {c["name"] for c in components}

@@ -74,6 +74,10 @@ BAD_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [
     ("write_file", {"path": "x" * 10_000, "content": ""}, "path"),
     ("edit_file", {"path": "a", "old_string": "", "new_string": "b"}, "old_string"),
     ("no_such_tool", {}, "no_such_tool"),
+    ("write_file", {"path": "big.txt", "content": "x" * (21 << 20)}, "byte limit"),
+    ("read_file", {"path": "a", "offset": 10**40}, "'a'"),
+    ("list_files", {"pattern": ["*.py"]}, "pattern"),
+    ("grep", {"pattern": "x", "path": None}, "path"),
 ]
 
 
