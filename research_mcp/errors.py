@@ -11,6 +11,8 @@ The server adapters turn a `ResearchError` into an `isError` tool result carryin
     │   ├── NotFoundError
     │   └── BinaryFileError
     ├── StoreError             the state database cannot be used
+    ├── SandboxError           a run cannot be started, found or controlled
+    │   └── RunNotFoundError
     └── BadInputError          an argument is well-typed but unusable (bad regex, bad glob, ...)
 """
 
@@ -24,6 +26,8 @@ __all__ = [
     "NotFoundError",
     "PathError",
     "ResearchError",
+    "RunNotFoundError",
+    "SandboxError",
     "StoreError",
     "WorkspaceError",
 ]
@@ -78,6 +82,16 @@ class BinaryFileError(FileToolError):
 
 class StoreError(ResearchError):
     """The state database cannot be opened or written."""
+
+
+class SandboxError(ResearchError):
+    """A run cannot be started, found or controlled; the message says what to install or change."""
+
+
+class RunNotFoundError(SandboxError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"No run {run_id!r}. Call list_runs to see the run ids of this workspace.")
+        self.run_id = run_id
 
 
 class BadInputError(ResearchError):

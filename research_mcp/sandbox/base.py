@@ -1,0 +1,100 @@
+"""The one protocol every sandbox backend implements, and the records that cross it.
+
+A backend starts a run described by a `RunSpec`, returns a `RunHandle` that the state store keeps, and answers
+`poll` and `cancel` for that handle, also from a server process that did not start the run (runs outlive the
+server: a restarted server reattaches through the stored handle). It never touches the state store itself;
+`runs.RunManager` does the books.
+
+The run folder (`RunSpec.run_dir`, absolute, inside the workspace) is laid out before `start`:
+
+    runs/<id>/code/      the snapshot, hashed, never written after
+    runs/<id>/work/      a writable copy of code/: the run's working tree (`RunSpec.workdir` is relative to it)
+    runs/<id>/outputs/   where RESEARCH_OUT points
+    runs/<id>/log.txt    stdout and stderr interleaved, written by the backend, capped with a marker
+
+Inside the sandbox the working tree is `/work` (the cwd is `/work/<workdir>`) and outputs are `/outputs`;
+`RESEARCH_OUT=/outputs`. Everything else a backend binds is read-only, and nothing else of the host is visible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "LOG_CAP_MARKER",
+    "SANDBOX_OUTPUTS",
+    "SANDBOX_WORK",
+    "Backend",
+    "Failure",
+    "RunHandle",
+    "RunSpec",
+    "RunStatus",
+]
+
+SANDBOX_WORK = "/work"
+SANDBOX_OUTPUTS = "/outputs"
+LOG_CAP_MARKER = "\n[research-mcp: log capped at {cap} bytes; {dropped} bytes of output dropped here]\n"
+"""Written once into log.txt where the cap was reached; the tail of the output is still kept after it."""
+
+Failure = Literal["timeout", "oom", "cancelled", "error"]
+
+
+class RunSpec(BaseModel):
+    """Everything a backend needs to start one run."""
+
+    run_id: str
+    run_dir: Path = Field(description="Absolute runs/<id>/ folder, laid out as the module docstring says.")
+    command: str = Field(description="Shell command line, run by /bin/sh -c in /work/<workdir>.")
+    workdir: str = Field(".", description="Folder of the working tree to run in, relative to work/.")
+    image: str | None = Field(None, description="Container image (docker); None for the backend's default.")
+    env: dict[str, str] = Field(default_factory=dict[str, str], description="Extra environment; nothing of the host's.")
+    gpus: list[int] = Field(default_factory=list[int], description="GPU indices to expose; empty for none.")
+    cpus: float | None = Field(None, gt=0, description="CPU cores the run may use.")
+    memory_bytes: int | None = Field(None, gt=0, description="Memory limit (RSS, swap included where possible).")
+    pids: int = Field(512, gt=0, description="Most processes and threads at once.")
+    timeout_s: float = Field(gt=0, description="Wall-clock limit; the whole tree is killed when it passes.")
+    network: bool = Field(False, description="Give the run a network; refused where it cannot be isolated.")
+    log_cap_bytes: int = Field(32 << 20, gt=0, description="Largest log.txt; past it only the tail is kept.")
+
+
+class RunHandle(BaseModel):
+    """What the state store keeps to find a run again, also after a server restart."""
+
+    backend: str
+    ref: str = Field(description="Container id, supervisor pid:start-time, or cluster job id.")
+    data: dict[str, Any] = Field(default_factory=dict[str, Any], description="Backend-specific extras.")
+
+
+class RunStatus(BaseModel):
+    """A backend's answer to `poll`."""
+
+    state: Literal["running", "exited", "lost"] = Field(
+        description="lost: the backend no longer knows the run (its container or supervisor vanished)."
+    )
+    exit_code: int | None = None
+    failure: Failure | None = Field(None, description="Why it ended, when it did not end by itself with 0.")
+    started_at: float | None = None
+    ended_at: float | None = None
+    peak_memory_bytes: int | None = None
+    detail: str | None = Field(None, description="One line for the model: what the backend saw.")
+
+
+class Backend(Protocol):
+    """A place runs can happen. Every method may be called from a process that did not call `start`."""
+
+    name: str
+
+    async def start(self, spec: RunSpec) -> RunHandle:
+        """Start the run and return at once; raise `SandboxError` with what to do when it cannot start."""
+        ...
+
+    async def poll(self, handle: RunHandle) -> RunStatus:
+        """Where the run is now; keeps `log.txt` current. Never raises for a run that vanished: `lost`."""
+        ...
+
+    async def cancel(self, handle: RunHandle) -> None:
+        """Kill the run's whole tree; returns once nothing of it is left running. Idempotent."""
+        ...
