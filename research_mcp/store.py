@@ -66,9 +66,13 @@ WORKSPACE_MIGRATIONS: tuple[Migration, ...] = (
             headers TEXT NOT NULL DEFAULT '{}',
             fetched_at REAL NOT NULL, expires_at REAL)""",
     ),
+    (
+        "ALTER TABLE runs ADD COLUMN detail TEXT",
+        "ALTER TABLE runs ADD COLUMN peak_memory_bytes INTEGER",
+    ),
 )
 
-CACHE_MIGRATIONS: tuple[Migration, ...] = (WORKSPACE_MIGRATIONS[0][-1:],)
+CACHE_MIGRATIONS: tuple[Migration, ...] = (WORKSPACE_MIGRATIONS[0][-1:],)  # api_cache only
 
 
 @contextmanager

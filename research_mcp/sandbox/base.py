@@ -48,16 +48,18 @@ class RunSpec(BaseModel):
     run_id: str
     run_dir: Path = Field(description="Absolute runs/<id>/ folder, laid out as the module docstring says.")
     command: str = Field(description="Shell command line, run by /bin/sh -c in /work/<workdir>.")
-    workdir: str = Field(".", description="Folder of the working tree to run in, relative to work/.")
-    image: str | None = Field(None, description="Container image (docker); None for the backend's default.")
+    workdir: str = Field(default=".", description="Folder of the working tree to run in, relative to work/.")
+    image: str | None = Field(default=None, description="Container image (docker); None for the backend's default.")
     env: dict[str, str] = Field(default_factory=dict[str, str], description="Extra environment; nothing of the host's.")
     gpus: list[int] = Field(default_factory=list[int], description="GPU indices to expose; empty for none.")
-    cpus: float | None = Field(None, gt=0, description="CPU cores the run may use.")
-    memory_bytes: int | None = Field(None, gt=0, description="Memory limit (RSS, swap included where possible).")
-    pids: int = Field(512, gt=0, description="Most processes and threads at once.")
+    cpus: float | None = Field(default=None, gt=0, description="CPU cores the run may use.")
+    memory_bytes: int | None = Field(
+        default=None, gt=0, description="Memory limit (RSS, swap included where possible)."
+    )
+    pids: int = Field(default=512, gt=0, description="Most processes and threads at once.")
     timeout_s: float = Field(gt=0, description="Wall-clock limit; the whole tree is killed when it passes.")
-    network: bool = Field(False, description="Give the run a network; refused where it cannot be isolated.")
-    log_cap_bytes: int = Field(32 << 20, gt=0, description="Largest log.txt; past it only the tail is kept.")
+    network: bool = Field(default=False, description="Give the run a network; refused where it cannot be isolated.")
+    log_cap_bytes: int = Field(default=32 << 20, gt=0, description="Largest log.txt; past it only the tail is kept.")
 
 
 class RunHandle(BaseModel):
@@ -75,11 +77,11 @@ class RunStatus(BaseModel):
         description="lost: the backend no longer knows the run (its container or supervisor vanished)."
     )
     exit_code: int | None = None
-    failure: Failure | None = Field(None, description="Why it ended, when it did not end by itself with 0.")
+    failure: Failure | None = Field(default=None, description="Why it ended, when it did not end by itself with 0.")
     started_at: float | None = None
     ended_at: float | None = None
     peak_memory_bytes: int | None = None
-    detail: str | None = Field(None, description="One line for the model: what the backend saw.")
+    detail: str | None = Field(default=None, description="One line for the model: what the backend saw.")
 
 
 class Backend(Protocol):

@@ -1,0 +1,377 @@
+"""The run manager: the books of every run in a workspace, on top of the backends.
+
+A run is a row in the state store from the moment it is asked for: queued, then claimed and started by
+whichever server has a free slot (the claim is one `BEGIN IMMEDIATE` transaction, so two servers never start
+the same run), then polled until it ends. Nothing lives only in memory: a restarted server polls the stored
+handles again, finalises what ended while it was away, and marks what vanished `lost`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
+from research_mcp.sandbox.base import Backend, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.logs import failure_from_log
+from research_mcp.sandbox.snapshot import manifest, take_snapshot
+from research_mcp.store import Store
+from research_mcp.tools._model import ToolModel
+from research_mcp.workspace import Workspace
+
+__all__ = ["ACTIVE", "FINISHED", "Run", "RunManager", "RunRequest", "RunState"]
+
+logger = logging.getLogger(__name__)
+
+RunState = Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"]
+ACTIVE: tuple[RunState, ...] = ("queued", "starting", "running")
+FINISHED: tuple[RunState, ...] = ("succeeded", "failed", "cancelled", "lost")
+_STARTING_GRACE_S = 120.0
+METRIC_PATTERNS = ("final_info", ".json", ".jsonl", ".csv", ".tsv", "tfevents", "metrics", "MLmodel")
+
+
+class RunRequest(ToolModel):
+    """What `run_experiment` asks for, validated."""
+
+    command: str = Field(min_length=1, max_length=20_000)
+    workdir: str | None = "."
+    files: dict[str, str] | None = None
+    backend: Literal["auto", "docker", "local"] = "auto"
+    image: str | None = None
+    gpus: list[int] = Field(default_factory=list[int])
+    cpus: float | None = Field(None, gt=0, le=1024)
+    memory_gb: float | None = Field(None, gt=0, le=4096)
+    timeout_s: float = Field(3600, gt=0, le=7 * 24 * 3600)
+    env: dict[str, str] = Field(default_factory=dict[str, str])
+    network: bool = False
+    label: str | None = Field(None, max_length=200)
+    config: dict[str, Any] | None = None
+    seed: int | None = None
+    parent: str | None = None
+    note: str | None = Field(None, max_length=4000)
+
+
+class Run(ToolModel):
+    """One run as the model sees it."""
+
+    id: str
+    state: RunState
+    backend: str
+    command: str
+    workdir: str = Field(description="The workspace folder that was snapshotted; empty for inline files only.")
+    image: str | None = None
+    code_hash: str | None = Field(None, description="sha256 over the snapshot's paths and contents.")
+    label: str | None = None
+    config: dict[str, Any] | None = None
+    seed: int | None = None
+    parent: str | None = None
+    note: str | None = None
+    exit_code: int | None = None
+    failure: str | None = Field(None, description="timeout, oom, cuda_oom, cancelled, error or lost.")
+    detail: str | None = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = None
+    peak_memory_bytes: int | None = None
+    folder: str = Field(description="The run's folder in the workspace: code/, work/, outputs/, log.txt.")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RunManager:
+    """Runs of one workspace. `backends` maps a name to a backend; `choose` picks one for backend="auto"."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        store: Store,
+        backends: Mapping[str, Callable[[], Backend]],
+        *,
+        choose: Callable[[], str],
+        max_concurrent: int,
+        max_snapshot_bytes: int = 200 << 20,
+        default_image: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ws = ws
+        self.store = store
+        self._factories = backends
+        self._backends: dict[str, Backend] = {}
+        self._choose = choose
+        self.max_concurrent = max_concurrent
+        self.max_snapshot_bytes = max_snapshot_bytes
+        self.default_image = default_image
+        self.clock = clock
+
+    def backend(self, name: str) -> Backend:
+        found = self._backends.get(name)
+        if found is None:
+            factory = self._factories.get(name)
+            if factory is None:
+                raise SandboxError(f"Unknown backend {name!r}; choose one of {', '.join(self._factories)}.")
+            found = self._backends[name] = factory()
+        return found
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.ws.root / "runs" / run_id
+
+    # -- asking for a run -------------------------------------------------------------------------------------
+
+    def prepare(self, req: RunRequest) -> Run:
+        """Snapshot the code and record the run as queued (sync: call it in a worker thread)."""
+        if req.workdir is None and not req.files:
+            raise BadInputError("Give a workdir (a workspace folder) or inline files: there is no code to run.")
+        for key in req.env:
+            if not key or "=" in key or "\x00" in key or key[0].isdigit():
+                raise BadInputError(f"Environment variable name {key!r} is not valid.")
+        if req.parent is not None:
+            self.get(req.parent)
+        backend = self._choose() if req.backend == "auto" else req.backend
+        run_id = new_run_id()
+        folder = self.run_dir(run_id)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            snap = take_snapshot(self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes)
+            shutil.copytree(folder / "code", folder / "work", symlinks=True)
+            (folder / "outputs").mkdir()
+            (folder / "manifest.json").write_text(json.dumps(manifest(folder / "code")))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        limits = {
+            "gpus": req.gpus,
+            "cpus": req.cpus,
+            "memory_bytes": int(req.memory_gb * 2**30) if req.memory_gb else None,
+            "timeout_s": req.timeout_s,
+            "network": req.network,
+            "env": req.env,
+        }
+        now = self.clock()
+        self.store.connection().execute(
+            "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
+            "note, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            (
+                run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
+                req.workdir or "", snap.code_hash,
+                json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
+                req.parent, req.note, now,
+            ),
+        )  # fmt: skip
+        self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
+        return self.get(run_id)
+
+    # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
+
+    def _claim(self) -> list[str]:
+        """Mark as many queued runs `starting` as there are free slots; never two servers the same run."""
+        with self.store.transaction() as conn:
+            busy = conn.execute("SELECT count(*) FROM runs WHERE state IN ('starting', 'running')").fetchone()[0]
+            free = max(0, self.max_concurrent - int(busy))
+            rows = conn.execute(
+                "SELECT id FROM runs WHERE state = 'queued' ORDER BY created_at, id LIMIT ?", (free,)
+            ).fetchall()
+            ids = [str(row["id"]) for row in rows]
+            for run_id in ids:
+                conn.execute("UPDATE runs SET state = 'starting', owner = ? WHERE id = ?", (_owner(), run_id))
+        return ids
+
+    def _spec(self, row: Any) -> RunSpec:
+        limits: dict[str, Any] = json.loads(row["limits"])
+        return RunSpec(
+            run_id=row["id"],
+            run_dir=self.run_dir(row["id"]),
+            command=row["command"],
+            workdir=".",  # the snapshot's root is the folder that was asked for
+            image=row["image"],
+            env=limits.get("env") or {},
+            gpus=limits.get("gpus") or [],
+            cpus=limits.get("cpus"),
+            memory_bytes=limits.get("memory_bytes"),
+            timeout_s=limits["timeout_s"],
+            network=bool(limits.get("network")),
+        )
+
+    async def start_queued(self) -> list[str]:
+        """Start what the free slots allow; a run that cannot start is failed with the reason."""
+        import anyio.to_thread
+
+        started: list[str] = []
+        for run_id in await anyio.to_thread.run_sync(self._claim):
+            row = self._row(run_id)
+            try:
+                handle = await self.backend(row["backend"]).start(self._spec(row))
+            except SandboxError as exc:
+                self._finish(run_id, RunStatus(state="exited", failure="error", detail=str(exc)), "failed")
+                continue
+            self.store.connection().execute(
+                "UPDATE runs SET state = 'running', handle = ?, started_at = ? WHERE id = ? AND state = 'starting'",
+                (handle.model_dump_json(), self.clock(), run_id),
+            )
+            self._event(run_id, "started", {"backend": handle.backend, "ref": handle.ref})
+            started.append(run_id)
+        return started
+
+    async def refresh(self, run_id: str | None = None) -> None:
+        """Poll running runs (one, or all) and record the ones that ended; mark stale `starting` runs lost."""
+        where, args = ("state = 'running'", ()) if run_id is None else ("state = 'running' AND id = ?", (run_id,))
+        rows = self.store.connection().execute(f"SELECT * FROM runs WHERE {where}", args).fetchall()
+        for row in rows:
+            handle = RunHandle.model_validate_json(row["handle"])
+            try:
+                status = await self.backend(handle.backend).poll(handle)
+            except SandboxError as exc:
+                logger.warning("poll of run %s failed: %s", row["id"], exc)
+                continue
+            if status.state == "running":
+                if status.peak_memory_bytes is not None:
+                    self.store.connection().execute(
+                        "UPDATE runs SET peak_memory_bytes = ? WHERE id = ?", (status.peak_memory_bytes, row["id"])
+                    )
+                continue
+            self._finish(row["id"], status, None)
+        stale = self.clock() - _STARTING_GRACE_S
+        self.store.connection().execute(
+            "UPDATE runs SET state = 'lost', failure = 'lost', ended_at = ?, "
+            "detail = 'the server starting it stopped before the run started' "
+            "WHERE state = 'starting' AND created_at < ? AND owner != ?",
+            (self.clock(), stale, _owner()),
+        )
+
+    async def pump(self) -> None:
+        await self.refresh()
+        await self.start_queued()
+
+    def _finish(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
+        failure: str | None = status.failure
+        if status.state == "lost":
+            final: RunState = "lost"
+            failure = "lost"
+        elif state is not None:
+            final = state
+        elif failure == "cancelled":
+            final = "cancelled"
+        elif status.exit_code == 0 and failure is None:
+            final = "succeeded"
+        else:
+            final = "failed"
+            if failure in (None, "error"):
+                failure = failure_from_log(self.run_dir(run_id) / "log.txt") or failure or "error"
+        self.store.connection().execute(
+            "UPDATE runs SET state = ?, exit_code = ?, failure = ?, detail = ?, ended_at = ?, "
+            "peak_memory_bytes = coalesce(?, peak_memory_bytes), started_at = coalesce(started_at, ?) "
+            "WHERE id = ? AND state NOT IN ('succeeded', 'failed', 'cancelled', 'lost')",
+            (
+                final, status.exit_code, failure, status.detail, status.ended_at or self.clock(),
+                status.peak_memory_bytes, status.started_at, run_id,
+            ),
+        )  # fmt: skip
+        self._event(run_id, final, {"exit_code": status.exit_code, "failure": failure})
+
+    # -- cancel, read ------------------------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> Run:
+        run = self.get(run_id)
+        if run.state in FINISHED:
+            return run
+        conn = self.store.connection()
+        changed = conn.execute(
+            "UPDATE runs SET state = 'cancelled', failure = 'cancelled', ended_at = ? "
+            "WHERE id = ? AND state = 'queued'",
+            (self.clock(), run_id),
+        ).rowcount
+        if changed:
+            self._event(run_id, "cancelled", {"while": "queued"})
+            return self.get(run_id)
+        row = self._row(run_id)
+        if row["handle"] is None:
+            raise SandboxError(f"Run {run_id} is starting; call cancel_run again in a moment.")
+        handle = RunHandle.model_validate_json(row["handle"])
+        await self.backend(handle.backend).cancel(handle)
+        status = await self.backend(handle.backend).poll(handle)
+        if status.state == "running":
+            raise SandboxError(f"Run {run_id} did not stop; call cancel_run again or check lab_info.")
+        self._finish(run_id, status.model_copy(update={"failure": "cancelled"}), "cancelled")
+        return self.get(run_id)
+
+    def _row(self, run_id: str) -> Any:
+        row = self.store.connection().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return row
+
+    def _to_run(self, row: Any) -> Run:
+        ended = row["ended_at"] or (None if row["state"] in ACTIVE else row["created_at"])
+        started = row["started_at"]
+        return Run(
+            id=row["id"], state=row["state"], backend=row["backend"], command=row["command"],
+            workdir=row["workdir"], image=row["image"], code_hash=row["code_hash"], label=row["label"],
+            config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
+            note=row["note"], exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
+            created_at=row["created_at"], started_at=started, ended_at=row["ended_at"],
+            duration_s=round((ended or self.clock()) - started, 3) if started else None,
+            peak_memory_bytes=row["peak_memory_bytes"], folder=f"runs/{row['id']}",
+        )  # fmt: skip
+
+    def get(self, run_id: str) -> Run:
+        return self._to_run(self._row(run_id))
+
+    def list(
+        self, state: str | None, label: str | None, parent: str | None, limit: int, offset: int
+    ) -> tuple[list[Run], int]:
+        clauses: list[str] = []
+        args: list[object] = []
+        for column, value in (("state", state), ("label", label), ("parent", parent)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        conn = self.store.connection()
+        total = int(conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()[0])
+        rows = conn.execute(
+            f"SELECT * FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+        ).fetchall()
+        return [self._to_run(row) for row in rows], total
+
+    def outputs(self, run_id: str, limit: int = 200) -> list[str]:
+        """Files the run wrote: everything in outputs/, and files in work/ that are new or changed."""
+        folder = self.run_dir(run_id)
+        found: list[str] = []
+        out_dir = folder / "outputs"
+        if out_dir.is_dir():
+            found += sorted(
+                p.relative_to(folder).as_posix() for p in out_dir.rglob("*") if p.is_file() and not p.is_symlink()
+            )
+        manifest_path = folder / "manifest.json"
+        if (folder / "work").is_dir() and manifest_path.exists():
+            before: dict[str, str] = json.loads(manifest_path.read_text())
+            after = manifest(folder / "work")
+            found += sorted(f"work/{rel}" for rel, digest in after.items() if before.get(rel) != digest)
+        return found[:limit]
+
+    def _event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.store.connection().execute(
+            "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
+            (run_id, self.clock(), kind, json.dumps(data)),
+        )
+
+
+def is_metric_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(pattern in name for pattern in METRIC_PATTERNS) and not name.endswith(("spec.json", "status.json"))

@@ -1,0 +1,202 @@
+"""The run manager's books, with a fake backend that implements the protocol (no sandbox needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
+from research_mcp.sandbox.base import RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.runs import RunManager, RunRequest
+from research_mcp.store import Store
+from research_mcp.workspace import Workspace
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeBackend:
+    """Starts nothing; the test says how each run ends."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.started: list[RunSpec] = []
+        self.outcome: dict[str, RunStatus] = {}
+        self.cancelled: list[str] = []
+        self.refuse: str | None = None
+
+    async def start(self, spec: RunSpec) -> RunHandle:
+        if self.refuse:
+            raise SandboxError(self.refuse)
+        self.started.append(spec)
+        return RunHandle(backend="fake", ref=spec.run_id, data={"run_dir": str(spec.run_dir)})
+
+    async def poll(self, handle: RunHandle) -> RunStatus:
+        return self.outcome.get(handle.ref, RunStatus(state="running", started_at=1.0))
+
+    async def cancel(self, handle: RunHandle) -> None:
+        self.cancelled.append(handle.ref)
+        self.outcome[handle.ref] = RunStatus(state="exited", exit_code=-9, failure="cancelled")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    root = tmp_path / "ws"
+    (root / "exp").mkdir(parents=True)
+    (root / "exp" / "train.py").write_text("print('hi')\n")
+    (root / "exp" / "__pycache__").mkdir()
+    (root / "exp" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (root / ".git").mkdir()
+    return Workspace(root.resolve(), "setting")
+
+
+def manager(ws: Workspace, backend: FakeBackend, limit: int = 2) -> RunManager:
+    store = Store(ws.state_dir / "state.db")
+    return RunManager(ws, store, {"fake": lambda: backend}, choose=lambda: "fake", max_concurrent=limit)
+
+
+def request(**extra: object) -> RunRequest:
+    return RunRequest.model_validate({"command": "python3 train.py", "workdir": "exp", "backend": "auto", **extra})
+
+
+async def test_a_run_is_snapshotted_queued_then_started_with_its_spec(ws: Workspace) -> None:
+    backend = FakeBackend()
+    runs = manager(ws, backend)
+    run = runs.prepare(request(label="baseline", seed=1, config={"lr": 0.1}, note="first try"))
+    assert run.state == "queued" and run.code_hash and len(run.code_hash) == 64
+    folder = ws.root / run.folder
+    assert sorted(p.name for p in (folder / "code").iterdir()) == ["train.py"]  # caches left out
+    assert (folder / "work" / "train.py").exists() and (folder / "outputs").is_dir()
+    await runs.pump()
+    [spec] = backend.started
+    assert spec.command == "python3 train.py" and spec.run_dir == folder and spec.workdir == "."
+    assert runs.get(run.id).state == "running"
+    assert (runs.get(run.id).label, runs.get(run.id).config) == ("baseline", {"lr": 0.1})
+
+
+async def test_the_same_code_has_the_same_hash(ws: Workspace) -> None:
+    runs = manager(ws, FakeBackend())
+    assert runs.prepare(request()).code_hash == runs.prepare(request()).code_hash
+    other = runs.prepare(request(files={"extra.py": "x = 1\n"}))
+    assert other.code_hash != runs.prepare(request()).code_hash
+
+
+async def test_the_concurrency_limit_queues_the_rest_and_loses_none(ws: Workspace) -> None:
+    backend = FakeBackend()
+    runs = manager(ws, backend, limit=2)
+    ids = [runs.prepare(request(label="sweep")).id for _ in range(5)]
+    await runs.pump()
+    assert len(backend.started) == 2
+    for spec in list(backend.started):
+        backend.outcome[spec.run_id] = RunStatus(state="exited", exit_code=0, ended_at=2.0)
+    await runs.pump()
+    assert len(backend.started) == 4
+    for _ in range(2):
+        for spec in backend.started:
+            backend.outcome[spec.run_id] = RunStatus(state="exited", exit_code=0, ended_at=2.0)
+        await runs.pump()
+    assert sorted(s.run_id for s in backend.started) == sorted(ids)
+    assert {runs.get(i).state for i in ids} == {"succeeded"}
+
+
+async def test_two_servers_on_one_workspace_never_start_the_same_run(ws: Workspace) -> None:
+    first, second = FakeBackend(), FakeBackend()
+    a, b = manager(ws, first, limit=10), manager(ws, second, limit=10)
+    ids = [a.prepare(request()).id for _ in range(6)]
+    await b.pump()
+    await a.pump()
+    started = [s.run_id for s in first.started + second.started]
+    assert sorted(started) == sorted(ids) and len(set(started)) == 6
+
+
+async def test_endings_are_classified(ws: Workspace) -> None:
+    backend = FakeBackend()
+    runs = manager(ws, backend, limit=10)
+    cases = {
+        "ok": (RunStatus(state="exited", exit_code=0), "succeeded", None),
+        "bad": (RunStatus(state="exited", exit_code=1, failure="error"), "failed", "error"),
+        "oom": (RunStatus(state="exited", exit_code=137, failure="oom"), "failed", "oom"),
+        "slow": (RunStatus(state="exited", exit_code=-9, failure="timeout"), "failed", "timeout"),
+        "gone": (RunStatus(state="lost"), "lost", "lost"),
+        "cuda": (RunStatus(state="exited", exit_code=1, failure="error"), "failed", "cuda_oom"),
+    }
+    ids = {name: runs.prepare(request(label=name)).id for name in cases}
+    (ws.root / "runs" / ids["cuda"] / "log.txt").write_text(
+        "Traceback (most recent call last):\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n"
+    )
+    await runs.pump()
+    for name, (status, _, _) in cases.items():
+        backend.outcome[ids[name]] = status
+    await runs.pump()
+    for name, (_, state, failure) in cases.items():
+        run = runs.get(ids[name])
+        assert (run.state, run.failure) == (state, failure), name
+
+
+async def test_a_backend_that_cannot_start_fails_the_run_with_its_reason(ws: Workspace) -> None:
+    backend = FakeBackend()
+    backend.refuse = "bubblewrap is not installed: apt-get install -y bubblewrap"
+    runs = manager(ws, backend)
+    run = runs.prepare(request())
+    await runs.pump()
+    found = runs.get(run.id)
+    assert (found.state, found.failure) == ("failed", "error") and "apt-get install" in (found.detail or "")
+
+
+async def test_cancel_works_queued_and_running(ws: Workspace) -> None:
+    backend = FakeBackend()
+    runs = manager(ws, backend, limit=1)
+    running, queued = runs.prepare(request()).id, runs.prepare(request()).id
+    await runs.pump()
+    assert (await runs.cancel(queued)).state == "cancelled"
+    done = await runs.cancel(running)
+    assert (done.state, done.failure) == ("cancelled", "cancelled") and backend.cancelled == [running]
+    assert (await runs.cancel(running)).state == "cancelled"  # idempotent
+
+
+async def test_lineage_is_stored_and_filtered(ws: Workspace) -> None:
+    runs = manager(ws, FakeBackend())
+    root = runs.prepare(request(label="base")).id
+    child = runs.prepare(request(label="ablation", parent=root)).id
+    runs.prepare(request(label="ablation"))
+    children, total = runs.list(None, None, root, 10, 0)
+    assert [r.id for r in children] == [child] and total == 1
+    labelled, total = runs.list(None, "ablation", None, 1, 0)
+    assert total == 2 and len(labelled) == 1
+    with pytest.raises(RunNotFoundError, match="list_runs"):
+        runs.prepare(request(parent="nope"))
+
+
+async def test_new_and_changed_files_in_work_are_found(ws: Workspace) -> None:
+    runs = manager(ws, FakeBackend())
+    run = runs.prepare(request())
+    folder = ws.root / run.folder
+    (folder / "work" / "run_1").mkdir()
+    (folder / "work" / "run_1" / "final_info.json").write_text(json.dumps({"loss": {"means": 1.0}}))
+    (folder / "work" / "train.py").write_text("changed\n")
+    (folder / "outputs" / "metrics.jsonl").write_text("{}\n")
+    assert runs.outputs(run.id) == ["outputs/metrics.jsonl", "work/run_1/final_info.json", "work/train.py"]
+
+
+async def test_bad_requests_are_refused_before_anything_is_written(ws: Workspace) -> None:
+    runs = manager(ws, FakeBackend())
+    with pytest.raises(BadInputError, match="no code"):
+        runs.prepare(request(workdir=None))
+    with pytest.raises(BadInputError, match="Environment variable"):
+        runs.prepare(request(env={"A=B": "x"}))
+    with pytest.raises(BadInputError, match=r"\.\."):
+        runs.prepare(request(files={"../evil.py": "x"}))
+    assert not any((ws.root / "runs").iterdir())
+
+
+async def test_a_snapshot_over_the_cap_names_the_biggest_files(ws: Workspace) -> None:
+    (ws.root / "exp" / "data.bin").write_bytes(b"\0" * (3 << 20))
+    store = Store(ws.state_dir / "state.db")
+    runs = RunManager(
+        ws, store, {"fake": FakeBackend}, choose=lambda: "fake", max_concurrent=1, max_snapshot_bytes=1 << 20
+    )
+    with pytest.raises(SandboxError, match=r"data\.bin \(3\.0 MiB\)"):
+        runs.prepare(request())
+    assert not any((ws.root / "runs").iterdir())
