@@ -33,6 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--read-only", action="store_true", default=None, help="offer only read-only tools")
     serve.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    sandbox = commands.add_parser("sandbox", help="manage the sandbox (the offline Docker image)")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
+    build = sandbox_commands.add_parser(
+        "build-image", help="build the offline Docker image (Debian minbase + python3 + numpy) with debootstrap"
+    )
+    build.add_argument("--tag", help="image name (default: RESEARCH_MCP_DOCKER_IMAGE or research-sandbox:base)")
+    build.add_argument("--mirror", help="Debian mirror URL (default http://deb.debian.org/debian)")
+    build.add_argument("--package", action="append", default=[], help="extra Debian package (repeatable)")
+    build.add_argument("--if-missing", action="store_true", help="do nothing when the image already exists")
+
     doctor = commands.add_parser("doctor", help="report what the lab can do here and how to install what is missing")
     doctor.add_argument("--workspace", type=Path)
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -111,6 +121,20 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from research_mcp.sandbox.images import DEFAULT_MIRROR, DEFAULT_PACKAGES, build_image, image_exists
+
+    settings = _settings(argparse.Namespace(workspace=None))
+    tag = args.tag or settings.docker_image
+    if args.if_missing and image_exists(tag):
+        sys.stderr.write(f"research-mcp: image {tag} already exists\n")
+        return 0
+    logging.getLogger("research_mcp").setLevel(logging.INFO)
+    image_id = build_image(tag, mirror=args.mirror or DEFAULT_MIRROR, packages=(*DEFAULT_PACKAGES, *args.package))
+    sys.stdout.write(f"{tag} {image_id}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from research_mcp.errors import ResearchError
 
@@ -121,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command == "sandbox":
+            return _sandbox(args)
     except ResearchError as exc:
         sys.stderr.write(f"research-mcp: {exc}\n")
         return 2

@@ -50,6 +50,18 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("s2_api_key", "RESEARCH_MCP_S2_API_KEY", "S2_API_KEY")
     )
 
+    backend: Literal["auto", "docker", "local"] = Field(
+        default="auto", description="Sandbox backend for backend='auto': docker when its engine answers, else local."
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=1, le=1024, description="Runs at once per workspace; default: the number of CPU cores."
+    )
+    max_snapshot_bytes: int = Field(default=200 << 20, ge=1 << 20, description="Largest code snapshot of a run.")
+    max_log_bytes: int = Field(default=32 << 20, ge=64 << 10, description="Largest log.txt of a run; then head + tail.")
+    docker_allow_network: bool = Field(
+        default=False,
+        description="Let Docker runs ask for network=True (the bridge also reaches host services on 0.0.0.0).",
+    )
     docker_image: str = Field(
         default="research-sandbox:base", description="Image the doctor looks for and Docker runs use."
     )

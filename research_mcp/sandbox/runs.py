@@ -108,8 +108,10 @@ class RunManager:
         max_concurrent: int,
         max_snapshot_bytes: int = 200 << 20,
         default_image: str | None = None,
+        log_cap_bytes: int = 32 << 20,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.log_cap_bytes = log_cap_bytes
         self.ws = ws
         self.store = store
         self._factories = backends
@@ -206,6 +208,7 @@ class RunManager:
             memory_bytes=limits.get("memory_bytes"),
             timeout_s=limits["timeout_s"],
             network=bool(limits.get("network")),
+            log_cap_bytes=self.log_cap_bytes,
         )
 
     async def start_queued(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""What every tool adapter shares: the app state, the workspace resolver, annotations and error mapping.
+"""What every tool adapter shares: the workspace resolver, annotations and error mapping.
 
 Adapters stay thin: they unpack flat arguments, find the workspace, call the domain function (in a worker
 thread when it is sync) and turn a `ResearchError` into the SDK's `ToolError`, whose text the model reads.
@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio.to_thread
@@ -21,10 +18,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp_types import ListRootsResult, ToolAnnotations
 
-from research_mcp.config import Settings
-from research_mcp.errors import ResearchError, WorkspaceError
-from research_mcp.store import Store
-from research_mcp.workspace import Workspace, choose_workspace
+from research_mcp.errors import ResearchError
+from research_mcp.server.state import AppState, ResolvedWorkspace
+from research_mcp.workspace import Workspace
 
 __all__ = [
     "READ_ONLY_LOCAL",
@@ -51,52 +47,6 @@ READ_ONLY_LOCAL = ToolAnnotations(
 WRITES_LOCAL = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedWorkspace:
-    """The workspace for this call, or why there is none (`lab_info` reports the reason instead of failing)."""
-
-    workspace: Workspace | None
-    problem: str | None
-
-    def require(self) -> Workspace:
-        if self.workspace is None:
-            raise WorkspaceError(self.problem or "No workspace.")
-        return self.workspace
-
-
-@dataclass
-class AppState:
-    """What the lifespan yields: settings, plus state stores opened on first use, one per workspace."""
-
-    settings: Settings
-    stores: dict[Path, Store] = field(default_factory=dict[Path, Store])
-    _workspaces: dict[tuple[str, ...] | None, Workspace] = field(
-        default_factory=dict[tuple[str, ...] | None, Workspace]
-    )
-
-    def resolve_workspace(self, roots: list[str] | None) -> ResolvedWorkspace:
-        """The workspace for these client roots; remembered while its folder exists, since resolving costs."""
-        key = tuple(roots) if roots is not None else None
-        found = self._workspaces.get(key)
-        if found is None or not os.path.isdir(found.root):
-            try:
-                found = self._workspaces[key] = choose_workspace(self.settings.workspace, roots)
-            except WorkspaceError as exc:
-                return ResolvedWorkspace(None, str(exc))
-        return ResolvedWorkspace(found, None)
-
-    def store(self, ws: Workspace) -> Store:
-        found = self.stores.get(ws.root)
-        if found is None:
-            found = self.stores[ws.root] = Store(ws.state_dir / "state.db")
-        return found
-
-    def close(self) -> None:
-        for store in self.stores.values():
-            store.close()
-        self.stores.clear()
 
 
 AppContext = Context[AppState, Any]

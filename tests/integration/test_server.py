@@ -19,6 +19,7 @@ from research_mcp.server import build_server
 pytestmark = pytest.mark.anyio
 
 FILE_TOOLS = {"list_files", "read_file", "write_file", "edit_file", "grep"}
+RUN_TOOLS = {"run_experiment", "run_status", "run_logs", "cancel_run", "list_runs"}
 PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
     "list_files": ("path", {}),
     "read_file": ("path", {}),
@@ -30,7 +31,7 @@ PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
 
 async def test_every_tool_has_a_description_annotations_and_an_output_schema(client: Client) -> None:
     tools = (await client.list_tools()).tools
-    assert {t.name for t in tools} == FILE_TOOLS | {"lab_info"}
+    assert {t.name for t in tools} == FILE_TOOLS | RUN_TOOLS | {"lab_info"}
     for tool in tools:
         assert tool.description and len(tool.description) > 40, tool.name
         assert tool.annotations is not None and tool.annotations.read_only_hint is not None, tool.name
@@ -49,7 +50,8 @@ async def test_read_only_mode_lists_exactly_the_read_only_tools(workspace: Path)
         result = await client.call_tool("write_file", {"path": "x", "content": "y"})
         assert result.is_error
     expected = {t.name for t in everything if t.annotations and t.annotations.read_only_hint}
-    assert {t.name for t in offered} == expected == {"lab_info", "list_files", "read_file", "grep"}
+    assert {t.name for t in offered} == expected
+    assert expected == {"lab_info", "list_files", "read_file", "grep", "run_status", "run_logs", "list_runs"}
     assert not (workspace / "x").exists()
 
 

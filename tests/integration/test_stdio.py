@@ -24,6 +24,11 @@ CALLS: dict[str, dict[str, Any]] = {
     "edit_file": {"path": "notes/idea.md", "old_string": "helps", "new_string": "helps a lot"},
     "grep": {"pattern": "warmup"},
     "list_files": {},
+    "run_experiment": {"command": "cat idea.md", "workdir": "notes", "wait_s": 20, "timeout_s": 60},
+    "run_status": {"run_id": "{run}"},
+    "run_logs": {"run_id": "{run}"},
+    "list_runs": {},
+    "cancel_run": {"run_id": "{run}"},
 }
 
 
@@ -40,10 +45,13 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
             assert client.session.protocol_version == expected
             names = {t.name for t in (await client.list_tools()).tools}
             assert names == set(CALLS)
+            run_id = ""
             for tool, args in CALLS.items():
+                args = {k: run_id if v == "{run}" else v for k, v in args.items()}
                 result = await client.call_tool(tool, args)  # the client checks structuredContent against outputSchema
                 assert not result.is_error, (tool, result.content)
                 assert result.structured_content is not None
+                run_id = run_id or result.structured_content.get("run", {}).get("id", "")
     assert (workspace / "notes" / "idea.md").read_text() == "# Idea\nlr warmup helps a lot\n"
 
 

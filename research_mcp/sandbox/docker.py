@@ -1,0 +1,680 @@
+"""The Docker backend: each run is one detached container, found again by its id or its labels.
+
+What a run gets (`create_kwargs`, a pure function the unit tests check): no network (`network_mode="none"`)
+unless the server allows it, memory with no swap beyond it, a pids limit, CPUs, a read-only root with a
+tmpfs /tmp, a non-root user, no capabilities, `no-new-privileges`, exactly two binds (`<run_dir>/work` on
+/work and `<run_dir>/outputs` on /outputs), only the environment the spec names, and GPUs by device request.
+
+Runs outlive the server. All state lives in the engine (the container and its labels) and in the run folder:
+`poll` keeps `log.txt` current from the engine's logs, enforces the deadline kept in the handle, and when the
+container has ended writes `status.json` once and removes the container; later polls answer from that file.
+Any server process can therefore poll or cancel any run, and `find_runs` lists every container this project
+made. Nothing here kills a run whose deadline passed unless some process polls it: the run manager must keep
+polling running runs (a few seconds apart) and poll everything `find_runs` returns when it starts.
+
+The docker SDK is imported lazily (the server starts without it) and untyped; `DockerEngine` is the only
+class that touches it, and it maps every docker error to a `SandboxError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, cast
+
+import anyio.to_thread
+
+from research_mcp.errors import SandboxError
+from research_mcp.sandbox.base import (
+    LOG_CAP_MARKER,
+    SANDBOX_OUTPUTS,
+    SANDBOX_WORK,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "ContainerGoneError",
+    "LABEL_RUN",
+    "LABEL_RUN_DIR",
+    "NVIDIA_TOOLKIT_URL",
+    "DockerBackend",
+    "DockerEngine",
+    "connect",
+    "create_kwargs",
+    "sandbox_user",
+    "write_capped_log",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "research-sandbox:base"
+LABEL_RUN = "research-mcp.run"
+LABEL_RUN_DIR = "research-mcp.run-dir"
+LABEL_TIMEOUT = "research-mcp.timeout-s"
+LABEL_LOG_CAP = "research-mcp.log-cap-bytes"
+NVIDIA_TOOLKIT_URL = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
+NOBODY = (65534, 65534)
+TAIL_WINDOW_BYTES = 1 << 20
+"""How much of the end of the output log.txt always keeps, so a final traceback is whole."""
+STATUS_FILE = "status.json"
+LOG_FILE = "log.txt"
+_ENGINE_LOG_FILES = 5
+_RUNNING = ("created", "running", "paused", "restarting", "removing")
+
+
+# --- the container a run gets (pure) --------------------------------------------------------------------
+
+
+def sandbox_user() -> tuple[int, int]:
+    """uid and gid runs use: nobody when the server is root, else the server's own ids (so it can read results)."""
+    return NOBODY if os.geteuid() == 0 else (os.getuid(), os.getgid())
+
+
+def sandbox_workdir(workdir: str) -> str:
+    """The cwd inside the container for `RunSpec.workdir`; refuses paths that leave /work."""
+    rel = PurePosixPath(workdir)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise SandboxError(f"workdir {workdir!r} must be a folder inside the working tree, relative, without '..'.")
+    return str(PurePosixPath(SANDBOX_WORK, rel))
+
+
+def create_kwargs(
+    spec: RunSpec,
+    *,
+    image: str,
+    user: tuple[int, int],
+    tmp_size_bytes: int = 1 << 30,
+) -> dict[str, Any]:
+    """The keyword arguments of `docker.DockerClient().containers.create` for `spec`.
+
+    Pure: no engine, no docker import. GPUs are a device request in the dict form docker-py turns into
+    `docker.types.DeviceRequest(device_ids=[...], capabilities=[["gpu"]])`.
+    """
+    for key, value in spec.env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise SandboxError(f"Environment variable {key!r} cannot be passed: names need no '=' and no NUL bytes.")
+    tmpfs_options = f"rw,nosuid,nodev,size={tmp_size_bytes},mode=1777"
+    kwargs: dict[str, Any] = {
+        "image": image,
+        # stderr joins stdout at the source: the engine stamps each pipe as it reads it, so with two pipes a final
+        # traceback on stderr lands before the last stdout lines (1.6 MB early in a 50 MB flood, measured).
+        "command": ["/bin/sh", "-c", "exec 2>&1\n" + spec.command],
+        "name": "research-mcp-" + re.sub(r"[^a-zA-Z0-9_.-]", "-", spec.run_id),
+        "user": f"{user[0]}:{user[1]}",
+        "working_dir": sandbox_workdir(spec.workdir),
+        # Python buffers a pipe: without this a killed or timed-out run would lose its last lines.
+        "environment": {"PYTHONUNBUFFERED": "1", **spec.env, "RESEARCH_OUT": SANDBOX_OUTPUTS, "HOME": "/tmp"},
+        "labels": {
+            LABEL_RUN: spec.run_id,
+            LABEL_RUN_DIR: str(spec.run_dir),
+            LABEL_TIMEOUT: repr(spec.timeout_s),
+            LABEL_LOG_CAP: str(spec.log_cap_bytes),
+        },
+        "volumes": {
+            str(spec.run_dir / "work"): {"bind": SANDBOX_WORK, "mode": "rw"},
+            str(spec.run_dir / "outputs"): {"bind": SANDBOX_OUTPUTS, "mode": "rw"},
+        },
+        # network=True means Docker's default bridge. Its gateway (172.17.0.1 on docker0) is an address of the
+        # host, so every host service bound to 0.0.0.0 (or to docker0) answers the run; only services bound to
+        # 127.0.0.1 stay out of reach. DockerBackend refuses network=True unless the server allows it.
+        "network_mode": "bridge" if spec.network else "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": tmpfs_options, "/var/tmp": tmpfs_options},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "ipc_mode": "private",
+        "pids_limit": spec.pids,
+        # The engine keeps the output until poll has copied it into log.txt; bounded on the engine's disk too.
+        "log_config": {
+            "type": "local",
+            "config": {"max-size": str(max(spec.log_cap_bytes, 32 << 20)), "max-file": str(_ENGINE_LOG_FILES)},
+        },
+    }
+    if spec.memory_bytes is not None:
+        kwargs["mem_limit"] = spec.memory_bytes
+        kwargs["memswap_limit"] = spec.memory_bytes  # equal: no swap beyond the limit
+    if spec.cpus is not None:
+        kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+    if spec.gpus:
+        kwargs["device_requests"] = [{"device_ids": [str(i) for i in spec.gpus], "capabilities": [["gpu"]]}]
+    return kwargs
+
+
+# --- log.txt (pure file I/O) ---------------------------------------------------------------------------------
+
+
+def write_capped_log(
+    chunks: Iterable[bytes], path: Path, *, cap_bytes: int, tail_bytes: int = TAIL_WINDOW_BYTES
+) -> int:
+    """Write `chunks` to `path` (atomically), keeping at most about `cap_bytes`; returns the bytes seen.
+
+    Past the cap the file holds the head (cut at a line end), `LOG_CAP_MARKER` once, then the last
+    `min(tail_bytes, cap_bytes // 2)` bytes (starting at a line start), so a final traceback is whole. Streams:
+    memory stays about twice the tail window whatever the output size.
+    """
+    tail_limit = min(tail_bytes, cap_bytes // 2)
+    head_limit = cap_bytes - tail_limit
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    total = 0
+    head_len = 0
+    head_last_newline = -1  # offset just after the last b"\n" in the head
+    tail = bytearray()
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                total += len(chunk)
+                room = head_limit - head_len
+                if room > 0:
+                    part = chunk[:room]
+                    out.write(part)
+                    newline = part.rfind(b"\n")
+                    if newline >= 0:
+                        head_last_newline = head_len + newline + 1
+                    head_len += len(part)
+                    chunk = chunk[room:]
+                if chunk:
+                    tail += chunk
+                    if len(tail) > 2 * tail_limit + (1 << 16):
+                        del tail[: len(tail) - tail_limit]
+            if total <= cap_bytes:
+                out.write(tail)
+            else:
+                kept_tail = bytes(tail[-tail_limit:]) if tail_limit else b""
+                newline = kept_tail.find(b"\n")
+                if 0 <= newline < len(kept_tail) - 1 and newline < len(kept_tail) // 2:
+                    kept_tail = kept_tail[newline + 1 :]
+                if head_last_newline >= head_len - (1 << 16) and head_last_newline > 0:
+                    out.truncate(head_last_newline)
+                    out.seek(head_last_newline)
+                    head_len = head_last_newline
+                dropped = total - head_len - len(kept_tail)
+                out.write(LOG_CAP_MARKER.format(cap=cap_bytes, dropped=dropped).encode())
+                out.write(kept_tail)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return total
+
+
+# --- the engine (the only code that touches the untyped docker SDK) -----------------------------------------
+
+
+def _docker_module() -> Any:
+    try:
+        return importlib.import_module("docker")
+    except ImportError as exc:
+        raise SandboxError(
+            "The Docker backend needs the docker package, a dependency of research-mcp: reinstall it "
+            "(pip install 'docker>=7'), or use the local backend."
+        ) from exc
+
+
+def _where(base_url: str | None) -> str:
+    return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect(base_url: str | None = None, *, timeout_s: float = 60) -> DockerEngine:
+    """A client for the engine at `base_url` (default: DOCKER_HOST, else the local socket). Synchronous.
+
+    Raises:
+        SandboxError: the docker package is missing or no engine answers.
+    """
+    docker = _docker_module()
+    where = _where(base_url)
+    unreachable = f"Docker engine not reachable at {where}: start dockerd / Docker Desktop, or use the local backend."
+    if where.startswith("unix://"):
+        # docker-py leaks its socket when a unix connect fails (transport/unixconn.py); knock first ourselves.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(timeout_s)
+            try:
+                probe.connect(where.removeprefix("unix://"))
+            except OSError as exc:
+                raise SandboxError(f"{unreachable} ({exc})") from exc
+    try:
+        if base_url is None:
+            client = docker.from_env(version="auto", timeout=int(timeout_s))
+        else:
+            client = docker.DockerClient(base_url=base_url, version="auto", timeout=int(timeout_s))
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"{unreachable} ({exc})") from exc
+    return DockerEngine(client, _where(base_url))
+
+
+class ContainerGoneError(SandboxError):
+    """The container vanished while the backend was reading it (another process finished the run)."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(f"Container {container_id[:12]} is gone.")
+        self.container_id = container_id
+
+
+class DockerEngine:
+    """The few calls the backend makes, typed, each mapping docker's errors to `SandboxError`. Synchronous."""
+
+    def __init__(self, client: Any, where: str) -> None:
+        self._client: Any = client
+        self._api: Any = client.api
+        self._errors: Any = _docker_module().errors
+        self._requests: Any = importlib.import_module("requests.exceptions")
+        self.where = where
+
+    @contextmanager
+    def _mapped(self, what: str, image: str | None = None) -> Generator[None]:
+        errors = self._errors
+        try:
+            yield
+        except errors.ImageNotFound as exc:
+            raise SandboxError(
+                f"Image {image!r} not found: build it with `research-mcp sandbox build-image` "
+                f"or set RESEARCH_MCP_DOCKER_IMAGE (or `docker pull` it)."
+            ) from exc
+        except errors.APIError as exc:
+            text = str(getattr(exc, "explanation", None) or exc)
+            if "could not select device driver" in text or "nvidia" in text.lower():
+                raise SandboxError(
+                    f"This Docker engine cannot give containers GPUs ({text}). Install the NVIDIA driver and the "
+                    f"NVIDIA Container Toolkit, then restart dockerd: {NVIDIA_TOOLKIT_URL}"
+                ) from exc
+            if "is already in use" in text:
+                raise SandboxError(
+                    f"Docker refused to {what}: {text}. A container of this run already exists: poll or cancel "
+                    "the run, or remove that container (`docker rm -f <name>`)."
+                ) from exc
+            raise SandboxError(f"Docker refused to {what}: {text}") from exc
+        except (errors.DockerException, self._requests.RequestException) as exc:
+            raise SandboxError(
+                f"Docker engine not reachable at {self.where} while trying to {what}: start dockerd / Docker "
+                f"Desktop, or use the local backend. ({exc})"
+            ) from exc
+
+    def image_exists(self, tag: str) -> bool:
+        with self._mapped(f"look up image {tag}"):
+            try:
+                self._api.inspect_image(tag)
+            except self._errors.NotFound:
+                return False
+        return True
+
+    def create(self, kwargs: dict[str, Any]) -> str:
+        """Create (not start) the container; returns its id."""
+        image = cast(str, kwargs["image"])
+        with self._mapped("create the run's container", image):
+            container = self._client.containers.create(**kwargs)
+            return cast(str, container.id)
+
+    def start(self, container_id: str) -> None:
+        with self._mapped("start the run's container"):
+            self._api.start(container_id)
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's attributes, or None when the engine no longer has it."""
+        with self._mapped("inspect a run's container"):
+            try:
+                return cast(dict[str, Any], self._api.inspect_container(container_id))
+            except self._errors.NotFound:
+                return None
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        """The output as the engine stored it, streamed. Raises `ContainerGoneError` if the container is gone."""
+        with self._mapped("read a run's logs"):
+            try:
+                stream = self._api.logs(container_id, stdout=True, stderr=True, stream=True, follow=False)
+            except self._errors.NotFound as exc:
+                raise ContainerGoneError(container_id) from exc
+            for chunk in stream:
+                yield cast(bytes, chunk)
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL pid 1: the kernel then kills every process in the container's pid namespace."""
+        with self._mapped("kill a run's container"):
+            try:
+                self._api.kill(container_id)
+            except self._errors.NotFound:
+                return
+            except self._errors.APIError as exc:
+                if "is not running" not in str(exc):
+                    raise
+
+    def wait(self, container_id: str, timeout_s: float) -> None:
+        """Until the container is no longer running (or gone)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            attrs = self.inspect(container_id)
+            if attrs is None or cast(str, attrs["State"]["Status"]) not in ("running", "paused", "restarting"):
+                return
+            time.sleep(0.05)
+        raise SandboxError(f"Container {container_id[:12]} still runs {timeout_s:.0f} s after a kill; check dockerd.")
+
+    def remove(self, container_id: str) -> None:
+        with self._mapped("remove a run's container"):
+            try:
+                self._api.remove_container(container_id, force=True)
+            except self._errors.NotFound:
+                return
+            except self._errors.APIError as exc:
+                if "already in progress" not in str(exc):
+                    raise
+
+    def memory_peak(self, container_id: str) -> int | None:
+        """Highest memory use so far, read from the container's cgroup when the engine runs on this machine.
+
+        The stats API would give the same number but takes a second per call (it samples twice), and the
+        cgroup is gone once the container exits, so `poll` samples it while the run is running.
+        """
+        for path in _memory_peak_files(container_id):
+            try:
+                return int(path.read_text().strip()) or None
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def labelled(self) -> list[dict[str, Any]]:
+        """Every container (running or not) that carries the research-mcp run label."""
+        with self._mapped("list the run containers"):
+            found = self._api.containers(all=True, filters={"label": LABEL_RUN})
+        return [cast(dict[str, Any], c) for c in found]
+
+
+# --- the backend ----------------------------------------------------------------------------------------------
+
+
+class DockerBackend:
+    """Runs in containers of a local or remote Docker engine (`base.Backend`)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        image: str = DEFAULT_IMAGE,
+        base_url: str | None = None,
+        allow_network: bool = False,
+        tmp_size_bytes: int = 1 << 30,
+        tail_bytes: int = TAIL_WINDOW_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """
+        Args:
+            image: Image for specs that name none (`Settings.docker_image`).
+            base_url: Engine address; default DOCKER_HOST, else the local socket.
+            allow_network: Accept `network=True` (the default bridge, which reaches host services on 0.0.0.0).
+            tmp_size_bytes: Size of the run's /tmp tmpfs (charged to its memory limit as it fills).
+            tail_bytes: Tail of the output log.txt always keeps past the cap.
+            clock: Wall clock (epoch seconds) for deadlines, shared by every server process.
+        """
+        self.image = image
+        self.base_url = base_url
+        self.allow_network = allow_network
+        self.tmp_size_bytes = tmp_size_bytes
+        self.tail_bytes = tail_bytes
+        self._clock = clock
+        self._engine: DockerEngine | None = None
+        self._engine_lock = threading.Lock()
+        self._run_locks: dict[str, threading.Lock] = {}
+        self._peaks: dict[str, int] = {}
+        self._log_refreshes: dict[str, tuple[float, float]] = {}  # ref -> (monotonic time, seconds it took)
+
+    def engine(self) -> DockerEngine:
+        """The engine client, connected on first use (synchronous: call it from a worker thread)."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = connect(self.base_url)
+            return self._engine
+
+    async def start(self, spec: RunSpec) -> RunHandle:
+        if spec.network and not self.allow_network:
+            raise SandboxError(
+                "network=True is refused by this server: on Docker's bridge a run reaches every host service "
+                "bound to 0.0.0.0. Run without network (download data beforehand into the workspace), or ask "
+                "the user to allow networked Docker runs."
+            )
+        image = spec.image or self.image
+        user = sandbox_user()
+        kwargs = create_kwargs(spec, image=image, user=user, tmp_size_bytes=self.tmp_size_bytes)
+        return await anyio.to_thread.run_sync(lambda: self._start(spec, kwargs, user))
+
+    def _start(self, spec: RunSpec, kwargs: dict[str, Any], user: tuple[int, int]) -> RunHandle:
+        _prepare_run_dir(spec, user)
+        engine = self.engine()
+        container_id = engine.create(kwargs)
+        try:
+            engine.start(container_id)
+        except SandboxError:
+            engine.remove(container_id)
+            raise
+        deadline = self._clock() + spec.timeout_s
+        logger.info("run %s started in container %s (image %s)", spec.run_id, container_id[:12], kwargs["image"])
+        return RunHandle(
+            backend=self.name,
+            ref=container_id,
+            data={
+                "run_dir": str(spec.run_dir),
+                "deadline": deadline,
+                "timeout_s": spec.timeout_s,
+                "log_cap_bytes": spec.log_cap_bytes,
+            },
+        )
+
+    async def poll(self, handle: RunHandle) -> RunStatus:
+        return await anyio.to_thread.run_sync(lambda: self._poll(handle, cancel=False))
+
+    async def cancel(self, handle: RunHandle) -> None:
+        await anyio.to_thread.run_sync(lambda: self._poll(handle, cancel=True))
+
+    async def find_runs(self, under: Path | None = None) -> list[RunHandle]:
+        """Handles of every container labelled as a research-mcp run (optionally only runs under `under`)."""
+        found = await anyio.to_thread.run_sync(lambda: self.engine().labelled())
+        handles: list[RunHandle] = []
+        for summary in found:
+            labels = cast(dict[str, str], summary.get("Labels") or {})
+            run_dir = labels.get(LABEL_RUN_DIR, "")
+            if under is not None and not Path(run_dir).is_relative_to(under):
+                continue
+            timeout_s = float(labels.get(LABEL_TIMEOUT, "inf"))
+            handles.append(
+                RunHandle(
+                    backend=self.name,
+                    ref=cast(str, summary["Id"]),
+                    data={
+                        "run_id": labels.get(LABEL_RUN, ""),
+                        "run_dir": run_dir,
+                        # a restarted server has no start time of its own: the container's creation is a bound
+                        "deadline": float(cast(int, summary.get("Created", 0))) + timeout_s,
+                        "timeout_s": timeout_s,
+                        "log_cap_bytes": int(labels.get(LABEL_LOG_CAP, str(32 << 20))),
+                    },
+                )
+            )
+        return handles
+
+    def _poll(self, handle: RunHandle, *, cancel: bool) -> RunStatus:
+        if handle.backend != self.name:
+            raise SandboxError(f"Run handle of backend {handle.backend!r} given to the docker backend.")
+        with self._engine_lock:
+            lock = self._run_locks.setdefault(handle.ref, threading.Lock())
+        with lock:  # one poll per run at a time in this process; status.json guards across processes
+            try:
+                return self._poll_locked(handle, cancel=cancel)
+            except ContainerGoneError:  # another process finished (and removed) it under us
+                return _read_status(Path(cast(str, handle.data["run_dir"]))) or self._lost(handle.ref)
+
+    def _lost(self, ref: str) -> RunStatus:
+        return RunStatus(
+            state="lost",
+            detail=f"Container {ref[:12]} is gone and left no status: it was removed outside research-mcp "
+            "(docker rm, a prune, an engine reset). Start the run again if its results are needed.",
+        )
+
+    # poll and cancel share one path: finish the run if it ended (or must end), else refresh its log.
+    def _poll_locked(self, handle: RunHandle, *, cancel: bool) -> RunStatus:
+        run_dir = Path(cast(str, handle.data["run_dir"]))
+        deadline = float(handle.data.get("deadline", math.inf))
+        cap = int(handle.data.get("log_cap_bytes", 32 << 20))
+        done = _read_status(run_dir)
+        if done is not None:
+            if cancel:  # a process that died between writing status.json and removing may have left it
+                self.engine().remove(handle.ref)
+            return done
+        engine = self.engine()
+        ref = handle.ref
+        attrs = engine.inspect(ref)
+        if attrs is None:
+            return _read_status(run_dir) or self._lost(ref)
+        status = cast(str, attrs["State"]["Status"])
+        if status in _RUNNING:
+            if cancel:
+                return self._finish(engine, ref, run_dir, cap, attrs, killed="cancelled")
+            if self._clock() > deadline:
+                return self._finish(engine, ref, run_dir, cap, attrs, killed="timeout")
+            peak = engine.memory_peak(ref) if status == "running" else None
+            if peak is not None:
+                self._peaks[ref] = max(peak, self._peaks.get(ref, 0))
+            self._refresh_running_log(engine, ref, run_dir, cap)
+            return RunStatus(
+                state="running",
+                started_at=_timestamp(attrs["State"].get("StartedAt")),
+                peak_memory_bytes=self._peaks.get(ref),
+            )
+        return self._finish(engine, ref, run_dir, cap, attrs, killed=None)
+
+    def _refresh_running_log(self, engine: DockerEngine, ref: str, run_dir: Path, cap: int) -> None:
+        """Copy the engine's log into log.txt, at most 20 % of the time: the engine serves about 100k lines/s."""
+        now = time.monotonic()
+        last_at, took = self._log_refreshes.get(ref, (-math.inf, 0.0))
+        if now - last_at < 5 * took:
+            return
+        write_capped_log(engine.logs(ref), run_dir / LOG_FILE, cap_bytes=cap, tail_bytes=self.tail_bytes)
+        self._log_refreshes[ref] = (now, time.monotonic() - now)
+
+    def _finish(
+        self, engine: DockerEngine, ref: str, run_dir: Path, cap: int, attrs: dict[str, Any], *, killed: str | None
+    ) -> RunStatus:
+        if killed is not None:
+            engine.kill(ref)
+            engine.wait(ref, timeout_s=30)
+            attrs = engine.inspect(ref) or attrs
+        done = _read_status(run_dir)
+        if done is not None:  # another process finished it meanwhile: its log.txt is complete, keep it
+            return done
+        write_capped_log(engine.logs(ref), run_dir / LOG_FILE, cap_bytes=cap, tail_bytes=self.tail_bytes)
+        self._log_refreshes.pop(ref, None)
+        status = _ended_status(attrs, killed=killed, peak=self._peaks.pop(ref, None))
+        _write_status(run_dir, status)  # before the removal: a concurrent poll that finds no container reads it
+        engine.remove(ref)
+        logger.info("run container %s finished: %s", ref[:12], status.detail)
+        return status
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _prepare_run_dir(spec: RunSpec, user: tuple[int, int]) -> None:
+    for sub in ("work", "outputs"):
+        if not (spec.run_dir / sub).is_dir():
+            raise SandboxError(f"{spec.run_dir / sub} is missing: the run folder must be laid out before start.")
+    cwd = spec.run_dir / "work" / spec.workdir
+    if not cwd.is_dir():
+        raise SandboxError(f"workdir {spec.workdir!r} is not a folder of the run's working tree.")
+    if os.geteuid() == 0 and user != (os.getuid(), os.getgid()):
+        for sub in ("work", "outputs"):
+            _chown_tree(spec.run_dir / sub, user)
+
+
+def _chown_tree(root: Path, user: tuple[int, int]) -> None:
+    os.lchown(root, *user)
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(folder, name), *user)
+
+
+def _memory_peak_files(container_id: str) -> list[Path]:
+    """Where the high-water mark of a container's memory lives: cgroup v1 or v2, cgroupfs or systemd driver."""
+    root = Path("/sys/fs/cgroup")
+    return [
+        root / "memory" / "docker" / container_id / "memory.max_usage_in_bytes",
+        root / "memory" / "system.slice" / f"docker-{container_id}.scope" / "memory.max_usage_in_bytes",
+        root / "system.slice" / f"docker-{container_id}.scope" / "memory.peak",
+        root / "docker" / container_id / "memory.peak",
+    ]
+
+
+def _timestamp(value: object) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds as epoch seconds; None for its zero time."""
+    if not isinstance(value, str) or value.startswith("0001-"):
+        return None
+    match = re.fullmatch(r"(.+?T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", value)
+    if match is None:
+        return None
+    fraction = (match.group(2) or ".0")[:7]
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + fraction + zone).timestamp()
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+def _ended_status(attrs: dict[str, Any], *, killed: str | None, peak: int | None) -> RunStatus:
+    state = cast(dict[str, Any], attrs["State"])
+    limit = cast(int, attrs.get("HostConfig", {}).get("Memory") or 0)
+    started = _timestamp(state.get("StartedAt"))
+    ended = _timestamp(state.get("FinishedAt"))
+    code = cast(int | None, state.get("ExitCode"))
+    if started is not None and ended is not None:
+        ended = max(ended, started)  # the engine stamps the two from different clocks reads: can be 1 ms apart
+    took = f" after {ended - started:.1f} s" if started is not None and ended is not None else ""
+    failure: str | None = None
+    if killed == "timeout":
+        timeout = float(cast(str, attrs["Config"]["Labels"].get(LABEL_TIMEOUT, "nan")))
+        failure, detail = "timeout", f"Killed at its wall-clock limit of {timeout:g} s (timeout_s), with every process."
+    elif killed == "cancelled":
+        failure, detail = "cancelled", f"Cancelled{took}: the container and every process in it were killed."
+    elif state.get("OOMKilled") and code != 0:
+        failure = "oom"
+        detail = f"Killed by the out-of-memory killer{took} (exit {code})"
+        detail += f" at its memory limit of {_mib(limit)}: use less memory or ask for more." if limit else "."
+        peak = max(peak or 0, limit) or None
+    elif code != 0:
+        failure = "error"
+        detail = f"Exited with code {code}{took}; the end of log.txt says why."
+        if state.get("Error"):
+            detail += f" Docker: {state['Error']}"
+    else:
+        detail = f"Exited with code 0{took}."
+    return RunStatus(
+        state="exited",
+        exit_code=code,
+        failure=cast(Any, failure),
+        started_at=started,
+        ended_at=ended,
+        peak_memory_bytes=peak,
+        detail=detail,
+    )
+
+
+def _read_status(run_dir: Path) -> RunStatus | None:
+    try:
+        text = (run_dir / STATUS_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    return RunStatus.model_validate_json(text)
+
+
+def _write_status(run_dir: Path, status: RunStatus) -> None:
+    tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp.write_text(json.dumps(status.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, run_dir / STATUS_FILE)

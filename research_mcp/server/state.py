@@ -1,0 +1,153 @@
+"""The server's state for its lifetime: settings, a state store and a run manager per workspace, and the
+background pump that starts queued runs and records the ones that end while no tool call is asking."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskGroup
+
+from research_mcp.config import Settings
+from research_mcp.errors import ResearchError, WorkspaceError
+from research_mcp.sandbox.base import Backend
+from research_mcp.sandbox.runs import RunManager
+from research_mcp.store import Store
+from research_mcp.workspace import Workspace, choose_workspace
+
+__all__ = ["PUMP_INTERVAL_S", "AppState", "ResolvedWorkspace"]
+
+logger = logging.getLogger(__name__)
+
+PUMP_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedWorkspace:
+    """The workspace for this call, or why there is none (`lab_info` reports the reason instead of failing)."""
+
+    workspace: Workspace | None
+    problem: str | None
+
+    def require(self) -> Workspace:
+        if self.workspace is None:
+            raise WorkspaceError(self.problem or "No workspace.")
+        return self.workspace
+
+
+@dataclass
+class AppState:
+    """What the lifespan yields: settings, plus a state store and a run manager per workspace, made on first use."""
+
+    settings: Settings
+    task_group: TaskGroup | None = None
+    stores: dict[Path, Store] = field(default_factory=dict[Path, Store])
+    managers: dict[Path, RunManager] = field(default_factory=dict[Path, RunManager])
+    _workspaces: dict[tuple[str, ...] | None, Workspace] = field(
+        default_factory=dict[tuple[str, ...] | None, Workspace]
+    )
+
+    def resolve_workspace(self, roots: list[str] | None) -> ResolvedWorkspace:
+        """The workspace for these client roots; remembered while its folder exists, since resolving costs."""
+        key = tuple(roots) if roots is not None else None
+        found = self._workspaces.get(key)
+        if found is None or not os.path.isdir(found.root):
+            try:
+                found = self._workspaces[key] = choose_workspace(self.settings.workspace, roots)
+            except WorkspaceError as exc:
+                return ResolvedWorkspace(None, str(exc))
+        return ResolvedWorkspace(found, None)
+
+    def store(self, ws: Workspace) -> Store:
+        found = self.stores.get(ws.root)
+        if found is None:
+            found = self.stores[ws.root] = Store(ws.state_dir / "state.db")
+        return found
+
+    def runs(self, ws: Workspace) -> RunManager:
+        """The run manager of a workspace; its pump starts with it and runs until the server stops."""
+        found = self.managers.get(ws.root)
+        if found is None:
+            found = self.managers[ws.root] = RunManager(
+                ws,
+                self.store(ws),
+                _backend_factories(self.settings),
+                choose=lambda: _choose_backend(self.settings),
+                max_concurrent=self.settings.max_concurrent_runs or max(1, os.cpu_count() or 1),
+                max_snapshot_bytes=self.settings.max_snapshot_bytes,
+                default_image=self.settings.docker_image,
+                log_cap_bytes=self.settings.max_log_bytes,
+            )
+            if self.task_group is not None:
+                self.task_group.start_soon(_pump_forever, found, name=f"run pump {ws.root}")
+        return found
+
+    async def pump_now(self, runs: RunManager) -> None:
+        """One pump step at once (a tool call that waits wants fresh states, not the next tick)."""
+        try:
+            await runs.pump()
+        except ResearchError as exc:
+            logger.warning("run pump of %s: %s", runs.ws.root, exc)
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+        self.managers.clear()
+
+
+async def _pump_forever(runs: RunManager) -> None:
+    while True:
+        try:
+            await runs.pump()
+        except ResearchError as exc:
+            logger.warning("run pump of %s: %s", runs.ws.root, exc)
+        except Exception:  # the pump must outlive any one bad poll; the run stays and is polled again
+            logger.exception("run pump of %s failed; retrying", runs.ws.root)
+        await anyio.sleep(PUMP_INTERVAL_S)
+
+
+def _backend_factories(settings: Settings) -> dict[str, Callable[[], Backend]]:
+    def local() -> Backend:
+        from research_mcp.sandbox.local import LocalBackend
+
+        return LocalBackend()
+
+    def docker() -> Backend:
+        from research_mcp.sandbox.docker import DockerBackend
+
+        return DockerBackend(image=settings.docker_image, allow_network=settings.docker_allow_network)
+
+    return {"local": local, "docker": docker}
+
+
+def _choose_backend(settings: Settings) -> str:
+    """For backend="auto": the setting, else docker when its engine answers, else local (bubblewrap)."""
+    if settings.backend != "auto":
+        return settings.backend
+    return "docker" if _docker_engine_answers() else "local"
+
+
+def _docker_engine_answers(timeout_s: float = 1.0) -> bool:
+    """Whether a Docker engine answers `/_ping` on DOCKER_HOST's unix socket (or the default one)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host = os.environ.get("DOCKER_HOST", "")
+    parsed = urlsplit(host)
+    if host and parsed.scheme != "unix":
+        return bool(host)  # tcp:// and others: the user pointed at an engine on purpose; let docker say more
+    path = parsed.path if host else "/var/run/docker.sock"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            head = sock.recv(64)
+        return head.startswith(b"HTTP/1.") and b" 200 " in head
+    except OSError:
+        return False

@@ -1,0 +1,320 @@
+"""The local (bubblewrap) backend against real bwrap and, where the machine has them, real cgroups.
+
+Each test lays out a run folder as `RunManager` would (code/, work/, outputs/) and drives `LocalBackend`
+directly. Every wait is bounded; every run is cancelled in teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from research_mcp.errors import SandboxError
+from research_mcp.sandbox.base import LOG_CAP_MARKER, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.cgroups import RunCgroup, detect
+from research_mcp.sandbox.local import LocalBackend
+
+pytestmark = [pytest.mark.bwrap, pytest.mark.anyio]
+
+HAS_CGROUP = detect().kind != "rlimits only"
+needs_cgroup = pytest.mark.skipif(not HAS_CGROUP, reason="no cgroup can hold a run's memory/pids here")
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """runs/ of a workspace; as root, the path is made searchable for the sandbox uid (pytest's is 0700)."""
+    root = tmp_path / "ws" / "runs"
+    root.mkdir(parents=True)
+    if os.geteuid() == 0:
+        for folder in [*root.parents, root]:
+            if str(folder).startswith(str(tmp_path.parents[1])):
+                folder.chmod(folder.stat().st_mode | 0o011)
+    return root
+
+
+class Runs:
+    """Starts runs and remembers them, so the teardown cancels every one."""
+
+    def __init__(self, root: Path, backend: LocalBackend) -> None:
+        self.root = root
+        self.backend = backend
+        self.handles: list[RunHandle] = []
+
+    def lay_out(self, files: dict[str, str] | None = None) -> Path:
+        run_dir = self.root / f"t{uuid.uuid4().hex[:12]}"
+        for sub in ("code", "work", "outputs"):
+            (run_dir / sub).mkdir(parents=True)
+        for name, text in (files or {}).items():
+            (run_dir / "work" / name).write_text(text)
+        return run_dir
+
+    def spec(self, command: str, files: dict[str, str] | None = None, **limits: object) -> RunSpec:
+        run_dir = self.lay_out(files)
+        fields: dict[str, object] = {"timeout_s": 30, **limits}
+        return RunSpec.model_validate({"run_id": run_dir.name, "run_dir": run_dir, "command": command, **fields})
+
+    async def start(self, command: str, files: dict[str, str] | None = None, **limits: object) -> RunHandle:
+        handle = await self.backend.start(self.spec(command, files, **limits))
+        self.handles.append(handle)
+        return handle
+
+    async def wait(self, handle: RunHandle, timeout_s: float = 20) -> RunStatus:
+        with anyio.fail_after(timeout_s):
+            while True:
+                status = await self.backend.poll(handle)
+                if status.state != "running":
+                    return status
+                await anyio.sleep(0.05)
+
+    async def run(self, command: str, files: dict[str, str] | None = None, **limits: object) -> RunStatus:
+        return await self.wait(await self.start(command, files, **limits))
+
+
+@pytest.fixture
+async def lab(runs: Path) -> AsyncIterator[Runs]:
+    lab = Runs(runs, LocalBackend())
+    try:
+        yield lab
+    finally:
+        with anyio.fail_after(30):
+            for handle in lab.handles:
+                await lab.backend.cancel(handle)
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 10) -> None:
+    with anyio.fail_after(timeout_s):
+        while True:
+            if check():
+                return
+            await anyio.sleep(0.05)
+
+
+def log_of(handle: RunHandle) -> str:
+    return (Path(handle.data["run_dir"]) / "log.txt").read_text(errors="replace")
+
+
+def sleeper() -> str:
+    """A `sleep` command line no other test (or parallel test run) shares."""
+    return f"sleep 1000.{uuid.uuid4().int % 10**8:08d}"
+
+
+def host_processes_with(marker: str) -> list[str]:
+    """Host processes whose command line starts with `marker` (bwrap's and sh's lines merely contain it)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith(marker)]
+
+
+def cgroup_is_gone(handle: RunHandle) -> bool:
+    data = handle.data.get("cgroup")
+    if data is None:
+        return True
+    group = RunCgroup.from_data(data)
+    return group is None or not any(path.exists() for path in group.paths.values())
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP listener on the host's loopback, as a database or the Docker API would be."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+async def test_a_run_prints_to_the_log_and_writes_its_outputs(lab: Runs) -> None:
+    script = "import numpy, os, pathlib\nprint('mean', numpy.arange(5).mean())\n"
+    script += "pathlib.Path(os.environ['RESEARCH_OUT'], 'result.json').write_text('{\"acc\": 1}')\n"
+    script += "pathlib.Path('scratch.txt').write_text('in work')\n"
+    handle = await lab.start("python3 train.py", {"train.py": script})
+    status = await lab.wait(handle)
+    run_dir = Path(handle.data["run_dir"])
+    assert (status.state, status.exit_code, status.failure) == ("exited", 0, None), log_of(handle)
+    assert "mean 2.0" in log_of(handle)
+    assert json.loads((run_dir / "outputs" / "result.json").read_text()) == {"acc": 1}
+    assert (run_dir / "work" / "scratch.txt").read_text() == "in work"
+    assert status.started_at is not None and status.ended_at is not None and status.ended_at >= status.started_at
+    assert cgroup_is_gone(handle)
+
+
+async def test_a_non_zero_exit_is_an_error_with_its_code(lab: Runs) -> None:
+    status = await lab.run("echo failing >&2; exit 3")
+    assert (status.exit_code, status.failure) == (3, "error")
+
+
+async def test_a_sleep_past_its_timeout_is_killed_within_five_seconds(lab: Runs) -> None:
+    started = time.monotonic()
+    sleep = sleeper()
+    handle = await lab.start(sleep, timeout_s=1)
+    status = await lab.wait(handle, timeout_s=10)
+    assert status.failure == "timeout" and time.monotonic() - started < 1 + 5
+    assert not host_processes_with(sleep) and cgroup_is_gone(handle)
+
+
+async def test_cpu_spin_past_its_timeout_is_killed_within_five_seconds(lab: Runs) -> None:
+    started = time.monotonic()
+    status = await lab.run("python3 -c 'while True: pass'", timeout_s=1)
+    assert status.failure == "timeout" and time.monotonic() - started < 1 + 5
+
+
+async def test_cancel_kills_the_run_and_its_daemonised_children(lab: Runs) -> None:
+    sleep = sleeper()
+    command = f"setsid {sleep} & ({sleep} &) ; nohup {sleep} >/dev/null 2>&1 & {sleep}"
+    handle = await lab.start(command)
+    await until(lambda: len(host_processes_with(sleep)) == 4)
+    with anyio.fail_after(10):
+        await lab.backend.cancel(handle)
+    status = await lab.backend.poll(handle)
+    assert (status.state, status.failure) == ("exited", "cancelled")
+    assert not host_processes_with(sleep) and cgroup_is_gone(handle)
+    with anyio.fail_after(10):
+        await lab.backend.cancel(handle)  # idempotent
+
+
+async def test_a_daemonised_child_does_not_outlive_a_run_that_ends(lab: Runs) -> None:
+    sleep = sleeper()
+    status = await lab.run(f"setsid {sleep} & echo started")
+    assert status.exit_code == 0 and not host_processes_with(sleep)
+
+
+@needs_cgroup
+async def test_allocating_past_the_memory_limit_is_an_oom(lab: Runs) -> None:
+    status = await lab.run("python3 -c 'x = bytearray(256 << 20); print(len(x))'", memory_bytes=64 << 20)
+    assert status.failure == "oom", status
+    assert status.peak_memory_bytes is not None and status.peak_memory_bytes <= 64 << 20
+
+
+async def test_an_output_flood_is_capped_and_keeps_the_final_traceback(lab: Runs) -> None:
+    script = (
+        "import sys\nline = 'x' * 99 + '\\n'\nfor i in range(500_000):\n    sys.stdout.write(line)\n"
+        "print('last line before the error')\ndef fail():\n    raise ValueError('the final error')\nfail()\n"
+    )
+    cap = 1 << 20
+    handle = await lab.start("python3 flood.py", {"flood.py": script}, log_cap_bytes=cap)
+    status = await lab.wait(handle, timeout_s=30)
+    log = log_of(handle)
+    assert status.exit_code == 1
+    marker = LOG_CAP_MARKER.split("{")[0]
+    assert log.count(marker) == 1
+    assert len(log.encode()) <= cap + len(LOG_CAP_MARKER) + 40
+    tail = log[log.index("last line before the error") :]
+    assert "Traceback (most recent call last):" in tail and tail.rstrip().endswith("ValueError: the final error")
+
+
+async def test_the_supervisor_outlives_the_process_that_started_the_run(lab: Runs) -> None:
+    spec = lab.spec("sleep 0.5; echo finished")
+    code = (
+        "import anyio, sys\nfrom research_mcp.sandbox.base import RunSpec\n"
+        "from research_mcp.sandbox.local import LocalBackend\n"
+        "spec = RunSpec.model_validate_json(sys.stdin.read())\n"
+        "print(anyio.run(LocalBackend().start, spec).model_dump_json())\n"
+    )
+    with anyio.fail_after(20):
+        done = await anyio.run_process([sys.executable, "-c", code], input=spec.model_dump_json().encode())
+    handle = RunHandle.model_validate_json(done.stdout)
+    lab.handles.append(handle)
+    fresh = Runs(lab.root, LocalBackend())  # a restarted server: a new backend, only the stored handle
+    status = await fresh.wait(handle)
+    assert status.exit_code == 0 and "finished" in log_of(handle)
+
+
+async def test_a_supervisor_killed_mid_run_is_lost_and_leaves_nothing(lab: Runs) -> None:
+    sleep = sleeper()
+    handle = await lab.start(sleep)
+    await until(lambda: bool(host_processes_with(sleep)))
+    os.kill(int(handle.ref.split(":")[0]), signal.SIGKILL)
+    status = await lab.wait(handle)
+    assert status.state == "lost"
+    await until(lambda: not host_processes_with(sleep))
+    assert cgroup_is_gone(handle)
+
+
+async def test_escape_attempts_are_contained(
+    lab: Runs, runs: Path, listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESEARCH_MCP_TEST_SECRET", "s3cr3t-value")
+    state_db = runs.parent / ".research" / "state.db"
+    state_db.parent.mkdir()
+    state_db.write_text("runs table")
+    host_tmp = Path("/tmp") / f"escape-{uuid.uuid4().hex}"
+    probe = f"""
+import os, socket
+def attempt(name, fn):
+    try:
+        fn()
+        print(name, "ESCAPED")
+    except Exception as exc:
+        print(name, "contained", type(exc).__name__)
+attempt("loopback", lambda: socket.create_connection(("127.0.0.1", {listener}), timeout=2))
+attempt("shadow", lambda: open("/etc/shadow").read())
+attempt("state_db", lambda: open({str(state_db)!r}).read())
+attempt("docker_sock", lambda: socket.socket(socket.AF_UNIX).connect("/run/docker.sock"))
+attempt("write_usr", lambda: open("/usr/escape", "w"))
+attempt("write_etc", lambda: open("/etc/escape", "w"))
+open({str(host_tmp)!r}, "w").write("private tmp")
+print("host_pids", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+print("net", os.listdir("/sys/class/net") if os.path.isdir("/sys/class/net") else "none")
+print("pid1_env", open("/proc/1/environ").read())
+print("uid", os.getuid())
+"""
+    handle = await lab.start("python3 probe.py; env", {"probe.py": probe})
+    status = await lab.wait(handle)
+    log = log_of(handle)
+    assert status.exit_code == 0, log
+    assert "ESCAPED" not in log
+    for name in ("loopback", "shadow", "state_db", "docker_sock", "write_usr", "write_etc"):
+        assert f"{name} contained" in log
+    assert not host_tmp.exists()
+    assert "s3cr3t-value" not in log and "RESEARCH_MCP_TEST_SECRET" not in log
+    assert "net none" in log
+    assert max(json.loads(log.split("host_pids ")[1].splitlines()[0])) < 20
+    if os.geteuid() == 0:
+        assert "uid 65534" in log
+
+
+@needs_cgroup
+async def test_a_fork_bomb_is_held_by_the_pids_limit_while_a_healthy_run_finishes(lab: Runs) -> None:
+    bomb = await lab.start("bomb() { bomb | bomb & }; bomb; sleep 30", pids=64, timeout_s=4)
+    healthy = await lab.run("python3 -c 'print(sum(range(10**6)))'")
+    assert healthy.exit_code == 0
+    status = await lab.wait(bomb, timeout_s=15)
+    assert status.failure == "timeout" and cgroup_is_gone(bomb)
+
+
+async def test_filling_tmp_stops_at_the_tmpfs_size(lab: Runs) -> None:
+    status = await lab.run("head -c 1500M /dev/zero > /tmp/fill; echo rc=$?; du -sm /tmp", timeout_s=60)
+    assert "No space left on device" in log_of(lab.handles[-1]) or status.failure == "oom"
+
+
+async def test_network_is_refused_without_a_user_mode_network(lab: Runs) -> None:
+    with pytest.raises(SandboxError, match="network=True is refused"):
+        await lab.backend.start(lab.spec("true", network=True))
+
+
+async def test_a_missing_gpu_is_refused_with_what_to_do(lab: Runs) -> None:
+    if Path("/dev/nvidia7").exists():
+        pytest.skip("this machine has a GPU 7")
+    with pytest.raises(SandboxError, match="lab_info"):
+        await lab.backend.start(lab.spec("true", gpus=[7]))
+
+
+async def test_a_missing_workdir_is_an_error_that_points_at_the_log(lab: Runs) -> None:
+    handle = await lab.start("true", workdir="no/such/folder")
+    status = await lab.wait(handle)
+    assert status.failure == "error" and status.detail is not None and "log.txt" in status.detail
+    assert "no/such/folder" in log_of(handle)
+
+
+async def test_a_workdir_outside_the_working_tree_is_refused(lab: Runs) -> None:
+    with pytest.raises(SandboxError, match="inside the working tree"):
+        await lab.backend.start(lab.spec("true", workdir="../outputs"))

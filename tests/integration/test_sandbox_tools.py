@@ -1,0 +1,207 @@
+"""The sandbox conformance suite: the same experiments through the real MCP tools, against each real backend.
+
+Each test runs once per backend: `local` (bubblewrap) and `docker` (a real engine with the offline image).
+Backend-specific escape attempts live beside each backend's own tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from research_mcp.config import Settings
+from research_mcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+BACKENDS = [pytest.param("local", marks=pytest.mark.bwrap), pytest.param("docker", marks=pytest.mark.docker)]
+COMMAND = str(Path(sys.executable).parent / "research-mcp")
+
+AI_SCIENTIST_EXPERIMENT = """\
+import argparse, json, os
+parser = argparse.ArgumentParser()
+parser.add_argument("--out_dir", default="run_0")
+args = parser.parse_args()
+os.makedirs(args.out_dir, exist_ok=True)
+final = {"shakespeare_char": {"means": {"final_train_loss_mean": 0.81, "best_val_loss_mean": 1.47}}}
+with open(os.path.join(args.out_dir, "final_info.json"), "w") as f:
+    json.dump(final, f)
+with open(os.path.join(os.environ["RESEARCH_OUT"], "curve.csv"), "w") as f:
+    f.write("step,loss\\n0,2.0\\n1,1.5\\n")
+print("done", args.out_dir)
+"""
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """As root, runs are made by an unprivileged uid, which must be able to reach the run folders: pytest's
+    temporary folders are 0700, so their parents are opened for search (o+x), as a user's would need to be."""
+    root = tmp_path / "project"
+    root.mkdir()
+    if os.geteuid() == 0:
+        for folder in [root, *root.parents]:
+            if str(folder).startswith(str(tmp_path.parents[1])):
+                folder.chmod(folder.stat().st_mode | 0o011)
+    return root
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Literal["local", "docker"]:
+    return "docker" if request.param == "docker" else "local"
+
+
+@pytest.fixture
+async def lab(workspace: Path, backend: Literal["local", "docker"]) -> AsyncIterator[Client]:
+    settings = Settings(workspace=workspace, backend=backend, max_concurrent_runs=4, max_log_bytes=1 << 20)
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        yield client
+
+
+async def call(client: Client, tool: str, args: dict[str, Any], timeout_s: float = 90) -> dict[str, Any]:
+    with anyio.fail_after(timeout_s):
+        result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def finish(client: Client, run_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await call(client, "run_status", {"run_id": run_id, "wait_s": 10})
+        if status["run"]["state"] not in ("queued", "starting", "running"):
+            return status
+        assert time.monotonic() < deadline, status
+
+
+async def test_a_run_succeeds_and_its_output_is_logged(lab: Client) -> None:
+    started = await call(lab, "run_experiment", {"command": "python3 -c 'print(6 * 7)'", "workdir": None,
+                                                 "files": {"x.txt": "x"}, "wait_s": 30})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert (done["run"]["state"], done["run"]["exit_code"]) == ("succeeded", 0)
+    assert "42" in done["log_tail"]
+    assert len(done["run"]["code_hash"]) == 64
+
+
+async def test_a_non_zero_exit_is_a_failed_run_with_its_code(lab: Client) -> None:
+    started = await call(lab, "run_experiment", {"command": "echo about to fail; exit 3", "workdir": None,
+                                                 "files": {"a": ""}, "wait_s": 30})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert (done["run"]["state"], done["run"]["exit_code"], done["run"]["failure"]) == ("failed", 3, "error")
+    assert "about to fail" in done["log_tail"]
+
+
+async def test_a_run_past_its_timeout_is_killed_within_five_seconds(lab: Client) -> None:
+    started = await call(lab, "run_experiment", {"command": "sleep 60", "workdir": None, "files": {"a": ""},
+                                                 "timeout_s": 2})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert (done["run"]["state"], done["run"]["failure"]) == ("failed", "timeout")
+    assert done["run"]["duration_s"] < 2 + 5
+
+
+async def test_cancel_stops_a_run_and_leaves_nothing_running(lab: Client) -> None:
+    marker = "61.2345"
+    started = await call(lab, "run_experiment", {"command": f"sleep {marker} & sleep {marker}; wait",
+                                                 "workdir": None, "files": {"a": ""}})  # fmt: skip
+    run_id = started["run"]["id"]
+    deadline = time.monotonic() + 60
+    while (await call(lab, "run_status", {"run_id": run_id}))["run"]["state"] != "running":
+        assert time.monotonic() < deadline
+        await anyio.sleep(0.1)
+    cancelled = await call(lab, "cancel_run", {"run_id": run_id})
+    assert (cancelled["run"]["state"], cancelled["run"]["failure"]) == ("cancelled", "cancelled")
+    ps = (await anyio.run_process(["ps", "-ww", "-eo", "args"])).stdout.decode()
+    assert f"sleep {marker}" not in ps
+
+
+async def test_a_memory_bomb_is_reported_as_oom(lab: Client) -> None:
+    bomb = "python3 -c 'x = [bytearray(8 << 20) for _ in range(64)]'"
+    started = await call(lab, "run_experiment", {"command": bomb, "workdir": None, "files": {"a": ""},
+                                                 "memory_gb": 0.0625})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert (done["run"]["state"], done["run"]["failure"]) == ("failed", "oom")
+    assert "memory_gb" in done["next_step"]
+
+
+async def test_an_output_flood_is_capped_and_keeps_the_final_traceback(lab: Client) -> None:
+    flood = "import sys\nfor i in range(200_000): print('line', i, 'x' * 20)\nraise RuntimeError('the end')\n"
+    started = await call(lab, "run_experiment", {"command": "python3 flood.py", "workdir": None,
+                                                 "files": {"flood.py": flood}})  # fmt: skip
+    run_id = started["run"]["id"]
+    done = await finish(lab, run_id)
+    assert done["run"]["state"] == "failed"
+    logs = await call(lab, "run_logs", {"run_id": run_id, "tail": 3})
+    assert logs["capped"] and logs["size_bytes"] <= (1 << 20) + 4096
+    assert logs["lines"][0].startswith("Traceback (most recent call last):")
+    assert logs["lines"][-1] == "RuntimeError: the end"
+
+
+async def test_an_ai_scientist_script_with_out_dir_runs_unmodified_and_its_files_are_found(
+    lab: Client, workspace: Path
+) -> None:
+    (workspace / "templates" / "nanoGPT").mkdir(parents=True)
+    (workspace / "templates" / "nanoGPT" / "experiment.py").write_text(AI_SCIENTIST_EXPERIMENT)
+    started = await call(lab, "run_experiment", {"command": "python3 experiment.py --out_dir run_1",
+                                                 "workdir": "templates/nanoGPT", "label": "baseline", "seed": 0,
+                                                 "config": {"lr": 0.001}, "wait_s": 30})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert done["run"]["state"] == "succeeded", done
+    assert "work/run_1/final_info.json" in done["metric_files"]
+    assert "outputs/curve.csv" in done["metric_files"]
+    folder = workspace / done["run"]["folder"]
+    info = json.loads((folder / "work" / "run_1" / "final_info.json").read_text())
+    assert info["shakespeare_char"]["means"]["best_val_loss_mean"] == 1.47
+    assert not (workspace / "templates" / "nanoGPT" / "run_1").exists()  # the workspace copy is untouched
+
+
+async def test_twenty_runs_at_once_stay_under_the_limit_and_all_finish(lab: Client) -> None:
+    ids = []
+    for i in range(20):
+        started = await call(lab, "run_experiment", {"command": f"sleep 0.3; echo run {i}", "workdir": None,
+                                                     "files": {"a": ""}, "label": "swarm", "seed": i})  # fmt: skip
+        ids.append(started["run"]["id"])
+    finished = [await finish(lab, run_id, timeout_s=240) for run_id in ids]
+    bad = [(f["run"]["failure"], f["run"]["detail"]) for f in finished if f["run"]["state"] != "succeeded"]
+    assert not bad, bad
+    spans = sorted((f["run"]["started_at"], f["run"]["ended_at"]) for f in finished)
+    most = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert most <= 4
+    listed = await call(lab, "list_runs", {"label": "swarm", "limit": 50})
+    assert listed["total"] == 20
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_run_survives_the_server_being_killed_and_a_new_server_finds_it(workspace: Path, backend: str) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RESEARCH_MCP_")},
+        "RESEARCH_MCP_BACKEND": backend,
+    }
+    params = StdioServerParameters(command=COMMAND, args=["serve", "--workspace", str(workspace)], env=env)
+    with anyio.fail_after(60):
+        async with Client(params, mode="legacy") as first:
+            started = await call(first, "run_experiment", {"command": "sleep 3; echo survived", "workdir": None,
+                                                           "files": {"a": ""}})  # fmt: skip
+            run_id = started["run"]["id"]
+            server_pid = _server_pid(workspace)
+            os.kill(server_pid, signal.SIGKILL)
+    async with Client(params, mode="legacy") as second:
+        done = await finish(second, run_id)
+    assert done["run"]["state"] == "succeeded" and "survived" in done["log_tail"]
+
+
+def _server_pid(workspace: Path) -> int:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines() if f"serve --workspace {workspace}" in line]
+    assert len(pids) == 1, out
+    return pids[0]
