@@ -1,0 +1,207 @@
+"""The only code that touches the untyped docker SDK: a typed `DockerEngine` with the few calls the backend makes,
+each mapping docker's errors to a `SandboxError` that says what to do. The SDK is imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+from research_mcp.errors import SandboxError
+
+__all__ = ["LABEL_RUN", "NVIDIA_TOOLKIT_URL", "ContainerGoneError", "DockerEngine", "connect"]
+
+LABEL_RUN = "research-mcp.run"
+NVIDIA_TOOLKIT_URL = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
+
+
+def _docker_module() -> Any:
+    try:
+        return importlib.import_module("docker")
+    except ImportError as exc:
+        raise SandboxError(
+            "The Docker backend needs the docker package, a dependency of research-mcp: reinstall it "
+            "(pip install 'docker>=7'), or use the local backend."
+        ) from exc
+
+
+def _where(base_url: str | None) -> str:
+    return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect(base_url: str | None = None, *, timeout_s: float = 60) -> DockerEngine:
+    """A client for the engine at `base_url` (default: DOCKER_HOST, else the local socket). Synchronous.
+
+    Raises:
+        SandboxError: the docker package is missing or no engine answers.
+    """
+    docker = _docker_module()
+    where = _where(base_url)
+    unreachable = f"Docker engine not reachable at {where}: start dockerd / Docker Desktop, or use the local backend."
+    if where.startswith("unix://"):
+        # docker-py leaks its socket when a unix connect fails (transport/unixconn.py); knock first ourselves.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(timeout_s)
+            try:
+                probe.connect(where.removeprefix("unix://"))
+            except OSError as exc:
+                raise SandboxError(f"{unreachable} ({exc})") from exc
+    try:
+        if base_url is None:
+            client = docker.from_env(version="auto", timeout=int(timeout_s))
+        else:
+            client = docker.DockerClient(base_url=base_url, version="auto", timeout=int(timeout_s))
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"{unreachable} ({exc})") from exc
+    return DockerEngine(client, _where(base_url))
+
+
+class ContainerGoneError(SandboxError):
+    """The container vanished while the backend was reading it (another process finished the run)."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(f"Container {container_id[:12]} is gone.")
+        self.container_id = container_id
+
+
+class DockerEngine:
+    """The few calls the backend makes, typed, each mapping docker's errors to `SandboxError`. Synchronous."""
+
+    def __init__(self, client: Any, where: str) -> None:
+        self._client: Any = client
+        self._api: Any = client.api
+        self._errors: Any = _docker_module().errors
+        self._requests: Any = importlib.import_module("requests.exceptions")
+        self.where = where
+
+    @contextmanager
+    def _mapped(self, what: str, image: str | None = None) -> Generator[None]:
+        errors = self._errors
+        try:
+            yield
+        except errors.ImageNotFound as exc:
+            raise SandboxError(
+                f"Image {image!r} not found: build it with `research-mcp sandbox build-image` "
+                f"or set RESEARCH_MCP_DOCKER_IMAGE (or `docker pull` it)."
+            ) from exc
+        except errors.APIError as exc:
+            text = str(getattr(exc, "explanation", None) or exc)
+            if "could not select device driver" in text or "nvidia" in text.lower():
+                raise SandboxError(
+                    f"This Docker engine cannot give containers GPUs ({text}). Install the NVIDIA driver and the "
+                    f"NVIDIA Container Toolkit, then restart dockerd: {NVIDIA_TOOLKIT_URL}"
+                ) from exc
+            if "is already in use" in text:
+                raise SandboxError(
+                    f"Docker refused to {what}: {text}. A container of this run already exists: poll or cancel "
+                    "the run, or remove that container (`docker rm -f <name>`)."
+                ) from exc
+            raise SandboxError(f"Docker refused to {what}: {text}") from exc
+        except (errors.DockerException, self._requests.RequestException) as exc:
+            raise SandboxError(
+                f"Docker engine not reachable at {self.where} while trying to {what}: start dockerd / Docker "
+                f"Desktop, or use the local backend. ({exc})"
+            ) from exc
+
+    def image_exists(self, tag: str) -> bool:
+        with self._mapped(f"look up image {tag}"):
+            try:
+                self._api.inspect_image(tag)
+            except self._errors.NotFound:
+                return False
+        return True
+
+    def create(self, kwargs: dict[str, Any]) -> str:
+        """Create (not start) the container; returns its id."""
+        image = cast(str, kwargs["image"])
+        with self._mapped("create the run's container", image):
+            container = self._client.containers.create(**kwargs)
+            return cast(str, container.id)
+
+    def start(self, container_id: str) -> None:
+        with self._mapped("start the run's container"):
+            self._api.start(container_id)
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's attributes, or None when the engine no longer has it."""
+        with self._mapped("inspect a run's container"):
+            try:
+                return cast(dict[str, Any], self._api.inspect_container(container_id))
+            except self._errors.NotFound:
+                return None
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        """The output as the engine stored it, streamed. Raises `ContainerGoneError` if the container is gone."""
+        with self._mapped("read a run's logs"):
+            try:
+                stream = self._api.logs(container_id, stdout=True, stderr=True, stream=True, follow=False)
+            except self._errors.NotFound as exc:
+                raise ContainerGoneError(container_id) from exc
+            for chunk in stream:
+                yield cast(bytes, chunk)
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL pid 1: the kernel then kills every process in the container's pid namespace."""
+        with self._mapped("kill a run's container"):
+            try:
+                self._api.kill(container_id)
+            except self._errors.NotFound:
+                return
+            except self._errors.APIError as exc:
+                if "is not running" not in str(exc):
+                    raise
+
+    def wait(self, container_id: str, timeout_s: float) -> None:
+        """Until the container is no longer running (or gone)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            attrs = self.inspect(container_id)
+            if attrs is None or cast(str, attrs["State"]["Status"]) not in ("running", "paused", "restarting"):
+                return
+            time.sleep(0.05)
+        raise SandboxError(f"Container {container_id[:12]} still runs {timeout_s:.0f} s after a kill; check dockerd.")
+
+    def remove(self, container_id: str) -> None:
+        with self._mapped("remove a run's container"):
+            try:
+                self._api.remove_container(container_id, force=True)
+            except self._errors.NotFound:
+                return
+            except self._errors.APIError as exc:
+                if "already in progress" not in str(exc):
+                    raise
+
+    def memory_peak(self, container_id: str) -> int | None:
+        """Highest memory use so far, read from the container's cgroup when the engine runs on this machine.
+
+        The stats API would give the same number but takes a second per call (it samples twice), and the
+        cgroup is gone once the container exits, so `poll` samples it while the run is running.
+        """
+        for path in _memory_peak_files(container_id):
+            try:
+                return int(path.read_text().strip()) or None
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def labelled(self) -> list[dict[str, Any]]:
+        """Every container (running or not) that carries the research-mcp run label."""
+        with self._mapped("list the run containers"):
+            found = self._api.containers(all=True, filters={"label": LABEL_RUN})
+        return [cast(dict[str, Any], c) for c in found]
+
+
+def _memory_peak_files(container_id: str) -> list[Path]:
+    """Where the high-water mark of a container's memory lives: cgroup v1 or v2, cgroupfs or systemd driver."""
+    root = Path("/sys/fs/cgroup")
+    return [
+        root / "memory" / "docker" / container_id / "memory.max_usage_in_bytes",
+        root / "memory" / "system.slice" / f"docker-{container_id}.scope" / "memory.max_usage_in_bytes",
+        root / "system.slice" / f"docker-{container_id}.scope" / "memory.peak",
+        root / "docker" / container_id / "memory.peak",
+    ]
