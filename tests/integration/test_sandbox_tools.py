@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,3 +206,83 @@ def _server_pid(workspace: Path) -> int:
     pids = [int(line.split()[0]) for line in out.splitlines() if f"serve --workspace {workspace}" in line]
     assert len(pids) == 1, out
     return pids[0]
+
+
+async def test_waiting_streams_the_latest_log_line_as_progress(lab: Client) -> None:
+    seen: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message or "")
+
+    script = "import time\nfor i in range(6):\n    print('step', i, flush=True)\n    time.sleep(0.4)\n"
+    with anyio.fail_after(90):
+        result = await lab.call_tool(
+            "run_experiment",
+            {"command": "python3 -u steps.py", "workdir": None, "files": {"steps.py": script}, "wait_s": 45},
+            progress_callback=on_progress,
+        )
+    assert result.structured_content is not None and result.structured_content["run"]["state"] == "succeeded"
+    steps = [m for m in seen if "step" in m]
+    assert len(steps) >= 2 and steps[-1].endswith("step 5")
+
+
+@pytest.fixture
+def other_netns() -> Iterator[tuple[str, int]]:
+    """A network namespace made for this test, joined to the host by a veth pair, with a listener inside.
+    Yields the listener's address and port; the host itself can reach it (so the sandbox test can fail)."""
+    name = f"rmcp{os.getpid() % 100000}"
+    host_if, ns_if = f"{name}h", f"{name}n"
+    subnet = 200 + os.getpid() % 50
+    host_ip, ns_ip, port = f"10.231.{subnet}.1", f"10.231.{subnet}.2", 18000 + os.getpid() % 1000
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+        ["ip", "link", "set", ns_if, "netns", name],
+        ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if],
+        ["ip", "link", "set", host_if, "up"],
+        ["ip", "-n", name, "addr", "add", f"{ns_ip}/30", "dev", ns_if],
+        ["ip", "-n", name, "link", "set", ns_if, "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+    ]
+    listener: subprocess.Popen[bytes] | None = None
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, timeout=10)
+        server = (
+            "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('{ns_ip}', {port})); s.listen(); s.settimeout(120)\n"
+            "while True:\n    c, _ = s.accept(); c.sendall(b'inside'); c.close()\n"
+        )
+        listener = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", server])
+        deadline = time.monotonic() + 10
+        while True:  # the host reaches it: the namespace and listener are real
+            try:
+                with socket.create_connection((ns_ip, port), timeout=1) as conn:
+                    assert conn.recv(16) == b"inside"
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the test's own listener never came up"
+                time.sleep(0.05)
+        yield ns_ip, port
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait(timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
+
+
+async def test_a_listener_in_another_network_namespace_is_unreachable(
+    lab: Client, other_netns: tuple[str, int]
+) -> None:
+    address, port = other_netns
+    probe = (
+        "import socket\n"
+        f"try:\n    socket.create_connection(('{address}', {port}), timeout=3).recv(16)\n    print('REACHED')\n"
+        "except OSError as exc:\n    print('blocked', exc)\n"
+    )
+    started = await call(lab, "run_experiment", {"command": "python3 probe.py", "workdir": None,
+                                                 "files": {"probe.py": probe}})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert done["run"]["state"] == "succeeded", done
+    assert any(line.startswith("blocked") for line in done["log_tail"]) and "REACHED" not in done["log_tail"]
