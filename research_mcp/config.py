@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         default=None, ge=1, le=1024, description="Runs at once per workspace; default: the number of CPU cores."
     )
     max_snapshot_bytes: int = Field(default=200 << 20, ge=1 << 20, description="Largest code snapshot of a run.")
+    max_run_disk_bytes: int = Field(
+        default=20 << 30, ge=1 << 20, description="Most disk a run's folder may use; past it the run is killed."
+    )
     max_log_bytes: int = Field(default=32 << 20, ge=64 << 10, description="Largest log.txt of a run; then head + tail.")
     docker_allow_network: bool = Field(
         default=False,

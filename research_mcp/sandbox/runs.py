@@ -77,7 +77,7 @@ class Run(ToolModel):
     parent: str | None = None
     note: str | None = None
     exit_code: int | None = None
-    failure: str | None = Field(None, description="timeout, oom, cuda_oom, cancelled, error or lost.")
+    failure: str | None = Field(None, description="timeout, oom, cuda_oom, disk, cancelled, error or lost.")
     detail: str | None = None
     created_at: float
     started_at: float | None = None
@@ -109,9 +109,14 @@ class RunManager:
         max_snapshot_bytes: int = 200 << 20,
         default_image: str | None = None,
         log_cap_bytes: int = 32 << 20,
+        max_run_disk_bytes: int | None = None,
+        disk_interval_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.log_cap_bytes = log_cap_bytes
+        self.max_run_disk_bytes = max_run_disk_bytes
+        self.disk_interval_s = disk_interval_s
+        self._disk_checked: dict[str, float] = {}
         self.ws = ws
         self.store = store
         self._factories = backends
@@ -247,6 +252,7 @@ class RunManager:
                     self.store.connection().execute(
                         "UPDATE runs SET peak_memory_bytes = ? WHERE id = ?", (status.peak_memory_bytes, row["id"])
                     )
+                await self._check_disk(row["id"], handle)
                 continue
             self._finish(row["id"], status, None)
         stale = self.clock() - _STARTING_GRACE_S
@@ -257,17 +263,45 @@ class RunManager:
             (self.clock(), stale, _owner()),
         )
 
+    async def _check_disk(self, run_id: str, handle: RunHandle) -> None:
+        """Kill a run whose folder grew past `max_run_disk_bytes`: neither backend has a disk quota, so this
+        watchdog (every `disk_check_interval_s` while the run runs) is what bounds a disk fill."""
+        import anyio.to_thread
+
+        if self.max_run_disk_bytes is None or self.clock() - self._disk_checked.get(run_id, 0.0) < self.disk_interval_s:
+            return
+        self._disk_checked[run_id] = self.clock()
+        folder = self.run_dir(run_id)
+        used = await anyio.to_thread.run_sync(folder_bytes, [folder / "work", folder / "outputs", folder / "log.txt"])
+        if used <= self.max_run_disk_bytes:
+            return
+        detail = (
+            f"its folder reached {used / 2**20:.0f} MiB, over the {self.max_run_disk_bytes / 2**20:.0f} MiB limit "
+            "(RESEARCH_MCP_MAX_RUN_DISK_BYTES)"
+        )
+        # The verdict is recorded before the kill, so whichever poll sees the run end finalises it as a disk kill.
+        self.store.connection().execute(
+            "UPDATE runs SET failure = 'disk', detail = ? WHERE id = ? AND state = 'running'", (detail, run_id)
+        )
+        await self.backend(handle.backend).cancel(handle)
+        self._finish(run_id, await self.backend(handle.backend).poll(handle), None)
+
     async def pump(self) -> None:
         await self.refresh()
         await self.start_queued()
 
     def _finish(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
         failure: str | None = status.failure
+        verdict = self.store.connection().execute("SELECT failure, detail FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if verdict is not None and verdict["failure"] == "disk":  # killed by the disk watchdog
+            state, failure = "failed", "disk"
+            status = status.model_copy(update={"detail": verdict["detail"]})
         if status.state == "lost":
             final: RunState = "lost"
             failure = "lost"
         elif state is not None:
             final = state
+            failure = failure if state != "failed" or failure else "error"
         elif failure == "cancelled":
             final = "cancelled"
         elif status.exit_code == 0 and failure is None:
@@ -373,6 +407,22 @@ class RunManager:
             "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
             (run_id, self.clock(), kind, json.dumps(data)),
         )
+
+
+def folder_bytes(paths: list[Path]) -> int:
+    """Bytes used by files under these paths (a file or a folder each), symlinks not followed."""
+    total = 0
+    for top in paths:
+        if top.is_file():
+            total += top.stat().st_blocks * 512
+            continue
+        for folder, _, names in os.walk(top):
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+                except OSError:
+                    continue  # the run deleted it meanwhile
+    return total
 
 
 def is_metric_file(path: str) -> bool:

@@ -26,6 +26,8 @@ _NEXT = {
 _FAILED = {
     "timeout": "Killed at its timeout: raise timeout_s, or make it faster or shorter.",
     "oom": "Killed for using more memory than its limit: raise memory_gb or lower the batch size.",
+    "disk": "Killed for writing more than its disk limit: write less (fewer checkpoints), or raise "
+    "RESEARCH_MCP_MAX_RUN_DISK_BYTES.",
     "cuda_oom": "The GPU ran out of memory: lower the batch size or model size, or use more GPUs.",
     "error": "Exited with an error: read the traceback in log_tail or run_logs, fix the code, run again with "
     "parent set to this run.",

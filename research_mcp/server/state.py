@@ -81,6 +81,7 @@ class AppState:
                 max_snapshot_bytes=self.settings.max_snapshot_bytes,
                 default_image=self.settings.docker_image,
                 log_cap_bytes=self.settings.max_log_bytes,
+                max_run_disk_bytes=self.settings.max_run_disk_bytes,
             )
             if self.task_group is not None:
                 self.task_group.start_soon(_pump_forever, found, name=f"run pump {ws.root}")

@@ -64,7 +64,9 @@ def backend(request: pytest.FixtureRequest) -> Literal["local", "docker"]:
 
 @pytest.fixture
 async def lab(workspace: Path, backend: Literal["local", "docker"]) -> AsyncIterator[Client]:
-    settings = Settings(workspace=workspace, backend=backend, max_concurrent_runs=4, max_log_bytes=1 << 20)
+    settings = Settings(
+        workspace=workspace, backend=backend, max_concurrent_runs=4, max_log_bytes=1 << 20, max_run_disk_bytes=64 << 20
+    )
     async with Client(build_server(settings), raise_exceptions=True) as client:
         yield client
 
@@ -286,3 +288,25 @@ async def test_a_listener_in_another_network_namespace_is_unreachable(
     done = await finish(lab, started["run"]["id"])
     assert done["run"]["state"] == "succeeded", done
     assert any(line.startswith("blocked") for line in done["log_tail"]) and "REACHED" not in done["log_tail"]
+
+
+async def test_a_multi_file_disk_fill_is_killed_while_a_healthy_run_beside_it_finishes(
+    lab: Client, workspace: Path
+) -> None:
+    fill = (
+        "import os, time\n"
+        "for i in range(400):\n"  # 1.6 GB at most: past that the test has failed anyway
+        "    with open(f'chunk{i}.bin', 'wb') as f: f.write(b'\\1' * (4 << 20))\n"
+        "    time.sleep(0.01)\n"
+    )
+    filler = await call(lab, "run_experiment", {"command": "python3 fill.py", "workdir": None,
+                                                "files": {"fill.py": fill}})  # fmt: skip
+    healthy = await call(lab, "run_experiment", {"command": "sleep 2; echo healthy", "workdir": None,
+                                                 "files": {"a": ""}})  # fmt: skip
+    filled = await finish(lab, filler["run"]["id"])
+    assert (filled["run"]["state"], filled["run"]["failure"]) == ("failed", "disk"), filled
+    assert "RESEARCH_MCP_MAX_RUN_DISK_BYTES" in filled["next_step"]
+    done = await finish(lab, healthy["run"]["id"])
+    assert done["run"]["state"] == "succeeded" and "healthy" in done["log_tail"]
+    written = sum(p.stat().st_size for p in (workspace / filled["run"]["folder"]).rglob("chunk*.bin"))
+    assert written < 1 << 30
