@@ -48,7 +48,7 @@ class RunRequest(ToolModel):
     files: dict[str, str] | None = None
     backend: Literal["auto", "docker", "local"] = "auto"
     image: str | None = None
-    gpus: list[int] = Field(default_factory=list[int])
+    gpus: int = Field(0, ge=0, le=64, description="How many GPUs; which ones is chosen when the run starts.")
     cpus: float | None = Field(None, gt=0, le=1024)
     memory_gb: float | None = Field(None, gt=0, le=4096)
     timeout_s: float = Field(3600, gt=0, le=7 * 24 * 3600)
@@ -111,8 +111,10 @@ class RunManager:
         log_cap_bytes: int = 32 << 20,
         max_run_disk_bytes: int | None = None,
         disk_interval_s: float = 1.0,
+        gpu_count: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.gpu_count = gpu_count
         self.log_cap_bytes = log_cap_bytes
         self.max_run_disk_bytes = max_run_disk_bytes
         self.disk_interval_s = disk_interval_s
@@ -150,6 +152,11 @@ class RunManager:
                 raise BadInputError(f"Environment variable name {key!r} is not valid.")
         if req.parent is not None:
             self.get(req.parent)
+        if req.gpus and req.gpus > self.gpu_count():
+            raise SandboxError(
+                f"The run asks for {req.gpus} GPU(s) but this machine has {self.gpu_count()} (see lab_info); "
+                "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
+            )
         backend = self._choose() if req.backend == "auto" else req.backend
         run_id = new_run_id()
         folder = self.run_dir(run_id)
@@ -162,8 +169,9 @@ class RunManager:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        limits = {
-            "gpus": req.gpus,
+        limits: dict[str, Any] = {
+            "gpu_count": req.gpus,
+            "gpus": [],
             "cpus": req.cpus,
             "memory_bytes": int(req.memory_gb * 2**30) if req.memory_gb else None,
             "timeout_s": req.timeout_s,
@@ -187,16 +195,32 @@ class RunManager:
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
     def _claim(self) -> list[str]:
-        """Mark as many queued runs `starting` as there are free slots; never two servers the same run."""
+        """Mark as many queued runs `starting` as there are free slots, pinning free GPUs to each that asks for
+        some (a run waits while its GPUs are busy; later runs that fit may go first). One transaction: two
+        servers never claim the same run or the same GPU."""
         with self.store.transaction() as conn:
-            busy = conn.execute("SELECT count(*) FROM runs WHERE state IN ('starting', 'running')").fetchone()[0]
-            free = max(0, self.max_concurrent - int(busy))
-            rows = conn.execute(
-                "SELECT id FROM runs WHERE state = 'queued' ORDER BY created_at, id LIMIT ?", (free,)
-            ).fetchall()
-            ids = [str(row["id"]) for row in rows]
-            for run_id in ids:
-                conn.execute("UPDATE runs SET state = 'starting', owner = ? WHERE id = ?", (_owner(), run_id))
+            busy = conn.execute("SELECT limits FROM runs WHERE state IN ('starting', 'running')").fetchall()
+            free = max(0, self.max_concurrent - len(busy))
+            taken: set[int] = set()
+            for row in busy:
+                pinned: list[int] = json.loads(row["limits"]).get("gpus") or []
+                taken.update(pinned)
+            idle = [gpu for gpu in range(self.gpu_count()) if gpu not in taken] if free else []
+            rows = conn.execute("SELECT id, limits FROM runs WHERE state = 'queued' ORDER BY created_at, id").fetchall()
+            ids: list[str] = []
+            for row in rows:
+                if len(ids) >= free:
+                    break
+                limits: dict[str, Any] = json.loads(row["limits"])
+                wanted = int(limits.get("gpu_count") or 0)
+                if wanted > len(idle):
+                    continue
+                limits["gpus"], idle = idle[:wanted], idle[wanted:]
+                conn.execute(
+                    "UPDATE runs SET state = 'starting', owner = ?, limits = ? WHERE id = ?",
+                    (_owner(), json.dumps(limits), row["id"]),
+                )
+                ids.append(str(row["id"]))
         return ids
 
     def _spec(self, row: Any) -> RunSpec:

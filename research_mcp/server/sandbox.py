@@ -63,7 +63,9 @@ def register(tools: ToolRegistry) -> None:
         ] = None,
         backend: Literal["auto", "docker", "local"] = "auto",
         image: Annotated[str | None, Field(description="Docker image (docker backend); default from settings.")] = None,
-        gpus: Annotated[int, Field(ge=0, le=64, description="Number of GPUs to give the run.")] = 0,
+        gpus: Annotated[
+            int, Field(ge=0, le=64, description="Number of GPUs; free ones are pinned to the run when it starts.")
+        ] = 0,
         cpus: Annotated[float | None, Field(gt=0, le=1024, description="CPU cores the run may use.")] = None,
         memory_gb: Annotated[float | None, Field(gt=0, le=4096, description="Memory limit in GiB.")] = None,
         timeout_s: Annotated[float, Field(gt=0, le=604_800, description="Wall-clock limit; then it is killed.")] = 3600,
@@ -81,7 +83,7 @@ def register(tools: ToolRegistry) -> None:
         at once; with wait_s it waits up to 50 s, streaming the latest log line as progress. Results: files the
         run writes to $RESEARCH_OUT, or relative to its folder. Then use run_status, run_logs, read_metrics."""
         request = RunRequest(
-            command=command, workdir=workdir, files=files, backend=backend, image=image, gpus=list(range(gpus)),
+            command=command, workdir=workdir, files=files, backend=backend, image=image, gpus=gpus,
             cpus=cpus, memory_gb=memory_gb, timeout_s=timeout_s, env=env or {}, network=network, label=label,
             config=config, seed=seed, parent=parent, note=note,
         )  # fmt: skip

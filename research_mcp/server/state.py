@@ -3,6 +3,7 @@ background pump that starts queued runs and records the ones that end while no t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -82,6 +83,7 @@ class AppState:
                 default_image=self.settings.docker_image,
                 log_cap_bytes=self.settings.max_log_bytes,
                 max_run_disk_bytes=self.settings.max_run_disk_bytes,
+                gpu_count=_gpu_count,
             )
             if self.task_group is not None:
                 self.task_group.start_soon(_pump_forever, found, name=f"run pump {ws.root}")
@@ -110,6 +112,18 @@ async def _pump_forever(runs: RunManager) -> None:
         except Exception:  # the pump must outlive any one bad poll; the run stays and is polled again
             logger.exception("run pump of %s failed; retrying", runs.ws.root)
         await anyio.sleep(PUMP_INTERVAL_S)
+
+
+@functools.cache
+def _gpu_count() -> int:
+    """NVIDIA GPUs on this machine (asked once: `nvidia-smi -L`); 0 without a driver."""
+    import subprocess
+
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU ")) if listing.returncode == 0 else 0
 
 
 def _backend_factories(settings: Settings) -> dict[str, Callable[[], Backend]]:

@@ -200,3 +200,24 @@ async def test_a_snapshot_over_the_cap_names_the_biggest_files(ws: Workspace) ->
     with pytest.raises(SandboxError, match=r"data\.bin \(3\.0 MiB\)"):
         runs.prepare(request())
     assert not any((ws.root / "runs").iterdir())
+
+
+async def test_free_gpus_are_pinned_per_run_and_a_run_waits_for_its_gpus(ws: Workspace) -> None:
+    backend = FakeBackend()
+    store = Store(ws.state_dir / "state.db")
+    runs = RunManager(
+        ws, store, {"fake": lambda: backend}, choose=lambda: "fake", max_concurrent=10, gpu_count=lambda: 3
+    )
+    two = runs.prepare(request(gpus=2)).id
+    big = runs.prepare(request(gpus=2)).id  # only one GPU left: waits
+    one = runs.prepare(request(gpus=1)).id  # fits beside the first
+    cpu = runs.prepare(request()).id
+    await runs.pump()
+    pinned = {spec.run_id: spec.gpus for spec in backend.started}
+    assert pinned == {two: [0, 1], one: [2], cpu: []}
+    backend.outcome[two] = RunStatus(state="exited", exit_code=0)
+    await runs.pump()
+    await runs.pump()
+    assert {spec.run_id: spec.gpus for spec in backend.started}[big] == [0, 1]
+    with pytest.raises(SandboxError, match="has 3"):
+        runs.prepare(request(gpus=4))
