@@ -1,5 +1,7 @@
 """`python -m evals.bench`: run the three measurements, print a table, write the JSON result file.
 
+`python -m evals.bench --sandbox` runs section 4 instead (`sandbox.py`): the overhead of a sandboxed run of
+`python3 -c pass` per backend, against the raw `docker run` and `bwrap`; its result goes to `results/sandbox.json`.
 Exits 0 whatever the verdicts, unless `--strict` is given; then a missed target exits 1.
 """
 
@@ -34,6 +36,8 @@ from evals.bench.measure import (
 HERE = Path(__file__).resolve().parent
 BASELINE_SCRIPT = HERE / "baseline_server.py"
 DEFAULT_OUT = HERE / "results" / "latest.json"
+SANDBOX_OUT = HERE / "results" / "sandbox.json"
+SANDBOX_BACKENDS = ("local", "docker")
 
 COLD_START_TARGET = 1.10
 """research-mcp's median spawn-to-`tools/list` time may be at most this multiple of the baseline's."""
@@ -63,8 +67,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=20, help="timed cold starts of each server (default 20)")
     parser.add_argument("--calls", type=int, default=200, help="timed tool calls of each kind (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed tool calls of each kind first (default 20)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON result file (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=Path, help=f"JSON result file (default {DEFAULT_OUT}, with --sandbox {SANDBOX_OUT})"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    sandbox = parser.add_argument_group("section 4: sandbox overhead (instead of sections 1-3)")
+    sandbox.add_argument(
+        "--sandbox", action="store_true", help="time sandboxed runs of `python3 -c pass` against raw docker and bwrap"
+    )
+    sandbox.add_argument("--sandbox-runs", type=int, default=20, help="timed runs of each kind (default 20)")
+    sandbox.add_argument("--sandbox-warmup", type=int, default=3, help="untimed runs of each kind first (default 3)")
+    sandbox.add_argument(
+        "--backends",
+        default=",".join(SANDBOX_BACKENDS),
+        help=f"comma-separated, of {', '.join(SANDBOX_BACKENDS)} (default all; one that cannot run is skipped)",
+    )
+    sandbox.add_argument("--image", default="research-sandbox:base", help="image for docker (default %(default)s)")
     return parser
 
 
@@ -207,8 +225,38 @@ def _log_tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
+def _main_sandbox(args: argparse.Namespace) -> int:
+    from evals.bench.sandbox import measure_sandbox, render_sandbox
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.sandbox_runs < 1 or args.sandbox_warmup < 0 or not set(backends) <= set(SANDBOX_BACKENDS) or not backends:
+        _parser().error(
+            f"--sandbox-runs must be at least 1, --sandbox-warmup at least 0, --backends of {SANDBOX_BACKENDS}"
+        )
+    started = time.time()
+    meta = _meta(started)
+    section = anyio.run(measure_sandbox, backends, args.sandbox_runs, args.sandbox_warmup, args.image)
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["duration_s"] = time.time() - started
+    result = {"meta": meta, "sandbox": section, "passed": section["passed"]}
+    out: Path = args.out or SANDBOX_OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    load = "/".join(f"{x:.2f}" for x in meta["loadavg_start"])
+    print(
+        f"research-mcp bench: python {meta['python']}, {meta['cpus']} cpus, load {load} at start, "
+        f"{meta['duration_s']:.0f} s, uid {os.geteuid()}\n"
+    )
+    print(render_sandbox(section, backends))
+    print(f"\nwritten to {out}")
+    return 1 if args.strict and not result["passed"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.sandbox:
+        return _main_sandbox(args)
+    args.out = args.out or DEFAULT_OUT
     if args.runs < 1 or args.calls < 1 or args.warmup < 0:
         _parser().error("--runs and --calls must be at least 1, --warmup at least 0")
     started = time.time()

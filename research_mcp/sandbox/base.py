@@ -23,6 +23,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from research_mcp.sandbox._layout import LOG_CAP_MARKER, SANDBOX_OUTPUTS, SANDBOX_WORK
+
 __all__ = [
     "LOG_CAP_MARKER",
     "SANDBOX_OUTPUTS",
@@ -34,10 +36,6 @@ __all__ = [
     "RunStatus",
 ]
 
-SANDBOX_WORK = "/work"
-SANDBOX_OUTPUTS = "/outputs"
-LOG_CAP_MARKER = "\n[research-mcp: log capped at {cap} bytes; {dropped} bytes of output dropped here]\n"
-"""Written once into log.txt where the cap was reached; the tail of the output is still kept after it."""
 
 Failure = Literal["timeout", "oom", "cancelled", "error"]
 

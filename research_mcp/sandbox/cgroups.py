@@ -197,6 +197,8 @@ class RunCgroup:
         deadline = time.monotonic() + timeout_s
         kill_file = self.paths.get("unified", Path("/nonexistent")) / "cgroup.kill"
         while True:
+            if not self.pids():
+                return True  # nothing left that could fork: no need to freeze (which polls until frozen)
             frozen = self._freeze(True)
             if kill_file.is_file():
                 with contextlib.suppress(OSError):

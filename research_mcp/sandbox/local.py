@@ -1,25 +1,31 @@
 """The local backend: each run in bubblewrap, held by a detached supervisor of its own (`supervisor.py`).
 
-`start` writes `spec.json` into the run folder and launches the supervisor, which daemonises, so the run goes
-on when the client disconnects and when the server exits. The handle's ref is the supervisor's
-`<pid>:<start time>`, so `poll` and `cancel` recognise it (and not a process that reused its pid) from any server
-process. `status.json`, written by the supervisor at the end, is the run's result.
+`start` writes `spec.json` into the run folder and asks this server's launcher (one `supervisor --serve` process,
+started on first use and ended at exit) to fork a supervisor, which detaches into a session of its own, so the
+run goes on when the client disconnects and when the server exits. Forking from a launcher that has already
+imported everything starts a run in milliseconds; a fresh interpreter per run cost more than the run. The
+handle's ref is the supervisor's `<pid>:<start time>`, so `poll` and `cancel` recognise it (and not a process
+that reused its pid) from any server process. `status.json`, written by the supervisor at the end, is the run's
+result.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from research_mcp.errors import SandboxError
 from research_mcp.sandbox.base import RunHandle, RunSpec, RunStatus
@@ -27,7 +33,7 @@ from research_mcp.sandbox.bwrap import NOBODY, sandbox_user
 from research_mcp.sandbox.cgroups import RunCgroup
 from research_mcp.sandbox.supervisor import build_sandbox, gpu_devices, proc_starttime
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "close_launchers"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,25 +112,14 @@ class LocalBackend:
                 )
         _check_bwrap(user)
         (run_dir / "spec.json").write_text(spec.model_dump_json())
-        argv = [self.python, "-m", "research_mcp.sandbox.supervisor", str(run_dir)]
-        argv += ["--uid", str(self.uid), "--gid", str(self.gid)]
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
-        launcher = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True, env=env, timeout=30
-        )
-        if launcher.returncode != 0:
-            tail = launcher.stderr.decode(errors="replace").strip()[-500:]
-            raise SandboxError(f"The run supervisor did not start (exit {launcher.returncode}): {tail}")
-        deadline = time.monotonic() + self.start_timeout_s
-        while (info := _supervisor_info(run_dir)) is None:
-            if (run_dir / "status.json").exists() or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        if info is None:
+        answer = _launcher(self.python).start(run_dir, self.uid, self.gid, self.start_timeout_s)
+        info: object = answer.get("ready")
+        if not isinstance(info, dict):
             status = _status(run_dir)
-            detail = status.detail if status else f"no supervisor.json within {self.start_timeout_s:g} s"
+            detail = status.detail if status else "it ended without a result"
             log = run_dir / "supervisor.log"
             raise SandboxError(f"The run supervisor failed before the run started: {detail}. See {log}.")
+        info = cast(dict[str, Any], info)
         return RunHandle(
             backend=self.name,
             ref=f"{info['pid']}:{info['starttime']}",
@@ -177,6 +172,120 @@ class LocalBackend:
         cgroup.kill_all()
         cgroup.remove()
         return f"; killed {len(left)} process(es) it left behind" if left else ""
+
+
+class _Launcher:
+    """This server's `supervisor --serve` process for one interpreter: started on first use, ended at exit."""
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+
+    def start(self, run_dir: Path, uid: int, gid: int, timeout_s: float) -> dict[str, Any]:
+        """Have a supervisor forked for `run_dir`; its answer once the run started (or its supervisor ended)."""
+        request = json.dumps({"run_dir": str(run_dir), "uid": uid, "gid": gid}).encode() + b"\n"
+        with self._lock:
+            proc = self._process()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(request)
+                proc.stdin.flush()
+            except BrokenPipeError:
+                self._failed(proc)
+            deadline = time.monotonic() + timeout_s
+            while True:  # a late answer to a request that timed out may come first: skip it
+                line = self._line(proc, proc.stdout.fileno(), deadline)
+                if line is None:
+                    raise SandboxError(
+                        f"The run supervisor did not report within {timeout_s:g} s; see {run_dir / 'supervisor.log'}."
+                    )
+                answer: object = json.loads(line)
+                if isinstance(answer, dict) and answer.get("run_dir") == str(run_dir):  # pyright: ignore[reportUnknownMemberType]
+                    return cast(dict[str, Any], answer)
+                if isinstance(answer, dict) and "error" in answer:
+                    raise SandboxError(f"The run launcher refused the request: {answer['error']}")
+
+    def _process(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._close_pipes()
+        argv = [self.python, "-P", "-m", "research_mcp.sandbox.supervisor", "--serve", "--parent", str(os.getpid())]
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
+        self._proc = subprocess.Popen(
+            argv,  # -P and cwd=/: no module of the server's cwd (a workspace, model-written) shadows ours
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+        )
+        self._buffer = b""
+        return self._proc
+
+    def _line(self, proc: subprocess.Popen[bytes], fd: int, deadline: float) -> bytes | None:
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                self._failed(proc)
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def _failed(self, proc: subprocess.Popen[bytes]) -> None:
+        """The launcher is gone: raise with what it said (it is started again on the next run)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        err = proc.stderr.read().decode(errors="replace").strip()[-500:] if proc.stderr else ""
+        raise SandboxError(f"The run launcher exited ({proc.returncode}): {err or 'no message'}")
+
+    def _close_pipes(self) -> None:
+        if self._proc is not None:
+            for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+
+    def close(self) -> None:
+        """End the launcher (its stdin closes); running supervisors go on, re-parented."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            self._close_pipes()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            self._proc = None
+
+
+_LAUNCHERS: dict[str, _Launcher] = {}
+_LAUNCHERS_LOCK = threading.Lock()
+
+
+def _launcher(python: str) -> _Launcher:
+    with _LAUNCHERS_LOCK:
+        found = _LAUNCHERS.get(python)
+        if found is None:
+            if not _LAUNCHERS:
+                atexit.register(close_launchers)
+            found = _LAUNCHERS[python] = _Launcher(python)
+        return found
+
+
+def close_launchers() -> None:
+    """End this process's launchers (at exit; tests and the bench may call it earlier). Runs go on."""
+    with _LAUNCHERS_LOCK:
+        launchers = list(_LAUNCHERS.values())
+    for launcher in launchers:
+        launcher.close()
 
 
 def _check_platform() -> None:

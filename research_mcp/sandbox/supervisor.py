@@ -1,17 +1,30 @@
-"""The detached supervisor of one local run: `python -m research_mcp.sandbox.supervisor <run_dir> [--uid N --gid N]`.
+"""The detached supervisor of one local run, and the launcher that forks one per run.
 
-It daemonises at once (the launcher exits, so nobody has to reap us and the run outlives the server), then:
-reads `<run_dir>/spec.json` (a `RunSpec`); creates the run's cgroup; starts bwrap, whose child joins the cgroup
-before it execs; writes `supervisor.json` (its pid and /proc start time, so its identity survives pid reuse);
-pipes the sandbox's output into `log.txt` under the cap; kills the whole tree on timeout or SIGTERM (cancel);
-and at the end writes `status.json` (a `RunStatus`) atomically, removes the cgroup and exits. Its own messages go
-to `<run_dir>/supervisor.log`; it never writes to the stdout it was given.
+`python -P -m research_mcp.sandbox.supervisor --serve --parent <server pid>` is the launcher: the local backend
+starts one per server and keeps it (`local.py`). It reads one JSON request a line on stdin,
+`{"run_dir": ..., "uid": ..., "gid": ...}`, forks a supervisor for it and answers one JSON line on stdout,
+`{"run_dir": ..., "pid": ..., "ready": <supervisor.json> | null}`, once the run has started (or its supervisor
+ended first: then `status.json` says why). It reaps the supervisors it forked and exits when its stdin closes or
+its parent changes; supervisors still running then go on, re-parented. Forking from an interpreter that has
+already imported everything makes a run start in milliseconds instead of an interpreter start-up.
+
+A supervisor detaches (new session, stdin/stdout/stderr on /dev/null), becomes a child subreaper (the processes
+bwrap leaves behind are re-parented to it, not to PID 1, and it reaps them), then: reads `<run_dir>/spec.json`
+(a `RunSpec` as JSON, read without pydantic); creates the run's cgroup; starts bwrap, whose child joins the
+cgroup before it execs; writes `supervisor.json` (its pid and /proc start time, so its identity survives pid
+reuse); pipes the sandbox's output into `log.txt` under the cap; kills the whole tree on timeout or SIGTERM
+(cancel); and at the end writes `status.json` (a `RunStatus`'s fields) atomically, removes the cgroup, reaps what
+is left and exits. Its own messages go to `<run_dir>/supervisor.log`.
+
+`python -m research_mcp.sandbox.supervisor <run_dir> [--uid N --gid N]` supervises one run in the foreground
+(debugging). This module imports only the standard library and pydantic-free modules of the package.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -23,20 +36,36 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any, Literal, Protocol
 
-from research_mcp.sandbox.base import LOG_CAP_MARKER, SANDBOX_OUTPUTS, SANDBOX_WORK, Failure, RunSpec, RunStatus
+from research_mcp.sandbox._layout import LOG_CAP_MARKER, SANDBOX_OUTPUTS, SANDBOX_WORK
 from research_mcp.sandbox.bwrap import NOBODY, Bind, Sandbox, etc_identity_files
 from research_mcp.sandbox.cgroups import Limits, RunCgroup, detect, fallback_rlimits
 
-__all__ = ["CappedLog", "build_sandbox", "gpu_devices", "main", "proc_starttime", "write_json_atomic"]
+__all__ = [
+    "CappedLog",
+    "Spec",
+    "build_sandbox",
+    "gpu_devices",
+    "main",
+    "proc_starttime",
+    "serve",
+    "write_json_atomic",
+]
 
 logger = logging.getLogger(__name__)
 
 TAIL_WINDOW_BYTES = 1 << 20
 _FLUSH_EVERY_S = 0.5
 _DRAIN_S = 2.0
+_REAP_EVERY_S = 0.5
+_PR_SET_CHILD_SUBREAPER = 36
+
+Failure = Literal["timeout", "oom", "cancelled", "error"]
 
 
 class CappedLog:
@@ -90,7 +119,86 @@ class CappedLog:
         self._file.close()
 
 
-def gpu_devices(gpus: list[int]) -> list[str]:
+class SandboxSpec(Protocol):
+    """What `build_sandbox` reads of a run's spec: a `RunSpec` or a `Spec`."""
+
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def workdir(self) -> str: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def gpus(self) -> Sequence[int]: ...
+    @property
+    def network(self) -> bool: ...
+
+
+_REQUIRED: Any = object()
+
+
+def _take(data: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = _REQUIRED) -> Any:
+    if name not in data:
+        if default is _REQUIRED:
+            raise ValueError(f"spec.json has no {name!r}")
+        return default
+    value = data[name]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ValueError(f"spec.json: {name!r} is {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """The fields of `spec.json` (a `RunSpec` dumped as JSON, same names and defaults) the supervisor uses."""
+
+    run_id: str
+    run_dir: Path
+    command: str
+    timeout_s: float
+    workdir: str = "."
+    env: dict[str, str] = field(default_factory=dict[str, str])
+    gpus: list[int] = field(default_factory=list[int])
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    pids: int = 512
+    network: bool = False
+    log_cap_bytes: int = 32 << 20
+
+    @classmethod
+    def from_json(cls, text: str) -> Spec:
+        """Parse and check a `RunSpec`'s JSON; raises ValueError naming the first bad field."""
+        raw: object = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("spec.json is not a JSON object")
+        data: dict[str, Any] = raw  # pyright: ignore[reportUnknownVariableType]
+        none, num = type(None), (int, float)
+        env = _take(data, "env", (dict,), {})
+        gpus = _take(data, "gpus", (list,), [])
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ValueError("spec.json: env must map names to strings")
+        if not all(isinstance(g, int) and not isinstance(g, bool) for g in gpus):
+            raise ValueError("spec.json: gpus must be integers")
+        cpus = _take(data, "cpus", (*num, none), None)
+        return cls(
+            run_id=_take(data, "run_id", (str,)),
+            run_dir=Path(_take(data, "run_dir", (str,))),
+            command=_take(data, "command", (str,)),
+            timeout_s=float(_take(data, "timeout_s", num)),
+            workdir=_take(data, "workdir", (str,), "."),
+            env=dict(env),
+            gpus=list(gpus),
+            cpus=None if cpus is None else float(cpus),
+            memory_bytes=_take(data, "memory_bytes", (int, none), None),
+            pids=_take(data, "pids", (int,), 512),
+            network=_take(data, "network", (bool,), False),
+            log_cap_bytes=_take(data, "log_cap_bytes", (int,), 32 << 20),
+        )
+
+
+def gpu_devices(gpus: Sequence[int]) -> list[str]:
     """Device nodes a run with these GPU indices needs (they may not exist: check before starting)."""
     if not gpus:
         return []
@@ -98,7 +206,7 @@ def gpu_devices(gpus: list[int]) -> list[str]:
 
 
 def build_sandbox(
-    spec: RunSpec,
+    spec: SandboxSpec,
     user: tuple[int, int] | None,
     data: dict[str, int] | None = None,
     status_fd: int | None = None,
@@ -159,10 +267,11 @@ def write_json_atomic(path: Path, payload: str) -> None:
 
 
 class _Supervisor:
-    def __init__(self, run_dir: Path, uid: int, gid: int) -> None:
+    def __init__(self, run_dir: Path, uid: int, gid: int, ready_fd: int | None = None) -> None:
         self.run_dir = run_dir
         self.user = (uid, gid) if os.geteuid() == 0 else None
         self.stop: Failure | None = None
+        self.ready_fd = ready_fd
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stop is None:
@@ -174,7 +283,7 @@ class _Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         started_at = time.time()
         try:
-            spec = RunSpec.model_validate_json((self.run_dir / "spec.json").read_text())
+            spec = Spec.from_json((self.run_dir / "spec.json").read_text())
         except (OSError, ValueError) as exc:
             logger.exception("unreadable spec")
             return self._finish(None, None, started_at, "error", f"unreadable spec.json: {exc}", None)
@@ -197,7 +306,7 @@ class _Supervisor:
                 cgroup.kill_all()
                 cgroup.remove()
 
-    def _supervise(self, spec: RunSpec, cgroup: RunCgroup | None, kind: str, limits: Limits) -> int:
+    def _supervise(self, spec: Spec, cgroup: RunCgroup | None, kind: str, limits: Limits) -> int:
         if self.user is not None:
             _chown_tree(self.run_dir / "work", *self.user)
             _chown_tree(self.run_dir / "outputs", *self.user)
@@ -240,6 +349,7 @@ class _Supervisor:
         me = {"pid": os.getpid(), "starttime": proc_starttime(os.getpid()), "started_at": started_at}
         me |= {"child_pid": child.pid, "cgroup": cgroup.to_data() if cgroup else None, "limits": kind}
         write_json_atomic(self.run_dir / "supervisor.json", json.dumps(me))
+        self._ready(json.dumps(me))
         assert child.stdout is not None
         log = CappedLog(self.run_dir / "log.txt", spec.log_cap_bytes)
         try:
@@ -252,6 +362,14 @@ class _Supervisor:
         rc = child.returncode
         exit_code = rc if rc >= 0 else 128 - rc
         return self._finish(spec, cgroup, started_at, self.stop, None, exit_code, sandbox_started)
+
+    def _ready(self, info: str) -> None:
+        """Tell the launcher the run started (once); it answers the server with `info`."""
+        if self.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.ready_fd, info.encode() + b"\n")
+            os.close(self.ready_fd)
+            self.ready_fd = None
 
     def _pump(
         self, child: subprocess.Popen[bytes], fd: int, log: CappedLog, cgroup: RunCgroup | None, end: float
@@ -283,7 +401,7 @@ class _Supervisor:
 
     def _finish(
         self,
-        spec: RunSpec | None,
+        spec: Spec | None,
         cgroup: RunCgroup | None,
         started_at: float,
         failure: Failure | None,
@@ -309,19 +427,19 @@ class _Supervisor:
             detail = f"killed after the {spec.timeout_s:g} s timeout"
         elif failure == "cancelled":
             detail = "cancelled"
-        status = RunStatus(
-            state="exited",
-            exit_code=exit_code,
-            failure=failure,
-            started_at=started_at,
-            ended_at=time.time(),
-            peak_memory_bytes=peak,
-            detail=detail,
-        )
+        status = {  # a RunStatus, field for field
+            "state": "exited",
+            "exit_code": exit_code,
+            "failure": failure,
+            "started_at": started_at,
+            "ended_at": time.time(),
+            "peak_memory_bytes": peak,
+            "detail": detail,
+        }
         if cgroup is not None:  # nothing of the run is left once status.json says it ended
             cgroup.kill_all()
             cgroup.remove()
-        write_json_atomic(self.run_dir / "status.json", status.model_dump_json())
+        write_json_atomic(self.run_dir / "status.json", json.dumps(status))
         return 0
 
 
@@ -351,36 +469,113 @@ def _chown_tree(top: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
 
 
-def _daemonize() -> None:
-    """Fork; the launcher returns at once and the supervisor is re-parented to init, which reaps it."""
-    if os.fork() > 0:
-        os._exit(0)
+def _become_subreaper() -> None:
+    """Orphans of the run (bwrap's inner process outlives the outer one) come to us, not to PID 1."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning("PR_SET_CHILD_SUBREAPER failed (errno %d): orphans go to PID 1", ctypes.get_errno())
+
+
+def _reap(deadline_s: float = 0.0) -> None:
+    """Wait for every child that has ended; with a deadline, also for live ones until it passes."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no children left
+        if pid == 0:
+            if time.monotonic() >= end:
+                return
+            time.sleep(0.005)
+
+
+def _detach() -> None:
+    """A session of our own, and let go of the launcher's pipes (stdin, stdout, stderr on /dev/null)."""
     with contextlib.suppress(OSError):
         os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # let go of the launcher's pipes: it returns once they close
+    for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m research_mcp.sandbox.supervisor")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--uid", type=int, default=NOBODY)
-    parser.add_argument("--gid", type=int, default=NOBODY)
-    parser.add_argument("--foreground", action="store_true", help="do not daemonise (tests, debugging)")
-    args = parser.parse_args(argv)
-    run_dir: Path = args.run_dir.resolve()
-    if not args.foreground:
-        _daemonize()
+def _supervise_one(run_dir: Path, uid: int, gid: int, ready_fd: int | None) -> int:
     logging.basicConfig(
         filename=run_dir / "supervisor.log", level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
+    _become_subreaper()
     try:
-        return _Supervisor(run_dir, args.uid, args.gid).run()
+        return _Supervisor(run_dir, uid, gid, ready_fd).run()
     except BaseException:
         logger.exception("supervisor crashed")
         raise
+    finally:
+        _reap(deadline_s=1.0)  # what the run left (already killed) is re-parented to us: no zombies for PID 1
+
+
+def _fork_supervisor(request: dict[str, Any]) -> dict[str, Any]:
+    """Fork a supervisor for one request; return once it reported the run started, or ended without doing so."""
+    run_dir = Path(str(request["run_dir"])).resolve()
+    uid, gid = int(request.get("uid", NOBODY)), int(request.get("gid", NOBODY))
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the supervisor: never returns into the launcher's loop
+        code = 1
+        try:
+            os.close(ready_r)
+            _detach()
+            code = _supervise_one(run_dir, uid, gid, ready_w)
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    chunks: list[bytes] = []
+    while chunk := os.read(ready_r, 1 << 16):  # EOF once the supervisor reported or exited
+        chunks.append(chunk)
+    os.close(ready_r)
+    text = b"".join(chunks).decode(errors="replace").strip()
+    ready: object = json.loads(text) if text.startswith("{") else None
+    return {"run_dir": str(request["run_dir"]), "pid": pid, "ready": ready}
+
+
+def serve(parent: int) -> int:
+    """The launcher's loop: requests on stdin, answers on stdout; reaps its supervisors as they end."""
+    buffered = b""
+    while True:
+        _reap()
+        if os.getppid() != parent:
+            return 0  # the server is gone (its stdin pipe may be held by a stray fork): running runs go on
+        readable, _, _ = select.select([0], [], [], _REAP_EVERY_S)
+        if not readable:
+            continue
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            return 0
+        buffered += chunk
+        *lines, buffered = buffered.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                answer = _fork_supervisor(json.loads(line))
+            except (ValueError, KeyError, OSError) as exc:
+                answer = {"error": f"bad request {line[:200]!r}: {exc}"}
+            os.write(1, json.dumps(answer).encode() + b"\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m research_mcp.sandbox.supervisor")
+    parser.add_argument("run_dir", type=Path, nargs="?", help="supervise this run in the foreground")
+    parser.add_argument("--uid", type=int, default=NOBODY)
+    parser.add_argument("--gid", type=int, default=NOBODY)
+    parser.add_argument("--serve", action="store_true", help="be the launcher: fork a supervisor per request")
+    parser.add_argument("--parent", type=int, help="with --serve: exit once this process is no longer our parent")
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.parent if args.parent is not None else os.getppid())
+    if args.run_dir is None:
+        parser.error("give a run folder, or --serve")
+    return _supervise_one(args.run_dir.resolve(), args.uid, args.gid, None)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`python -m evals.bench` runs end to end with tiny counts: three sections of positive numbers, no server left."""
+"""`python -m evals.bench` runs end to end with tiny counts: three sections of positive numbers, no server left;
+`--sandbox` times runs on both backends against raw docker and bwrap and leaves no run, supervisor or launcher."""
 
 from __future__ import annotations
 
@@ -54,3 +55,43 @@ def test_the_bench_measures_all_three_sections_quickly_and_leaves_no_server_runn
     assert len(spawned) >= 2 * 3 + 2  # a warm-up and 2 timed starts of each server, plus the two call sessions
     assert result["processes"]["left_running"] == []
     assert [p["pid"] for p in spawned if _running(p["pid"], p["cmdline"])] == []
+
+
+def _launchers_of(pid: int) -> list[str]:
+    """Supervisor launchers (`supervisor --serve --parent <pid>`) that process `pid` started, still running."""
+    out = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True, check=True).stdout
+    return [
+        line
+        for line in out.splitlines()
+        if not line.startswith("Z") and "research_mcp.sandbox.supervisor --serve" in line and f"--parent {pid}" in line
+    ]
+
+
+@pytest.mark.docker
+@pytest.mark.bwrap
+def test_the_sandbox_section_times_both_backends_against_raw_runs_and_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "sandbox.json"
+    argv = ["--sandbox", "--sandbox-runs", "2", "--sandbox-warmup", "1", "--out", str(out)]
+    with subprocess.Popen(
+        [sys.executable, "-m", "evals.bench", *argv],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as bench:
+        stdout, stderr = bench.communicate(timeout=120)
+    assert bench.returncode == 0, stderr
+    assert "target <= 1.3x" in stdout and "target <= 2.0x" in stdout and "left behind: NONE" in stdout
+
+    section = json.loads(out.read_text(encoding="utf-8"))["sandbox"]
+    for backend in ("docker", "local"):
+        entry = section[backend]
+        for key in ("ours", "raw"):
+            assert entry[key]["n"] == 2 and 0 < entry[key]["min_ms"] <= entry[key]["p50_ms"] <= entry[key]["p90_ms"]
+        assert entry["ratio"] > 0 and isinstance(entry["passed"], bool)
+        assert entry["overhead_ms"] == pytest.approx(entry["ours"]["p50_ms"] - entry["raw"]["p50_ms"])
+    assert section["left"] == {"cancelled": [], "supervisors_killed": [], "containers_removed": []}
+    deadline = time.monotonic() + 5
+    while _launchers_of(bench.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _launchers_of(bench.pid) == []

@@ -1,0 +1,45 @@
+"""The supervisor reads spec.json without pydantic: it must agree with RunSpec field for field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from research_mcp.sandbox import _layout, base
+from research_mcp.sandbox.base import RunSpec
+from research_mcp.sandbox.supervisor import Spec
+
+
+def test_a_run_spec_dumped_by_the_server_is_read_back_field_for_field(tmp_path: Path) -> None:
+    spec = RunSpec(
+        run_id="r1", run_dir=tmp_path, command="python3 x.py", workdir="sub", env={"SEED": "1"}, gpus=[0, 2],
+        cpus=1.5, memory_bytes=1 << 30, pids=64, timeout_s=12.5, network=False, log_cap_bytes=1 << 20,
+    )  # fmt: skip
+    read = Spec.from_json(spec.model_dump_json())
+    for name in ("run_id", "run_dir", "command", "workdir", "env", "gpus", "cpus", "memory_bytes", "pids",
+                 "timeout_s", "network", "log_cap_bytes"):  # fmt: skip
+        assert getattr(read, name) == getattr(spec, name), name
+    assert set(RunSpec.model_fields) - {"image"} == set(Spec.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[]", "not a JSON object"),
+        ('{"run_id": "r", "run_dir": "/x", "command": "c", "timeout_s": "soon"}', "timeout_s"),
+        ('{"run_id": "r", "run_dir": "/x", "command": "c", "timeout_s": 1, "env": {"A": 1}}', "env"),
+        ('{"run_id": "r", "run_dir": "/x", "command": "c", "timeout_s": 1, "gpus": [true]}', "gpus"),
+    ],
+)
+def test_a_bad_spec_is_refused_naming_the_field(text: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        Spec.from_json(text)
+
+
+def test_the_layout_constants_are_the_ones_base_exports() -> None:
+    assert (base.SANDBOX_WORK, base.SANDBOX_OUTPUTS, base.LOG_CAP_MARKER) == (
+        _layout.SANDBOX_WORK,
+        _layout.SANDBOX_OUTPUTS,
+        _layout.LOG_CAP_MARKER,
+    )
