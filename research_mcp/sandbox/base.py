@@ -98,3 +98,8 @@ class Backend(Protocol):
     async def cancel(self, handle: RunHandle) -> None:
         """Kill the run's whole tree; returns once nothing of it is left running. Idempotent."""
         ...
+
+    async def adopt(self, spec: RunSpec) -> RunHandle | None:
+        """The handle of the run `start(spec)` began, found again without the handle `start` returned (its caller
+        died before recording it); None when nothing of it was started."""
+        ...

@@ -301,6 +301,13 @@ class DockerBackend:
     async def cancel(self, handle: RunHandle) -> None:
         await anyio.to_thread.run_sync(lambda: self._poll(handle, cancel=True))
 
+    async def adopt(self, spec: RunSpec) -> RunHandle | None:
+        """The container a lost `start` created, found by its run label."""
+        for handle in await self.find_runs(spec.run_dir.parent):
+            if handle.data.get("run_id") == spec.run_id:
+                return handle
+        return None
+
     async def find_runs(self, under: Path | None = None) -> list[RunHandle]:
         """Handles of every container labelled as a research-mcp run (optionally only runs under `under`)."""
         found = await anyio.to_thread.run_sync(lambda: self.engine().labelled())

@@ -126,6 +126,19 @@ class LocalBackend:
             data={"run_dir": str(run_dir), "cgroup": info.get("cgroup"), "limits": info.get("limits")},
         )
 
+    async def adopt(self, spec: RunSpec) -> RunHandle | None:
+        """The supervisor a lost `start` launched, from the supervisor.json it wrote in the run folder."""
+        import anyio
+
+        info = await anyio.to_thread.run_sync(_supervisor_info, spec.run_dir)
+        if info is None:
+            return None
+        return RunHandle(
+            backend=self.name,
+            ref=f"{info['pid']}:{info['starttime']}",
+            data={"run_dir": str(spec.run_dir), "cgroup": info.get("cgroup"), "limits": info.get("limits")},
+        )
+
     def _poll(self, handle: RunHandle) -> RunStatus:
         run_dir = Path(str(handle.data.get("run_dir", "")))
         status = _status(run_dir)

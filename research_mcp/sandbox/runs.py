@@ -95,6 +95,20 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _owner_gone(owner: str | None) -> bool:
+    """True when the owning server ran on this host and its process is gone."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class RunManager:
     """Runs of one workspace. `backends` maps a name to a backend; `choose` picks one for backend="auto"."""
 
@@ -279,13 +293,37 @@ class RunManager:
                 await self._check_disk(row["id"], handle)
                 continue
             self._finish(row["id"], status, None)
-        stale = self.clock() - _STARTING_GRACE_S
-        self.store.connection().execute(
-            "UPDATE runs SET state = 'lost', failure = 'lost', ended_at = ?, "
-            "detail = 'the server starting it stopped before the run started' "
-            "WHERE state = 'starting' AND created_at < ? AND owner != ?",
-            (self.clock(), stale, _owner()),
+        await self._adopt_orphans()
+
+    async def _adopt_orphans(self) -> None:
+        """Runs left `starting` by a server that died in the middle of `start`: adopt what the backend did start,
+        queue the rest again. A live owner on this host is left alone; one elsewhere gets a grace period."""
+        rows = (
+            self.store.connection()
+            .execute("SELECT * FROM runs WHERE state = 'starting' AND owner != ?", (_owner(),))
+            .fetchall()
         )
+        for row in rows:
+            if not _owner_gone(row["owner"]) and row["created_at"] > self.clock() - _STARTING_GRACE_S:
+                continue
+            try:
+                handle = await self.backend(row["backend"]).adopt(self._spec(row))
+            except SandboxError as exc:
+                logger.warning("cannot adopt run %s: %s", row["id"], exc)
+                continue
+            conn = self.store.connection()
+            if handle is not None:
+                conn.execute(
+                    "UPDATE runs SET state = 'running', handle = ?, owner = ?, "
+                    "started_at = coalesce(started_at, ?) WHERE id = ? AND state = 'starting'",
+                    (handle.model_dump_json(), _owner(), self.clock(), row["id"]),
+                )
+                self._event(row["id"], "adopted", {"ref": handle.ref})
+            else:  # nothing of it ran: it goes back in the queue, so no run asked for is lost
+                conn.execute(
+                    "UPDATE runs SET state = 'queued', owner = NULL WHERE id = ? AND state = 'starting'", (row["id"],)
+                )
+                self._event(row["id"], "requeued", {"after": "its server stopped while starting it"})
 
     async def _check_disk(self, run_id: str, handle: RunHandle) -> None:
         """Kill a run whose folder grew past `max_run_disk_bytes`: neither backend has a disk quota, so this

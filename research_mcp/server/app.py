@@ -36,8 +36,9 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
             async with anyio.create_task_group() as tg:
                 state.task_group = tg
                 if settings.workspace is not None and settings.workspace.is_dir():
-                    # reattach at once: runs that ended while no server ran are recorded, queued ones start
-                    state.runs(state.resolve_workspace(None).require())
+                    # reattach at once (runs that ended while no server ran are recorded, queued ones start),
+                    # beside the handshake rather than before it: opening the store waits on the disk
+                    tg.start_soon(state.attach, state.resolve_workspace(None).require())
                 yield state
                 tg.cancel_scope.cancel()
         finally:

@@ -89,6 +89,15 @@ class AppState:
                 self.task_group.start_soon(_pump_forever, found, name=f"run pump {ws.root}")
         return found
 
+    async def attach(self, ws: Workspace) -> None:
+        """Open the workspace's store in a worker thread, then start its run manager and pump."""
+        try:
+            await anyio.to_thread.run_sync(self.store, ws)
+        except ResearchError as exc:
+            logger.warning("cannot reattach the runs of %s: %s", ws.root, exc)
+            return
+        self.runs(ws)
+
     async def pump_now(self, runs: RunManager) -> None:
         """One pump step at once (a tool call that waits wants fresh states, not the next tick)."""
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,10 @@ class FakeBackend:
     async def cancel(self, handle: RunHandle) -> None:
         self.cancelled.append(handle.ref)
         self.outcome[handle.ref] = RunStatus(state="exited", exit_code=-9, failure="cancelled")
+
+    async def adopt(self, spec: RunSpec) -> RunHandle | None:
+        found = [s for s in self.started if s.run_id == spec.run_id]
+        return RunHandle(backend="fake", ref=spec.run_id) if found else None
 
 
 @pytest.fixture
@@ -221,3 +226,20 @@ async def test_free_gpus_are_pinned_per_run_and_a_run_waits_for_its_gpus(ws: Wor
     assert {spec.run_id: spec.gpus for spec in backend.started}[big] == [0, 1]
     with pytest.raises(SandboxError, match="has 3"):
         runs.prepare(request(gpus=4))
+
+
+async def test_a_run_left_starting_by_a_dead_server_is_adopted_or_queued_again(ws: Workspace) -> None:
+    backend = FakeBackend()
+    runs = manager(ws, backend, limit=10)
+    started, never = runs.prepare(request()).id, runs.prepare(request()).id
+    backend.started.append(runs._spec(runs._row(started)))  # the dead server's start got this far
+    dead_pid = 2**22 + 12345  # above pid_max: no such process
+    for run_id in (started, never):
+        runs.store.connection().execute(
+            "UPDATE runs SET state = 'starting', owner = ? WHERE id = ?", (f"{socket.gethostname()}:{dead_pid}", run_id)
+        )
+    await runs.refresh()
+    assert runs.get(started).state == "running"
+    assert runs.get(never).state == "queued"
+    await runs.pump()
+    assert runs.get(never).state == "running"
