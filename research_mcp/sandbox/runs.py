@@ -24,20 +24,17 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
 from research_mcp.sandbox.base import Backend, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
+from research_mcp.sandbox.models import ACTIVE, FINISHED, Run, RunState
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
 from research_mcp.tools._model import ToolModel
 from research_mcp.workspace import Workspace
 
-__all__ = ["ACTIVE", "FINISHED", "Run", "RunManager", "RunRequest", "RunState"]
+__all__ = ["ACTIVE", "FINISHED", "Run", "RunManager", "RunRequest", "RunState", "folder_bytes", "new_run_id"]
 
 logger = logging.getLogger(__name__)
 
-RunState = Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"]
-ACTIVE: tuple[RunState, ...] = ("queued", "starting", "running")
-FINISHED: tuple[RunState, ...] = ("succeeded", "failed", "cancelled", "lost")
 _STARTING_GRACE_S = 120.0
-METRIC_PATTERNS = ("final_info", ".json", ".jsonl", ".csv", ".tsv", "tfevents", "metrics", "MLmodel")
 
 
 class RunRequest(ToolModel):
@@ -59,32 +56,6 @@ class RunRequest(ToolModel):
     seed: int | None = None
     parent: str | None = None
     note: str | None = Field(None, max_length=4000)
-
-
-class Run(ToolModel):
-    """One run as the model sees it."""
-
-    id: str
-    state: RunState
-    backend: str
-    command: str
-    workdir: str = Field(description="The workspace folder that was snapshotted; empty for inline files only.")
-    image: str | None = None
-    code_hash: str | None = Field(None, description="sha256 over the snapshot's paths and contents.")
-    label: str | None = None
-    config: dict[str, Any] | None = None
-    seed: int | None = None
-    parent: str | None = None
-    note: str | None = None
-    exit_code: int | None = None
-    failure: str | None = Field(None, description="timeout, oom, cuda_oom, disk, cancelled, error or lost.")
-    detail: str | None = None
-    created_at: float
-    started_at: float | None = None
-    ended_at: float | None = None
-    duration_s: float | None = None
-    peak_memory_bytes: int | None = None
-    folder: str = Field(description="The run's folder in the workspace: code/, work/, outputs/, log.txt.")
 
 
 def new_run_id() -> str:
@@ -485,8 +456,3 @@ def folder_bytes(paths: list[Path]) -> int:
                 except OSError:
                     continue  # the run deleted it meanwhile
     return total
-
-
-def is_metric_file(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return any(pattern in name for pattern in METRIC_PATTERNS) and not name.endswith(("spec.json", "status.json"))

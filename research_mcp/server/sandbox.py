@@ -8,7 +8,6 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from research_mcp.sandbox.runs import RunRequest
 from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, logs_of, status_of
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
@@ -82,6 +81,8 @@ def register(tools: ToolRegistry) -> None:
         Snapshots the code (workdir and/or inline files) into runs/<id>/code with its hash and returns the run id
         at once; with wait_s it waits up to 50 s, streaming the latest log line as progress. Results: files the
         run writes to $RESEARCH_OUT, or relative to its folder. Then use run_status, run_logs, read_metrics."""
+        from research_mcp.sandbox.runs import RunRequest
+
         request = RunRequest(
             command=command, workdir=workdir, files=files, backend=backend, image=image, gpus=gpus,
             cpus=cpus, memory_gb=memory_gb, timeout_s=timeout_s, env=env or {}, network=network, label=label,

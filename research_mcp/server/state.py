@@ -9,16 +9,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 
 from research_mcp.config import Settings
 from research_mcp.errors import ResearchError, WorkspaceError
-from research_mcp.sandbox.base import Backend
-from research_mcp.sandbox.runs import RunManager
-from research_mcp.store import Store
 from research_mcp.workspace import Workspace, choose_workspace
+
+if TYPE_CHECKING:  # loaded on first use: the server starts without the run manager, backends or store
+    from research_mcp.sandbox.base import Backend
+    from research_mcp.sandbox.runs import RunManager
+    from research_mcp.store import Store
 
 __all__ = ["PUMP_INTERVAL_S", "AppState", "ResolvedWorkspace"]
 
@@ -46,8 +49,8 @@ class AppState:
 
     settings: Settings
     task_group: TaskGroup | None = None
-    stores: dict[Path, Store] = field(default_factory=dict[Path, Store])
-    managers: dict[Path, RunManager] = field(default_factory=dict[Path, RunManager])
+    stores: dict[Path, Store] = field(default_factory=dict)  # pyright: ignore[reportUnknownVariableType]
+    managers: dict[Path, RunManager] = field(default_factory=dict)  # pyright: ignore[reportUnknownVariableType]
     _workspaces: dict[tuple[str, ...] | None, Workspace] = field(
         default_factory=dict[tuple[str, ...] | None, Workspace]
     )
@@ -64,6 +67,8 @@ class AppState:
         return ResolvedWorkspace(found, None)
 
     def store(self, ws: Workspace) -> Store:
+        from research_mcp.store import Store
+
         found = self.stores.get(ws.root)
         if found is None:
             found = self.stores[ws.root] = Store(ws.state_dir / "state.db")
@@ -71,6 +76,8 @@ class AppState:
 
     def runs(self, ws: Workspace) -> RunManager:
         """The run manager of a workspace; its pump starts with it and runs until the server stops."""
+        from research_mcp.sandbox.runs import RunManager
+
         found = self.managers.get(ws.root)
         if found is None:
             found = self.managers[ws.root] = RunManager(
