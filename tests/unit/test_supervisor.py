@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,10 @@ def test_the_layout_constants_are_the_ones_base_exports() -> None:
         _layout.SANDBOX_OUTPUTS,
         _layout.LOG_CAP_MARKER,
     )
+
+
+def test_the_supervisor_loads_without_pydantic() -> None:
+    """It is forked per run; pydantic alone would cost more than a short run (see evals/bench --sandbox)."""
+    code = "import sys, research_mcp.sandbox.supervisor; print('pydantic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
