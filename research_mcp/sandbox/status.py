@@ -65,7 +65,9 @@ def status_of(runs: RunManager, run_id: str) -> RunStatusResult:
     run = runs.get(run_id)
     tail, _ = read_tail(runs.run_dir(run_id) / "log.txt", _STATUS_TAIL_LINES, _STATUS_TAIL_CHARS)
     outputs = runs.outputs(run_id)
-    if run.state == "failed":
+    if run.state == "failed" and run.started_at is None and run.detail:
+        hint = f"The run could not start: {run.detail}"  # nothing ran, so there is no traceback to read
+    elif run.state == "failed":
         hint = _FAILED.get(run.failure or "error", _FAILED["error"])
     else:
         hint = _NEXT[run.state]

@@ -243,3 +243,14 @@ async def test_a_run_left_starting_by_a_dead_server_is_adopted_or_queued_again(w
     assert runs.get(never).state == "queued"
     await runs.pump()
     assert runs.get(never).state == "running"
+
+
+async def test_a_run_that_could_not_start_says_why_in_its_next_step(ws: Workspace) -> None:
+    from research_mcp.sandbox.status import status_of
+
+    backend = FakeBackend()
+    backend.refuse = "bubblewrap is not installed: apt-get install -y bubblewrap"
+    runs = manager(ws, backend)
+    run = runs.prepare(request())
+    await runs.pump()
+    assert status_of(runs, run.id).next_step == f"The run could not start: {backend.refuse}"
