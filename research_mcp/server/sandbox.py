@@ -125,7 +125,7 @@ def register(tools: ToolRegistry) -> None:
     async def list_runs(
         ctx: AppContext,
         ws: WorkspaceParam,
-        state: Annotated[
+        status: Annotated[
             Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"] | None,
             Field(description="Only runs in this state."),
         ] = None,
@@ -136,6 +136,6 @@ def register(tools: ToolRegistry) -> None:
     ) -> ListRunsResult:
         """Runs of this workspace, newest first, filtered by state, label or parent, paged."""
         runs = state_of(ctx).runs(need_workspace(ctx, ws))
-        found, total = await in_thread(runs.list, state, label, parent, limit, offset)
+        found, total = await in_thread(runs.list, status, label, parent, limit, offset)
         end = offset + len(found)
         return ListRunsResult(runs=found, total=total, next_offset=end if end < total else None)

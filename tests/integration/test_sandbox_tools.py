@@ -310,3 +310,11 @@ async def test_a_multi_file_disk_fill_is_killed_while_a_healthy_run_beside_it_fi
     assert done["run"]["state"] == "succeeded" and "healthy" in done["log_tail"]
     written = sum(p.stat().st_size for p in (workspace / filled["run"]["folder"]).rglob("chunk*.bin"))
     assert written < 1 << 30
+
+
+async def test_list_runs_filters_by_status(lab: Client) -> None:
+    started = await call(lab, "run_experiment", {"command": "exit 4", "workdir": None, "files": {"a": ""}})
+    await finish(lab, started["run"]["id"])
+    failed = await call(lab, "list_runs", {"status": "failed"})
+    assert [r["id"] for r in failed["runs"]] == [started["run"]["id"]]
+    assert (await call(lab, "list_runs", {"status": "succeeded"}))["total"] == 0
