@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from research_mcp.errors import SandboxError
 
-__all__ = ["LABEL_RUN", "NVIDIA_TOOLKIT_URL", "ContainerGoneError", "DockerEngine", "connect"]
+__all__ = ["LABEL_RUN", "NVIDIA_TOOLKIT_URL", "ContainerGoneError", "DockerEngine", "connect", "engine_answers"]
 
 LABEL_RUN = "research-mcp.run"
 NVIDIA_TOOLKIT_URL = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
@@ -32,6 +32,25 @@ def _docker_module() -> Any:
 
 def _where(base_url: str | None) -> str:
     return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def engine_answers(base_url: str | None = None, *, timeout_s: float = 1.0) -> bool:
+    """Whether an engine answers `/_ping` on a unix socket (DOCKER_HOST's, else the local one), without the SDK.
+
+    A tcp:// DOCKER_HOST counts as answering: the user pointed at an engine on purpose, and `connect` says more.
+    """
+    where = _where(base_url)
+    if not where.startswith("unix://"):
+        return True
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(where.removeprefix("unix://"))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            head = sock.recv(64)
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/1.") and b" 200 " in head
 
 
 def connect(base_url: str | None = None, *, timeout_s: float = 60) -> DockerEngine:

@@ -160,25 +160,6 @@ def _choose_backend(settings: Settings) -> str:
     """For backend="auto": the setting, else docker when its engine answers, else local (bubblewrap)."""
     if settings.backend != "auto":
         return settings.backend
-    return "docker" if _docker_engine_answers() else "local"
+    from research_mcp.sandbox._docker_engine import engine_answers
 
-
-def _docker_engine_answers(timeout_s: float = 1.0) -> bool:
-    """Whether a Docker engine answers `/_ping` on DOCKER_HOST's unix socket (or the default one)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    host = os.environ.get("DOCKER_HOST", "")
-    parsed = urlsplit(host)
-    if host and parsed.scheme != "unix":
-        return bool(host)  # tcp:// and others: the user pointed at an engine on purpose; let docker say more
-    path = parsed.path if host else "/var/run/docker.sock"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout_s)
-            sock.connect(path)
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            head = sock.recv(64)
-        return head.startswith(b"HTTP/1.") and b" 200 " in head
-    except OSError:
-        return False
+    return "docker" if engine_answers() else "local"

@@ -212,3 +212,30 @@ def test_image_build_arguments_cannot_smuggle_options(bad: dict[str, Any]) -> No
     tag = values.pop("tag")
     with pytest.raises(SandboxError, match="Bad"):
         images.build_image(tag, **values)
+
+
+def test_engine_answers_only_when_a_ping_gets_200(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from research_mcp.sandbox._docker_engine import engine_answers
+
+    assert not engine_answers(f"unix://{tmp_path}/none.sock")
+    path = tmp_path / "engine.sock"
+    replies = [b"HTTP/1.1 200 OK\r\n\r\nOK", b"HTTP/1.1 500 Internal Server Error\r\n\r\n"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+
+        def answer() -> None:
+            for reply in replies:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(reply)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        assert engine_answers(f"unix://{path}", timeout_s=5)
+        assert not engine_answers(f"unix://{path}", timeout_s=5)
+        thread.join(timeout=5)
