@@ -183,6 +183,8 @@ class RunManager:
         """Mark as many queued runs `starting` as there are free slots, pinning free GPUs to each that asks for
         some (a run waits while its GPUs are busy; later runs that fit may go first). One transaction: two
         servers never claim the same run or the same GPU."""
+        if self.store.connection().execute("SELECT 1 FROM runs WHERE state = 'queued' LIMIT 1").fetchone() is None:
+            return []  # the idle pump must not take the write lock twice a second
         with self.store.transaction() as conn:
             busy = conn.execute("SELECT limits FROM runs WHERE state IN ('starting', 'running')").fetchall()
             free = max(0, self.max_concurrent - len(busy))

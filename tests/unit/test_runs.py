@@ -254,3 +254,19 @@ async def test_a_run_that_could_not_start_says_why_in_its_next_step(ws: Workspac
     run = runs.prepare(request())
     await runs.pump()
     assert status_of(runs, run.id).next_step == f"The run could not start: {backend.refuse}"
+
+
+async def test_an_idle_pump_never_waits_for_the_write_lock(ws: Workspace) -> None:
+    import sqlite3
+
+    import anyio
+
+    runs = manager(ws, FakeBackend())
+    other = sqlite3.connect(ws.state_dir / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another server writing
+    try:
+        with anyio.fail_after(2):
+            await runs.pump()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
