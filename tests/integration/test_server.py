@@ -80,6 +80,19 @@ BAD_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [
     ("read_file", {"path": "a", "offset": 10**40}, "'a'"),
     ("list_files", {"pattern": ["*.py"]}, "pattern"),
     ("grep", {"pattern": "x", "path": None}, "path"),
+    ("run_status", {}, "run_id"),
+    ("run_status", {"run_id": "20260101-000000-abcdef"}, "list_runs"),
+    ("run_logs", {"run_id": "../../etc/passwd"}, "list_runs"),
+    ("cancel_run", {"run_id": "nope"}, "list_runs"),
+    ("run_status", {"run_id": "x", "wait_s": 600}, "wait_s"),
+    ("run_experiment", {"command": ""}, "command"),
+    ("run_experiment", {"command": "true", "gpus": -1}, "gpus"),
+    ("run_experiment", {"command": "true", "workdir": None}, "no code"),
+    ("run_experiment", {"command": "true", "env": {"A=B": "1"}}, "Environment variable"),
+    ("run_experiment", {"command": "true", "files": {"../x.py": ""}}, "'..'"),
+    ("run_experiment", {"command": "true", "workdir": "../"}, "'..'"),
+    ("run_experiment", {"command": "true", "parent": "nope"}, "list_runs"),
+    ("list_runs", {"status": "exploded"}, "status"),
 ]
 
 
