@@ -73,7 +73,7 @@ class BinaryFileError(FileToolError):
     def __init__(self, path: str, kind: str, size_bytes: int) -> None:
         super().__init__(
             f"{path!r} is a binary file ({kind}, {size_bytes} bytes); read_file only returns text. "
-            "Use a tool made for that format (read_metrics, read_paper, compile_paper) instead."
+            "Read it inside an experiment (run_experiment) if its contents are needed."
         )
         self.path = path
         self.kind = kind

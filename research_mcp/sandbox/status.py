@@ -23,7 +23,7 @@ _NEXT = {
     "queued": "Waiting for a free slot. Call run_status with wait_s to follow it.",
     "starting": "Starting. Call run_status with wait_s to follow it.",
     "running": "Still running. Call run_status with wait_s (up to 50 s) again, or run_logs for its output.",
-    "succeeded": "Done. Read its results with read_metrics or read_file on the files listed.",
+    "succeeded": "Done. Read its results with read_file on the files listed (paths are under the run's folder).",
     "cancelled": "Cancelled; nothing of it is running.",
     "lost": "The backend no longer knows this run (its container or supervisor vanished). Start it again.",
 }
@@ -42,7 +42,7 @@ class RunStatusResult(ToolModel):
     run: Run
     log_tail: list[str] = Field(description="The last lines of output (a final traceback whole).")
     outputs: list[str] = Field(description="Files the run wrote, relative to its folder.")
-    metric_files: list[str] = Field(description="Of those, the ones read_metrics can read.")
+    metric_files: list[str] = Field(description="Of those, the metric files (final_info.json, JSON, CSV, ...).")
     next_step: str = Field(description="What to do now.")
 
 

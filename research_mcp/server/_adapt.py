@@ -8,6 +8,7 @@ Any other exception is a crash the model sees only as `Error executing tool <nam
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -115,7 +116,9 @@ class ToolRegistry:
         def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             if self.read_only and not annotations.read_only_hint:
                 return fn
-            self.mcp.tool(annotations=annotations, title=title)(_map_errors(fn))
+            # cleandoc: the SDK sends the docstring as it is, indentation included, on every tools/list
+            description = inspect.cleandoc(fn.__doc__ or "")
+            self.mcp.tool(annotations=annotations, title=title, description=description)(_map_errors(fn))
             self.names.append(fn.__name__)
             return fn
 

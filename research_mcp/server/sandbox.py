@@ -80,7 +80,7 @@ def register(tools: ToolRegistry) -> None:
         """Run an experiment in the sandbox (no network, limited memory/CPU, only its own folder writable).
         Snapshots the code (workdir and/or inline files) into runs/<id>/code with its hash and returns the run id
         at once; with wait_s it waits up to 50 s, streaming the latest log line as progress. Results: files the
-        run writes to $RESEARCH_OUT, or relative to its folder. Then use run_status, run_logs, read_metrics."""
+        run writes to $RESEARCH_OUT, or relative to its folder. Then use run_status and run_logs."""
         from research_mcp.sandbox.runs import RunRequest
 
         request = RunRequest(
@@ -95,7 +95,7 @@ def register(tools: ToolRegistry) -> None:
 
     @tools.tool(READ_ONLY_LOCAL)
     async def run_status(ctx: AppContext, ws: WorkspaceParam, run_id: RunId, wait_s: WaitS = 0) -> RunStatusResult:
-        """A run's state, exit code and failure kind (timeout, oom, cuda_oom, cancelled, error, lost), duration,
+        """A run's state, exit code and failure kind (timeout, oom, cuda_oom, disk, cancelled, error, lost), duration,
         peak memory, last log lines and the files it wrote. With wait_s, waits up to 50 s for it to end."""
         return await _watch(ctx, ws, run_id, wait_s)
 
@@ -134,7 +134,7 @@ def register(tools: ToolRegistry) -> None:
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
         offset: Annotated[int, Field(ge=0, description="Runs to skip (from next_offset).")] = 0,
     ) -> ListRunsResult:
-        """Runs of this workspace, newest first, filtered by state, label or parent, paged."""
+        """Runs of this workspace, newest first, filtered by status, label or parent, paged."""
         runs = state_of(ctx).runs(need_workspace(ctx, ws))
         found, total = await in_thread(runs.list, status, label, parent, limit, offset)
         end = offset + len(found)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ from research_mcp.server import build_server
 pytestmark = pytest.mark.anyio
 
 FILE_TOOLS = {"list_files", "read_file", "write_file", "edit_file", "grep"}
+PLANNED_TOOLS = {  # DESIGN.md's tools: a description may name one only once it exists
+    "search_papers", "get_paper", "paper_graph", "read_paper", "cite", "verify_citations", "find_code", "fetch_repo",
+    "repo_summary", "read_metrics", "compare_runs", "plot_metrics", "results_table", "new_paper", "compile_paper",
+    "paper_text", "audit_paper", "review_paper", "submit_review", "lab_info", "list_files", "read_file", "write_file",
+    "edit_file", "grep", "run_experiment", "run_status", "run_logs", "cancel_run", "list_runs",
+}  # fmt: skip
 RUN_TOOLS = {"run_experiment", "run_status", "run_logs", "cancel_run", "list_runs"}
 PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
     "list_files": ("path", {}),
@@ -32,8 +39,12 @@ PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
 async def test_every_tool_has_a_description_annotations_and_an_output_schema(client: Client) -> None:
     tools = (await client.list_tools()).tools
     assert {t.name for t in tools} == FILE_TOOLS | RUN_TOOLS | {"lab_info"}
+    offered = {t.name for t in tools}
     for tool in tools:
         assert tool.description and len(tool.description) > 40, tool.name
+        assert "\n " not in tool.description, f"{tool.name}: docstring indentation sent to the model"
+        named = set(re.findall(r"\b([a-z]+_[a-z_]+)\b", tool.description)) & PLANNED_TOOLS
+        assert named <= offered, f"{tool.name} points the model at tools it does not have: {named - offered}"
         assert tool.annotations is not None and tool.annotations.read_only_hint is not None, tool.name
         assert tool.annotations.open_world_hint is not None, tool.name
         assert tool.output_schema is not None and tool.output_schema.get("type") == "object", tool.name
