@@ -430,11 +430,7 @@ class RunManager:
             found += sorted(
                 p.relative_to(folder).as_posix() for p in out_dir.rglob("*") if p.is_file() and not p.is_symlink()
             )
-        manifest_path = folder / "manifest.json"
-        if (folder / "work").is_dir() and manifest_path.exists():
-            before: dict[str, str] = json.loads(manifest_path.read_text())
-            after = manifest(folder / "work")
-            found += sorted(f"work/{rel}" for rel, digest in after.items() if before.get(rel) != digest)
+        found += changed_files(folder / "code", folder / "work")
         return found[:limit]
 
     def _event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -442,6 +438,27 @@ class RunManager:
             "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
             (run_id, self.clock(), kind, json.dumps(data)),
         )
+
+
+def changed_files(code: Path, work: Path) -> list[str]:
+    """Files in work/ that are new, or differ from code/ in size or mtime (work/ was copied with its mtimes),
+    as `work/<rel>`. No hashing: it runs on every run_status, and a snapshot may hold hundreds of MiB."""
+    found: list[str] = []
+    for folder, dirs, names in os.walk(work):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder, name)
+            rel = path.relative_to(work).as_posix()
+            try:
+                now = path.lstat()
+                before = (code / rel).lstat()
+            except FileNotFoundError:
+                if path.exists() or path.is_symlink():
+                    found.append(f"work/{rel}")
+                continue
+            if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                found.append(f"work/{rel}")
+    return sorted(found)
 
 
 def folder_bytes(paths: list[Path]) -> int:

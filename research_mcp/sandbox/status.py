@@ -14,7 +14,7 @@ from research_mcp.tools._model import ToolModel
 if TYPE_CHECKING:
     from research_mcp.sandbox.runs import RunManager
 
-__all__ = ["ListRunsResult", "RunLogsResult", "RunStatusResult", "logs_of", "status_of"]
+__all__ = ["ListRunsResult", "RunLogsResult", "RunStatusResult", "last_line", "logs_of", "status_of"]
 
 _STATUS_TAIL_LINES = 20
 _STATUS_TAIL_CHARS = 4000
@@ -78,6 +78,12 @@ def status_of(runs: RunManager, run_id: str) -> RunStatusResult:
         metric_files=[path for path in outputs if is_metric_file(path)],
         next_step=hint,
     )
+
+
+def last_line(runs: RunManager, run_id: str) -> tuple[Run, str]:
+    """The run and the last line of its log: what a waiting call checks every quarter second."""
+    lines, _ = read_tail(runs.run_dir(run_id) / "log.txt", 1, 1000)
+    return runs.get(run_id), lines[-1] if lines else ""
 
 
 def logs_of(runs: RunManager, run_id: str, tail: int, offset: int | None, limit: int, max_chars: int) -> RunLogsResult:

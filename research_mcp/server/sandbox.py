@@ -8,7 +8,8 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, logs_of, status_of
+from research_mcp.sandbox.models import ACTIVE
+from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, last_line, logs_of, status_of
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
     AppContext,
@@ -33,19 +34,19 @@ WaitS = Annotated[
 async def _watch(ctx: AppContext, ws: WorkspaceParam, run_id: str, wait_s: float) -> RunStatusResult:
     """Wait (bounded) for a run to end, sending the latest log line as progress; then its status."""
     runs = state_of(ctx).runs(need_workspace(ctx, ws))
-    result = await in_thread(status_of, runs, run_id)
+    run = await in_thread(runs.get, run_id)
     deadline = anyio.current_time() + wait_s
     last = ""
-    while result.run.state in ("queued", "starting", "running") and anyio.current_time() < deadline:
+    while run.state in ACTIVE and anyio.current_time() < deadline:
         await anyio.sleep(min(0.25, max(0.0, deadline - anyio.current_time())))
         await state_of(ctx).pump_now(runs)
-        result = await in_thread(status_of, runs, run_id)
-        line = result.log_tail[-1] if result.log_tail else result.run.state
+        run, line = await in_thread(last_line, runs, run_id)  # the cheap look; files are listed once, at the end
+        line = line or run.state
         if line != last:
             last = line
             elapsed = wait_s - max(0.0, deadline - anyio.current_time())
-            await ctx.report_progress(round(elapsed, 1), wait_s, f"{result.run.state}: {line[:200]}")
-    return result
+            await ctx.report_progress(round(elapsed, 1), wait_s, f"{run.state}: {line[:200]}")
+    return await in_thread(status_of, runs, run_id)
 
 
 def register(tools: ToolRegistry) -> None:
