@@ -11,12 +11,14 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio.to_thread
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import ListRootsResult, ToolAnnotations
 
 from research_mcp.errors import ResearchError
@@ -26,10 +28,12 @@ from research_mcp.workspace import Workspace
 __all__ = [
     "READ_ONLY_LOCAL",
     "WRITES_LOCAL",
+    "FETCHES",
     "AppContext",
     "AppState",
     "ResolvedWorkspace",
     "ToolRegistry",
+    "ToolSpec",
     "WorkspaceParam",
     "in_thread",
     "need_workspace",
@@ -48,6 +52,9 @@ READ_ONLY_LOCAL = ToolAnnotations(
 WRITES_LOCAL = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
 )
+FETCHES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+"""Asks an outside service (arXiv, Semantic Scholar, GitHub) and keeps what it learns (cache, library, downloads):
+not read-only, since it writes, but it never overwrites the user's work."""
 
 
 AppContext = Context[AppState, Any]
@@ -102,24 +109,39 @@ def _map_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-class ToolRegistry:
-    """Registers adapters on the server, mapping errors; in read-only mode it skips every tool that is not."""
+@dataclass(frozen=True)
+class ToolSpec:
+    """One adapter as registered: enough to build the SDK's `Tool`, which costs its schemas."""
 
-    def __init__(self, mcp: MCPServer[Any], *, read_only: bool) -> None:
-        self.mcp = mcp
-        self.read_only = read_only
-        self.names: list[str] = []
+    fn: Callable[..., Awaitable[Any]]
+    name: str
+    title: str | None
+    description: str
+    annotations: ToolAnnotations
+
+    def build(self) -> Tool:
+        return Tool.from_function(
+            _map_errors(self.fn),
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            annotations=self.annotations,
+        )
+
+
+class ToolRegistry:
+    """Collects a family's adapters as `ToolSpec`s; the server builds them (or lists them from the cache)."""
+
+    def __init__(self) -> None:
+        self.specs: list[ToolSpec] = []
 
     def tool(
         self, annotations: ToolAnnotations, *, title: str | None = None
     ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
         def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-            if self.read_only and not annotations.read_only_hint:
-                return fn
             # cleandoc: the SDK sends the docstring as it is, indentation included, on every tools/list
             description = inspect.cleandoc(fn.__doc__ or "")
-            self.mcp.tool(annotations=annotations, title=title, description=description)(_map_errors(fn))
-            self.names.append(fn.__name__)
+            self.specs.append(ToolSpec(fn, fn.__name__, title, description, annotations))
             return fn
 
         return decorator

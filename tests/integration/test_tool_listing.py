@@ -1,0 +1,93 @@
+"""The stored tool listing: a second start lists the same tools without building them, and they still work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from research_mcp.config import Settings
+from research_mcp.server import build_server
+from research_mcp.server._manifest import LazyTool, ToolCache
+
+pytestmark = pytest.mark.anyio
+
+
+async def _listing(settings: Settings) -> list[dict[str, Any]]:
+    async with Client(build_server(settings)) as client:
+        return [tool.model_dump(mode="json") for tool in (await client.list_tools()).tools]
+
+
+def _stored(settings: Settings) -> Path:
+    (found,) = settings.user_data_dir().glob("tool-listing-*.json")
+    return found
+
+
+async def test_a_second_start_lists_the_same_tools_from_the_stored_listing(settings: Settings) -> None:
+    built = await _listing(settings)
+    assert _stored(settings).is_file()
+    cached = ToolCache(settings.user_data_dir())
+    assert all(isinstance(tool, LazyTool) for tool in cached.tools("files"))
+    assert await _listing(settings) == built
+
+
+async def test_listed_tools_run_and_map_errors_like_built_ones(settings: Settings, workspace: Path) -> None:
+    await _listing(settings)
+    async with Client(build_server(settings)) as client:
+        wrote = await client.call_tool("write_file", {"path": "notes/a.txt", "content": "hello\n"})
+        assert not wrote.is_error
+        read = await client.call_tool("read_file", {"path": "notes/a.txt"})
+        assert read.structured_content is not None and "hello" in json.dumps(read.structured_content)
+        escape = await client.call_tool("read_file", {"path": "../outside"})
+        assert escape.is_error and "workspace" in escape.content[0].text  # type: ignore[union-attr]
+        bad = await client.call_tool("list_files", {"depth": 0})
+        assert bad.is_error
+        missing = await client.call_tool("run_status", {"run_id": "nope"})
+        assert missing.is_error and "nope" in missing.content[0].text  # type: ignore[union-attr]
+    assert (workspace / "notes" / "a.txt").read_text() == "hello\n"
+
+
+async def test_read_only_start_from_the_listing_offers_only_read_only_tools(settings: Settings) -> None:
+    await _listing(settings)
+    listed = await _listing(settings.model_copy(update={"read_only": True}))
+    assert listed and all(tool["annotations"]["read_only_hint"] for tool in listed)
+    assert "write_file" not in {tool["name"] for tool in listed}
+
+
+async def test_a_broken_listing_is_rebuilt(settings: Settings) -> None:
+    built = await _listing(settings)
+    _stored(settings).write_text('{"families": {"files": [{"name"')  # cut mid-write
+    assert await _listing(settings) == built
+    assert json.loads(_stored(settings).read_text())["families"]["files"]
+
+
+async def test_a_listing_whose_schemas_differ_is_dropped_at_first_call(settings: Settings) -> None:
+    await _listing(settings)
+    stored = _stored(settings)
+    data = json.loads(stored.read_text())
+    for entry in data["families"]["files"]:
+        if entry["name"] == "list_files":
+            entry["input_schema"]["properties"]["depth"]["maximum"] = 99
+    stored.write_text(json.dumps(data))
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool("list_files", {"depth": 50})  # the real schema still rules
+        assert result.is_error
+    assert not stored.exists()
+
+
+def test_a_warm_start_imports_no_adapter_module(settings: Settings, tmp_path: Path) -> None:
+    code = (
+        "import sys; from research_mcp.config import Settings; from research_mcp.server import build_server; "
+        f"build_server(Settings(data_dir={str(tmp_path / 'data')!r})); "
+        "print(sorted(m for m in sys.modules if m.startswith('research_mcp.server.') and m.split('.')[-1] in "
+        "('files', 'sandbox', 'lab')))"
+    )
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "research_mcp.server.files" in first
+    assert second.strip() == "[]"
