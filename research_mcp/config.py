@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     max_concurrent_runs: int | None = Field(
         default=None, ge=1, le=1024, description="Runs at once per workspace; default: the number of CPU cores."
     )
+    python_envs: dict[str, Path] = Field(
+        default_factory=dict[str, Path],
+        description='Named Python environments runs may use (name -> folder), e.g. {"torch": "/opt/envs/torch"}.',
+    )
     max_snapshot_bytes: int = Field(default=200 << 20, ge=1 << 20, description="Largest code snapshot of a run.")
     max_run_disk_bytes: int = Field(
         default=20 << 30, ge=1 << 20, description="Most disk a run's folder may use; past it the run is killed."

@@ -94,6 +94,8 @@ class SandboxSpec(Protocol):
     def gpus(self) -> Sequence[int]: ...
     @property
     def network(self) -> bool: ...
+    @property
+    def ro_paths(self) -> Sequence[str]: ...
 
 
 _REQUIRED: Any = object()
@@ -126,6 +128,7 @@ class Spec:
     pids: int = 512
     network: bool = False
     log_cap_bytes: int = 32 << 20
+    ro_paths: list[str] = field(default_factory=list[str])
 
     @classmethod
     def from_json(cls, text: str) -> Spec:
@@ -142,6 +145,9 @@ class Spec:
         if not all(isinstance(g, int) and not isinstance(g, bool) for g in gpus):
             raise ValueError("spec.json: gpus must be integers")
         cpus = _take(data, "cpus", (*num, none), None)
+        ro_paths = _take(data, "ro_paths", (list,), [])
+        if not all(isinstance(p, str) and p.startswith("/") for p in ro_paths):
+            raise ValueError("spec.json: ro_paths must be absolute paths")
         return cls(
             run_id=_take(data, "run_id", (str,)),
             run_dir=Path(_take(data, "run_dir", (str,))),
@@ -155,6 +161,7 @@ class Spec:
             pids=_take(data, "pids", (int,), 512),
             network=_take(data, "network", (bool,), False),
             log_cap_bytes=_take(data, "log_cap_bytes", (int,), 32 << 20),
+            ro_paths=list(ro_paths),
         )
 
 
@@ -192,6 +199,7 @@ def build_sandbox(
         Bind(str(run_dir / "work"), SANDBOX_WORK, writable=True),
         Bind(str(run_dir / "outputs"), SANDBOX_OUTPUTS, writable=True),
         *(Bind(dev, dev, device=True, optional=dev.endswith("-uvm")) for dev in gpu_devices(spec.gpus)),
+        *(Bind(path, path) for path in spec.ro_paths),
     ]
     command = ["/bin/sh", "-c", spec.command]
     return Sandbox(

@@ -110,6 +110,14 @@ class LocalBackend:
                     f"The sandbox user (uid {user[0]}) cannot reach {run_dir}: {blocked} is not searchable by others. "
                     f"Run `chmod o+x {blocked}` or use a workspace outside it."
                 )
+            for path in spec.ro_paths:
+                blocked = _unreachable(Path(path), *user)
+                if blocked is not None:
+                    raise SandboxError(
+                        f"The sandbox user (uid {user[0]}) cannot read the Python environment folder {path}: "
+                        f"{blocked} is not searchable by others. Run `chmod o+x {blocked}`, or make the environment "
+                        "from a Python outside it (e.g. `/usr/bin/python3 -m venv .venv`)."
+                    )
         _check_bwrap(user)
         (run_dir / "spec.json").write_text(spec.model_dump_json())
         answer = _launcher(self.python).start(run_dir, self.uid, self.gid, self.start_timeout_s)

@@ -25,6 +25,7 @@ from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
 from research_mcp.sandbox.base import Backend, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import ACTIVE, FINISHED, Run, RunState
+from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
 from research_mcp.tools._model import ToolModel
@@ -51,6 +52,7 @@ class RunRequest(ToolModel):
     timeout_s: float = Field(3600, gt=0, le=7 * 24 * 3600)
     env: dict[str, str] = Field(default_factory=dict[str, str])
     network: bool = False
+    python_env: str | None = Field(None, max_length=4096)
     label: str | None = Field(None, max_length=200)
     config: dict[str, Any] | None = None
     seed: int | None = None
@@ -97,8 +99,10 @@ class RunManager:
         max_run_disk_bytes: int | None = None,
         disk_interval_s: float = 1.0,
         gpu_count: Callable[[], int] = lambda: 0,
+        python_envs: Mapping[str, Path] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.python_envs = python_envs or {}
         self.gpu_count = gpu_count
         self.log_cap_bytes = log_cap_bytes
         self.max_run_disk_bytes = max_run_disk_bytes
@@ -142,6 +146,7 @@ class RunManager:
                 f"The run asks for {req.gpus} GPU(s) but this machine has {self.gpu_count()} (see lab_info); "
                 "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
             )
+        pyenv = None if req.python_env is None else resolve_python_env(self.ws, req.python_env, self.python_envs)
         backend = self._choose() if req.backend == "auto" else req.backend
         run_id = new_run_id()
         folder = self.run_dir(run_id)
@@ -162,6 +167,7 @@ class RunManager:
             "timeout_s": req.timeout_s,
             "network": req.network,
             "env": req.env,
+            "python_env": None if pyenv is None else pyenv.model_dump(),
         }
         now = self.clock()
         self.store.connection().execute(
@@ -212,13 +218,17 @@ class RunManager:
 
     def _spec(self, row: Any) -> RunSpec:
         limits: dict[str, Any] = json.loads(row["limits"])
+        found = limits.get("python_env")
+        pyenv = None if found is None else PythonEnv.model_validate(found)
+        env: dict[str, str] = limits.get("env") or {}
         return RunSpec(
             run_id=row["id"],
             run_dir=self.run_dir(row["id"]),
             command=row["command"],
             workdir=".",  # the snapshot's root is the folder that was asked for
             image=row["image"],
-            env=limits.get("env") or {},
+            env=env if pyenv is None else {**pyenv.env(), **env},
+            ro_paths=[] if pyenv is None else pyenv.ro_paths,
             gpus=limits.get("gpus") or [],
             cpus=limits.get("cpus"),
             memory_bytes=limits.get("memory_bytes"),

@@ -71,6 +71,14 @@ def register(tools: ToolRegistry) -> None:
         timeout_s: Annotated[float, Field(gt=0, le=604_800, description="Wall-clock limit; then it is killed.")] = 3600,
         env: Annotated[dict[str, str] | None, Field(description="Environment variables for the run.")] = None,
         network: Annotated[bool, Field(description="Give the run network access (off by default).")] = False,
+        python_env: Annotated[
+            str | None,
+            Field(
+                description="Python environment to run with: a virtualenv/conda folder of the workspace ('.venv') or "
+                "a name from the python_envs setting; its bin/ comes first on PATH. Default: the sandbox's python3.",
+                max_length=4096,
+            ),
+        ] = None,
         wait_s: WaitS = 0,
         label: Annotated[str | None, Field(description="Group name for comparing runs, e.g. 'baseline'.")] = None,
         config: Annotated[dict[str, Any] | None, Field(description="The run's settings, a small JSON object.")] = None,
@@ -86,8 +94,8 @@ def register(tools: ToolRegistry) -> None:
 
         request = RunRequest(
             command=command, workdir=workdir, files=files, backend=backend, image=image, gpus=gpus,
-            cpus=cpus, memory_gb=memory_gb, timeout_s=timeout_s, env=env or {}, network=network, label=label,
-            config=config, seed=seed, parent=parent, note=note,
+            cpus=cpus, memory_gb=memory_gb, timeout_s=timeout_s, env=env or {}, network=network,
+            python_env=python_env, label=label, config=config, seed=seed, parent=parent, note=note,
         )  # fmt: skip
         runs = state_of(ctx).runs(need_workspace(ctx, ws))
         run = await in_thread(runs.prepare, request)

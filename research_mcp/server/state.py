@@ -91,6 +91,7 @@ class AppState:
                 log_cap_bytes=self.settings.max_log_bytes,
                 max_run_disk_bytes=self.settings.max_run_disk_bytes,
                 gpu_count=_gpu_count,
+                python_envs=self.settings.python_envs,
             )
             if self.task_group is not None:
                 self.task_group.start_soon(_pump_forever, found, name=f"run pump {ws.root}")

@@ -150,6 +150,54 @@ async def test_an_output_flood_is_capped_and_keeps_the_final_traceback(lab: Clie
     assert logs["lines"][-1] == "RuntimeError: the end"
 
 
+def make_venv(folder: Path) -> Path:
+    """A virtualenv made from the system Python (its base /usr is in every sandbox) with a module only it has,
+    and the system's site-packages (numpy) visible, as `python3 -m venv --system-site-packages` makes it."""
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--without-pip", "--system-site-packages", str(folder)], check=True
+    )
+    (site,) = (folder / "lib").glob("python3*/site-packages")
+    (site / "labhelper.py").write_text("VALUE = 42\n")
+    return folder
+
+
+async def test_a_run_uses_the_python_environment_it_names(lab: Client, workspace: Path) -> None:
+    venv = make_venv(workspace / ".venv")
+    code = "import labhelper, numpy, sys; print('helper', labhelper.VALUE, numpy.ones(3).sum(), sys.prefix)"
+    started = await call(lab, "run_experiment", {"command": f'python -c "{code}"', "workdir": None,
+                                                 "files": {"a": ""}, "python_env": ".venv", "wait_s": 30})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert (done["run"]["state"], done["run"]["exit_code"]) == ("succeeded", 0), done["log_tail"]
+    assert f"helper 42 3.0 {venv}" in done["log_tail"]
+    # the environment is read-only to the run
+    started = await call(lab, "run_experiment", {"command": f"touch {venv}/bin/x", "workdir": None,
+                                                 "files": {"a": ""}, "python_env": ".venv", "wait_s": 30})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert done["run"]["state"] == "failed" and not (venv / "bin" / "x").exists()
+
+
+async def test_a_named_python_environment_from_the_settings(
+    workspace: Path, tmp_path: Path, backend: Literal["local", "docker"]
+) -> None:
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    envs.chmod(0o755)
+    venv = make_venv(envs / "torchish")
+    settings = Settings(workspace=workspace, backend=backend, python_envs={"torchish": venv})
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        command = "python -c 'import labhelper, sys; print(sys.prefix)'"
+        started = await call(client, "run_experiment", {"command": command, "workdir": None, "files": {"a": ""},
+                                                        "python_env": "torchish", "wait_s": 30})  # fmt: skip
+        done = await finish(client, started["run"]["id"])
+        assert done["run"]["exit_code"] == 0 and str(venv) in done["log_tail"], done["log_tail"]
+        for wanted, says in (("nope", "neither a workspace folder nor a named environment (named: torchish)"),
+                             ("../envs/torchish", "neither a workspace folder"),
+                             (".", "has no bin/python")):  # fmt: skip
+            result = await client.call_tool("run_experiment", {"command": "true", "files": {"a": ""},
+                                                               "workdir": None, "python_env": wanted})  # fmt: skip
+            assert result.is_error and says in result.content[0].text, result.content  # type: ignore[union-attr]
+
+
 async def test_an_ai_scientist_script_with_out_dir_runs_unmodified_and_its_files_are_found(
     lab: Client, workspace: Path
 ) -> None:

@@ -1,0 +1,78 @@
+"""Python environments a run can use: a virtualenv or conda env, bound read-only at its own path.
+
+A researcher's packages live in an environment (`.venv` made by `python -m venv` or uv, a conda env), not in
+the sandbox's system Python. A run names one: a folder of the workspace (`.venv`), or a name the user listed
+in the `python_envs` setting (`torch = "/opt/envs/torch"`), which is the only way to reach an environment
+outside the workspace: the model cannot point the sandbox at arbitrary host folders. The environment is
+bound read-only at the same absolute path (its scripts and `pyvenv.cfg` hold absolute paths), together
+with the interpreter a virtualenv was made from (`home` in `pyvenv.cfg`) when that lives outside `/usr`.
+`PATH` starts with its `bin/`, and `VIRTUAL_ENV` is set, as `activate` would do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from research_mcp.errors import BadInputError, PathError
+from research_mcp.tools._model import ToolModel
+from research_mcp.workspace import Workspace
+
+__all__ = ["PythonEnv", "resolve_python_env"]
+
+_SYSTEM_PREFIXES = ("/usr",)
+"""Bound into every sandbox already (the local backend binds /usr; the image has its own)."""
+
+
+class PythonEnv(ToolModel):
+    """A resolved environment: what the run was asked for and the host folders it binds read-only."""
+
+    name: str
+    root: str
+    ro_paths: list[str]
+
+    def env(self, base_path: str = "/usr/local/bin:/usr/bin:/bin") -> dict[str, str]:
+        return {"PATH": f"{self.root}/bin:{base_path}", "VIRTUAL_ENV": self.root}
+
+
+def resolve_python_env(ws: Workspace, wanted: str, named: Mapping[str, Path]) -> PythonEnv:
+    """The environment a run asked for: a name from `named`, else a folder of the workspace."""
+    listed = ", ".join(sorted(named)) or "none"
+    unknown = f"python_env {wanted!r} is neither a workspace folder nor a named environment (named: {listed})."
+    if wanted in named:
+        root = Path(os.path.realpath(named[wanted]))
+        where = f"the python_envs setting's {wanted!r} ({named[wanted]})"
+    else:
+        try:
+            root = ws.resolve(wanted)
+        except PathError as exc:
+            raise BadInputError(f"{unknown} {exc}") from exc
+        if not root.is_dir():
+            raise BadInputError(unknown)
+        where = f"workspace folder {wanted!r}"
+    python = root / "bin" / "python"
+    if not root.is_dir() or not (python.exists() or (root / "bin" / "python3").exists()):
+        raise BadInputError(
+            f"{where} is not a Python environment: it has no bin/python. Make one with "
+            "`python3 -m venv .venv` (or `uv venv`, or a conda env) and install the run's packages into it."
+        )
+    ro_paths = [str(root)]
+    base = _base_prefix(root)
+    if base is not None and not any(base == p or base.startswith(p + "/") for p in _SYSTEM_PREFIXES):
+        ro_paths.append(base)
+    return PythonEnv(name=wanted, root=str(root), ro_paths=ro_paths)
+
+
+def _base_prefix(root: Path) -> str | None:
+    """The prefix of the interpreter a virtualenv was made from, from `home` in its pyvenv.cfg (None: conda)."""
+    try:
+        text = (root / "pyvenv.cfg").read_text(errors="replace")
+    except OSError:
+        return None  # a conda env or a relocated prefix carries its own interpreter
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "home":
+            home = os.path.realpath(value.strip())
+            return os.path.dirname(home) if os.path.basename(home) == "bin" else home
+    return None
