@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     max_concurrent_runs: int | None = Field(
         default=None, ge=1, le=1024, description="Runs at once per workspace; default: the number of CPU cores."
     )
+    allow_unsandboxed: bool = Field(
+        default=False,
+        description="Where bubblewrap is missing, run local experiments with no sandbox (cgroup limits only).",
+    )
     python_envs: dict[str, Path] = Field(
         default_factory=dict[str, Path],
         description='Named Python environments runs may use (name -> folder), e.g. {"torch": "/opt/envs/torch"}.',

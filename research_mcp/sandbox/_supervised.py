@@ -18,10 +18,13 @@ from research_mcp.sandbox.bwrap import Bind, Sandbox
 __all__ = [
     "TAIL_WINDOW_BYTES",
     "CappedLog",
+    "UNSANDBOXED_NOTICE",
     "Spec",
     "build_sandbox",
     "gpu_devices",
     "proc_starttime",
+    "unsandboxed_command",
+    "unsandboxed_env",
     "write_json_atomic",
 ]
 
@@ -129,6 +132,7 @@ class Spec:
     network: bool = False
     log_cap_bytes: int = 32 << 20
     ro_paths: list[str] = field(default_factory=list[str])
+    unsandboxed: bool = False
 
     @classmethod
     def from_json(cls, text: str) -> Spec:
@@ -162,6 +166,7 @@ class Spec:
             network=_take(data, "network", (bool,), False),
             log_cap_bytes=_take(data, "log_cap_bytes", (int,), 32 << 20),
             ro_paths=list(ro_paths),
+            unsandboxed=_take(data, "unsandboxed", (bool,), False),
         )
 
 
@@ -214,6 +219,34 @@ def build_sandbox(
         bwrap=tools[0],
         setpriv=tools[1],
     )
+
+
+UNSANDBOXED_NOTICE = (
+    "[research-mcp] RESEARCH_MCP_ALLOW_UNSANDBOXED=1 and bubblewrap is missing: this run is NOT sandboxed. It sees "
+    "the host's files, network and processes; only its cgroup limits and its user hold.\n"
+)
+
+
+def unsandboxed_command(spec: Spec, user: tuple[int, int] | None, setpriv: str = "setpriv") -> tuple[list[str], str]:
+    """argv and working folder of a run started without bubblewrap (the host's paths, not /work and /outputs)."""
+    work = spec.run_dir / "work"
+    cwd = posixpath.normpath(posixpath.join(str(work), spec.workdir))
+    if spec.workdir.startswith("/") or not (cwd == str(work) or cwd.startswith(str(work) + "/")):
+        raise ValueError(f"workdir {spec.workdir!r} must be a folder inside the working tree")
+    argv = ["/bin/sh", "-c", spec.command]
+    if user is not None:
+        argv = [setpriv, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--", *argv]
+    return argv, cwd
+
+
+def unsandboxed_env(spec: Spec) -> dict[str, str]:
+    """What an unsandboxed run gets of an environment: the same as a sandboxed one, with host paths."""
+    scratch = str(spec.run_dir / "tmp")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
+    env |= {"PYTHONUNBUFFERED": "1", **spec.env, "RESEARCH_OUT": str(spec.run_dir / "outputs")}
+    if spec.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpus)
+    return env
 
 
 def proc_starttime(pid: int) -> int | None:

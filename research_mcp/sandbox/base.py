@@ -57,6 +57,10 @@ class RunSpec(BaseModel):
     pids: int = Field(default=512, gt=0, description="Most processes and threads at once.")
     timeout_s: float = Field(gt=0, description="Wall-clock limit; the whole tree is killed when it passes.")
     network: bool = Field(default=False, description="Give the run a network; refused where it cannot be isolated.")
+    unsandboxed: bool = Field(
+        default=False,
+        description="Run without bubblewrap, as RESEARCH_MCP_ALLOW_UNSANDBOXED allows where bwrap is missing.",
+    )
     ro_paths: list[str] = Field(
         default_factory=list[str],
         description="Absolute host folders bound read-only at the same path (a Python environment and its base).",

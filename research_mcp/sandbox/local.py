@@ -57,8 +57,10 @@ class LocalBackend:
         python: str = sys.executable,
         start_timeout_s: float = 5.0,
         cancel_timeout_s: float = 5.0,
+        allow_unsandboxed: bool = False,
     ) -> None:
         self.uid, self.gid = uid, gid
+        self.allow_unsandboxed = allow_unsandboxed
         self.python = python
         self.start_timeout_s = start_timeout_s
         self.cancel_timeout_s = cancel_timeout_s
@@ -85,7 +87,10 @@ class LocalBackend:
             raise SandboxError(f"Run folder {run_dir} is not laid out (absolute, with work/ and outputs/).")
         if (run_dir / "supervisor.json").exists():
             raise SandboxError(f"Run {spec.run_id} was already started in {run_dir}; start a new run instead.")
-        if spec.network:
+        if self.allow_unsandboxed and shutil.which("bwrap") is None:
+            # the user's explicit choice: the log's first line and lab_info say the run is not isolated
+            spec = spec.model_copy(update={"unsandboxed": True})
+        if spec.network and not spec.unsandboxed:
             found = [tool for tool in ("pasta", "slirp4netns") if shutil.which(tool)]
             seen = f"{' and '.join(found)} is installed, but this backend does not use it yet. " if found else (
                 "Neither pasta (`apt-get install -y passt`) nor slirp4netns is installed, and this backend does not "
@@ -118,7 +123,7 @@ class LocalBackend:
                         f"{blocked} is not searchable by others. Run `chmod o+x {blocked}`, or make the environment "
                         "from a Python outside it (e.g. `/usr/bin/python3 -m venv .venv`)."
                     )
-        _check_bwrap(user)
+        _check_bwrap(user, need_bwrap=not spec.unsandboxed)
         (run_dir / "spec.json").write_text(spec.model_dump_json())
         answer = _launcher(self.python).start(run_dir, self.uid, self.gid, self.start_timeout_s)
         info: object = answer.get("ready")
@@ -316,9 +321,12 @@ def _check_platform() -> None:
         raise SandboxError(f"The local backend needs Linux (bubblewrap), not {sys.platform}; use the docker backend.")
 
 
-def _check_bwrap(user: tuple[int, int] | None) -> None:
-    if shutil.which("bwrap") is None:
-        raise SandboxError(f"bubblewrap (bwrap) is not installed. {_INSTALL_BWRAP}.")
+def _check_bwrap(user: tuple[int, int] | None, *, need_bwrap: bool = True) -> None:
+    if need_bwrap and shutil.which("bwrap") is None:
+        raise SandboxError(
+            f"bubblewrap (bwrap) is not installed. {_INSTALL_BWRAP}, or use the docker backend. To run experiments "
+            "without any sandbox at your own risk, set RESEARCH_MCP_ALLOW_UNSANDBOXED=1."
+        )
     if user is not None and shutil.which("setpriv") is None:
         raise SandboxError(
             "The server runs as root, so the sandbox drops to an unprivileged uid with setpriv, which is missing: "

@@ -40,11 +40,14 @@ from types import FrameType
 from typing import Any, Literal
 
 from research_mcp.sandbox._supervised import (
+    UNSANDBOXED_NOTICE,
     CappedLog,
     Spec,
     build_sandbox,
     gpu_devices,
     proc_starttime,
+    unsandboxed_command,
+    unsandboxed_env,
     write_json_atomic,
 )
 from research_mcp.sandbox.bwrap import NOBODY, etc_identity_files
@@ -112,16 +115,19 @@ class _Supervisor:
                 cgroup.remove()
 
     def _supervise(self, spec: Spec, cgroup: RunCgroup | None, kind: str, limits: Limits) -> int:
+        if spec.unsandboxed:
+            (self.run_dir / "tmp").mkdir(exist_ok=True)
         if self.user is not None:
-            _chown_tree(self.run_dir / "work", *self.user)
-            _chown_tree(self.run_dir / "outputs", *self.user)
+            for folder in ("work", "outputs", "tmp") if spec.unsandboxed else ("work", "outputs"):
+                _chown_tree(self.run_dir / folder, *self.user)
         uid, gid = self.user or (os.getuid(), os.getgid())
         fds: dict[str, int] = {}
-        for dest, content in etc_identity_files(uid, gid).items():
-            fd = os.memfd_create("etc", 0)
-            os.write(fd, content)
-            os.lseek(fd, 0, os.SEEK_SET)
-            fds[dest] = fd
+        if not spec.unsandboxed:
+            for dest, content in etc_identity_files(uid, gid).items():
+                fd = os.memfd_create("etc", 0)
+                os.write(fd, content)
+                os.lseek(fd, 0, os.SEEK_SET)
+                fds[dest] = fd
         status_r, status_w = os.pipe()
         rlimits = fallback_rlimits(limits, own_uid=self.user is not None) if cgroup is None else []
 
@@ -132,18 +138,25 @@ class _Supervisor:
                 resource.setrlimit(which, (value, value))
 
         tools = (shutil.which("bwrap") or "bwrap", shutil.which("setpriv") or "setpriv")
-        sandbox = build_sandbox(spec, self.user, fds, status_w, tools)
+        if spec.unsandboxed:
+            argv, cwd = unsandboxed_command(spec, self.user, tools[1])
+            env = unsandboxed_env(spec)
+            os.write(status_w, b'{"exit-code": null}\n')  # no bwrap to report that the command started: it will
+        else:
+            argv, cwd = build_sandbox(spec, self.user, fds, status_w, tools).argv(), None
+            env = {"PATH": "/usr/bin:/bin"}  # bwrap's own environment, which /proc/1/environ shows inside
         started_at = time.time()
         try:
             child = subprocess.Popen(
-                sandbox.argv(),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 pass_fds=(*fds.values(), status_w),
                 preexec_fn=preexec,  # safe: the supervisor has no other thread
                 process_group=0,
-                env={"PATH": "/usr/bin:/bin"},  # bwrap's own environment, which /proc/1/environ shows inside
+                cwd=cwd,
+                env=env,
             )
         except OSError as exc:
             logger.exception("bwrap did not start")
@@ -157,6 +170,8 @@ class _Supervisor:
         self._ready(json.dumps(me))
         assert child.stdout is not None
         log = CappedLog(self.run_dir / "log.txt", spec.log_cap_bytes)
+        if spec.unsandboxed:
+            log.write(UNSANDBOXED_NOTICE.encode())
         try:
             self._pump(child, child.stdout.fileno(), log, cgroup, started_at + spec.timeout_s)
         finally:

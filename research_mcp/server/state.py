@@ -147,7 +147,7 @@ def _backend_factories(settings: Settings) -> dict[str, Callable[[], Backend]]:
     def local() -> Backend:
         from research_mcp.sandbox.local import LocalBackend
 
-        return LocalBackend()
+        return LocalBackend(allow_unsandboxed=settings.allow_unsandboxed)
 
     def docker() -> Backend:
         from research_mcp.sandbox.docker import DockerBackend

@@ -161,6 +161,12 @@ async def probe_lab(
 
     components = [found[index] for index in range(len(probes))]
     ok = {c.name for c in components if c.ok}
+    backends = [backend for component, backend in _BACKENDS if component in ok]
+    if settings.allow_unsandboxed and "bubblewrap" not in ok and platform.system() == "Linux":
+        backends.append("local")  # the user's choice; said loudly below and at the top of every such run's log
+        for c in components:
+            if c.name == "bubblewrap":
+                c.detail += "; RESEARCH_MCP_ALLOW_UNSANDBOXED=1: local runs start WITHOUT a sandbox"
     return LabInfo(
         version=_package_version(),
         platform=platform.platform(),
@@ -169,7 +175,7 @@ async def probe_lab(
         workspace_source=workspace.source if workspace else None,
         workspace_problem=workspace_problem,
         state_db=str(workspace.state_dir / "state.db") if workspace else None,
-        backends=[backend for component, backend in _BACKENDS if component in ok],
+        backends=backends,
         components=components,
         gpus=sorted(gpus, key=lambda gpu: gpu.index),
         tokens={name: bool(secret and secret.get_secret_value()) for name, secret in secrets.items()},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -318,3 +319,48 @@ async def test_a_missing_workdir_is_an_error_that_points_at_the_log(lab: Runs) -
 async def test_a_workdir_outside_the_working_tree_is_refused(lab: Runs) -> None:
     with pytest.raises(SandboxError, match="inside the working tree"):
         await lab.backend.start(lab.spec("true", workdir="../outputs"))
+
+
+def _no_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This server process finds no bwrap on PATH (the launcher and supervisors are other processes)."""
+    real = shutil.which
+
+    def which(name: str, mode: int = os.F_OK | os.X_OK, path: str | None = None) -> str | None:
+        return None if name == "bwrap" else real(name, mode, path)
+
+    monkeypatch.setattr(shutil, "which", which)
+
+
+async def test_without_bubblewrap_a_run_is_refused_with_the_install_step(
+    lab: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_bwrap(monkeypatch)
+    with pytest.raises(SandboxError, match=r"apt-get install -y bubblewrap.*RESEARCH_MCP_ALLOW_UNSANDBOXED=1"):
+        await lab.start("true")
+
+
+async def test_allowed_unsandboxed_runs_say_so_and_keep_the_layout_limits_and_kill(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_bwrap(monkeypatch)
+    lab = Runs(runs, LocalBackend(allow_unsandboxed=True))
+    try:
+        command = 'pwd; echo "$RESEARCH_OUT"; id -u; python3 -c "print(6 * 7)" > "$RESEARCH_OUT/answer.txt"'
+        handle = await lab.start(command, {"train.py": ""})
+        status = await lab.wait(handle)
+        run_dir = Path(handle.data["run_dir"])
+        assert (status.state, status.exit_code) == ("exited", 0), log_of(handle)
+        log = log_of(handle)
+        assert log.startswith("[research-mcp] RESEARCH_MCP_ALLOW_UNSANDBOXED=1") and "NOT sandboxed" in log
+        assert f"{run_dir / 'work'}\n{run_dir / 'outputs'}\n" in log
+        if os.geteuid() == 0:
+            assert "\n65534\n" in log  # still dropped to the unprivileged user
+        assert (run_dir / "outputs" / "answer.txt").read_text() == "42\n"
+        marker = sleeper()
+        handle = await lab.start(f"{marker} & {marker}; wait", timeout_s=1)
+        status = await lab.wait(handle)
+        assert status.failure == "timeout"
+        await until(lambda: not host_processes_with(marker))
+    finally:
+        for handle in lab.handles:
+            await lab.backend.cancel(handle)

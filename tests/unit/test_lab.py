@@ -307,6 +307,15 @@ async def test_missing_bubblewrap_names_the_apt_line() -> None:
 
 @pytest.mark.anyio
 @linux_only
+async def test_allowed_unsandboxed_runs_offer_the_local_backend_and_say_they_are_not_isolated() -> None:
+    info = await probe_lab(Settings(allow_unsandboxed=True), None)
+    bwrap = component(info, "bubblewrap")
+    assert not bwrap.ok and "WITHOUT a sandbox" in bwrap.detail
+    assert "local" in info.backends
+
+
+@pytest.mark.anyio
+@linux_only
 async def test_bubblewrap_that_cannot_make_a_namespace_points_at_user_namespaces(
     fake_bin: Path, tmp_path: Path
 ) -> None:
