@@ -45,10 +45,12 @@ TOOL_CALL_TARGET = 1.20
 """research-mcp's p50 `list_files` round trip may be at most this multiple of the baseline's `ping`."""
 
 RESEARCH, CONSOLE, BASELINE = "research", "research_console_script", "baseline"
+FIRST = "research_first_start"
 LABELS = {
     BASELINE: "baseline (SDK MCPServer, 1 tool)",
     RESEARCH: "research-mcp (python -m)",
     CONSOLE: "research-mcp (console script)",
+    FIRST: "research-mcp, no stored tool listing",
     "ping": "baseline ping",
     "list_files": "research list_files (empty dir)",
     "read_file": "research read_file (1 line)",
@@ -97,6 +99,13 @@ def _launches(python: str, workspace: Path, data_dir: Path) -> dict[str, Launch]
     console = Path(python).parent / "research-mcp"
     if console.is_file():
         launches[CONSOLE] = Launch(LABELS[CONSOLE], [str(console), *serve], workspace, env)
+    # a data folder that is a file: the tool listing can be neither read nor stored, so every start builds every
+    # tool's schemas, as the first start after an install or upgrade does
+    data_dir.mkdir(parents=True, exist_ok=True)
+    blocked = data_dir / "listing-blocked"
+    blocked.touch()
+    first = {"RESEARCH_MCP_DATA_DIR": str(blocked)}
+    launches[FIRST] = Launch(LABELS[FIRST], [python, "-m", "research_mcp", *serve], workspace, first)
     return launches
 
 
@@ -119,6 +128,7 @@ async def _measure(args: argparse.Namespace, launches: dict[str, Launch], errlog
     cold["min_ratio"] = cold[RESEARCH]["min_ms"] / cold[BASELINE]["min_ms"]  # less sensitive to a noisy neighbour
     if CONSOLE in launches:
         cold["console_script_ratio"] = cold[CONSOLE]["p50_ms"] / cold[BASELINE]["p50_ms"]
+    cold["first_start_ratio"] = cold[FIRST]["p50_ms"] / cold[BASELINE]["p50_ms"]
     cold["target_ratio"] = COLD_START_TARGET
     cold["passed"] = cold["ratio"] <= COLD_START_TARGET
 
@@ -172,7 +182,7 @@ def render(result: dict[str, Any]) -> str:
         f"1. cold start, spawn -> tools/list answered ({cold['runs']} runs each, interleaved)",
         f"   {'':36}{'median':>9}{'p90':>9}{'min':>9}",
     ]
-    for key in (BASELINE, RESEARCH, CONSOLE):
+    for key in (BASELINE, RESEARCH, CONSOLE, FIRST):
         if key in cold:
             s = cold[key]
             lines.append(f"   {LABELS[key]:36}{s['p50_ms']:9.1f}{s['p90_ms']:9.1f}{s['min_ms']:9.1f} ms")
@@ -183,6 +193,8 @@ def render(result: dict[str, Any]) -> str:
     lines.append(f"   {'ratio research/baseline (min)':36}{cold['min_ratio']:8.3f}x   (information)")
     if "console_script_ratio" in cold:
         lines.append(f"   {'ratio console script/baseline':36}{cold['console_script_ratio']:8.3f}x   (information)")
+    if "first_start_ratio" in cold:
+        lines.append(f"   {'ratio no stored listing/baseline':36}{cold['first_start_ratio']:8.3f}x   (information)")
     lines += [
         "",
         f"2. tool call over stdio ({calls['calls']} calls each after {calls['warmup']} warm-up, both sessions open, "
