@@ -66,6 +66,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(f"{name}: {reason}")
 
 
+def open_for_sandbox(tmp_path: Path, folder: Path) -> None:
+    """As root, sandboxes (runs, compiles) drop to an unprivileged uid, which must be able to enter the folder:
+    pytest's temporary folders are 0700, so the folder and its parents below pytest's base are opened for search
+    (o+x), as a user's own folders would need to be."""
+    if os.geteuid() == 0:
+        for parent in [folder, *folder.parents]:
+            if str(parent).startswith(str(tmp_path.parents[1])):
+                parent.chmod(parent.stat().st_mode | 0o011)
+
+
 def fixtures_dir(name: str) -> Path:
     """A folder of ../shared/fixtures; skipped where it is absent, except in CI where it must exist."""
     folder = FIXTURES / name

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = [
     "NOBODY",
@@ -30,6 +32,7 @@ __all__ = [
     "Sandbox",
     "etc_identity_files",
     "sandbox_user",
+    "unreachable",
 ]
 
 NOBODY = 65534
@@ -191,3 +194,19 @@ def etc_identity_files(uid: int, gid: int, name: str = "nobody", group: str = "n
         "/etc/passwd": f"{name}:x:{uid}:{gid}:{name}:/tmp:/usr/sbin/nologin\n".encode(),
         "/etc/group": f"{group}:x:{gid}:\n".encode(),
     }
+
+
+def unreachable(path: Path, uid: int, gid: int) -> Path | None:
+    """The first folder on the way to `path` (itself included) that uid:gid cannot search, if any.
+
+    As root, a sandbox starts as `sandbox_user()`, so every host folder it binds must be searchable by that
+    user; callers check first and name the folder to `chmod o+x`."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            st = folder.stat()
+        except OSError:
+            return folder
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            return folder
+    return None

@@ -19,7 +19,6 @@ import os
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from typing import Any, cast
 
 from research_mcp.errors import SandboxError
 from research_mcp.sandbox.base import RunHandle, RunSpec, RunStatus
-from research_mcp.sandbox.bwrap import NOBODY, sandbox_user
+from research_mcp.sandbox.bwrap import NOBODY, sandbox_user, unreachable
 from research_mcp.sandbox.cgroups import RunCgroup
 from research_mcp.sandbox.supervisor import build_sandbox, gpu_devices, proc_starttime
 
@@ -109,14 +108,14 @@ class LocalBackend:
         except ValueError as exc:
             raise SandboxError(f"Cannot run this spec in bubblewrap: {exc}.") from exc
         if user is not None:
-            blocked = _unreachable(run_dir, *user)
+            blocked = unreachable(run_dir, *user)
             if blocked is not None:
                 raise SandboxError(
                     f"The sandbox user (uid {user[0]}) cannot reach {run_dir}: {blocked} is not searchable by others. "
                     f"Run `chmod o+x {blocked}` or use a workspace outside it."
                 )
             for path in spec.ro_paths:
-                blocked = _unreachable(Path(path), *user)
+                blocked = unreachable(Path(path), *user)
                 if blocked is not None:
                     raise SandboxError(
                         f"The sandbox user (uid {user[0]}) cannot read the Python environment folder {path}: "
@@ -332,19 +331,6 @@ def _check_bwrap(user: tuple[int, int] | None, *, need_bwrap: bool = True) -> No
             "The server runs as root, so the sandbox drops to an unprivileged uid with setpriv, which is missing: "
             "`apt-get install -y util-linux`."
         )
-
-
-def _unreachable(path: Path, uid: int, gid: int) -> Path | None:
-    """The first folder on the way to `path` that uid:gid cannot search, if any."""
-    for folder in [*reversed(path.parents), path]:
-        try:
-            st = folder.stat()
-        except OSError:
-            return folder
-        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
-        if not st.st_mode & bit:
-            return folder
-    return None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -12,7 +12,6 @@ import io
 import mimetypes
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import BinaryIO, Literal
 from pydantic import Field
 
 from research_mcp.errors import BadInputError, BinaryFileError, FileToolError, NotFoundError, PathError
+from research_mcp.fileio import atomic_write
 from research_mcp.tools._model import ToolModel
 from research_mcp.workspace import Workspace
 
@@ -310,22 +310,6 @@ def _refuse_state_dir(ws: Workspace, target: Path, path: str) -> None:
         raise PathError(path, "the .research folder holds the server's own state and cannot be written by tools.")
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    mode = target.stat().st_mode & 0o7777 if target.exists() else None
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:60]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_file(ws: Workspace, path: str, content: str, max_bytes: int) -> WriteFileResult:
     target = ws.resolve(path)
     if target == ws.root:
@@ -339,7 +323,7 @@ def write_file(ws: Workspace, path: str, content: str, max_bytes: int) -> WriteF
     created = not target.exists()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(target, data)
+        atomic_write(target, data, durable=True)
     except OSError as exc:
         raise FileToolError(f"Cannot write {path!r}: {exc.strerror or exc}.") from exc
     return WriteFileResult(path=ws.relative(target), size_bytes=len(data), created=created)
@@ -384,7 +368,7 @@ def edit_file(
     first_line = text.count("\n", 0, text.index(old)) + 1
     updated = text.replace(old, new) if replace_all else text.replace(old, new, 1)
     data = updated.encode("utf-8")
-    _atomic_write(target, data)
+    atomic_write(target, data, durable=True)
     return EditFileResult(
         path=ws.relative(target), replacements=count if replace_all else 1, size_bytes=len(data), first_line=first_line
     )

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 _MAX_OUTPUT_BYTES = 64 << 10
 _TEX_APT = (
     "apt-get install -y --no-install-recommends texlive-latex-base texlive-latex-recommended "
-    "texlive-fonts-recommended texlive-latex-extra texlive-science latexmk biber lmodern"
+    "texlive-fonts-recommended texlive-latex-extra texlive-science texlive-bibtex-extra latexmk biber lmodern "
+    "poppler-utils"
 )
 _TEX_MAC = "brew install --cask mactex-no-gui  (or install MacTeX from https://tug.org/mactex/)"
 _TOOLKIT_URL = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"

@@ -25,6 +25,7 @@ from research_mcp.errors import SandboxError
 from research_mcp.sandbox.base import LOG_CAP_MARKER, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.cgroups import RunCgroup, detect
 from research_mcp.sandbox.local import LocalBackend
+from tests.conftest import open_for_sandbox
 
 pytestmark = [pytest.mark.bwrap, pytest.mark.anyio]
 
@@ -37,10 +38,7 @@ def runs(tmp_path: Path) -> Path:
     """runs/ of a workspace; as root, the path is made searchable for the sandbox uid (pytest's is 0700)."""
     root = tmp_path / "ws" / "runs"
     root.mkdir(parents=True)
-    if os.geteuid() == 0:
-        for folder in [*root.parents, root]:
-            if str(folder).startswith(str(tmp_path.parents[1])):
-                folder.chmod(folder.stat().st_mode | 0o011)
+    open_for_sandbox(tmp_path, root)
     return root
 
 

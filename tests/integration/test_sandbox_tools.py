@@ -23,6 +23,7 @@ from mcp import Client, StdioServerParameters
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
+from tests.conftest import open_for_sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -50,10 +51,7 @@ def workspace(tmp_path: Path) -> Path:
     temporary folders are 0700, so their parents are opened for search (o+x), as a user's would need to be."""
     root = tmp_path / "project"
     root.mkdir()
-    if os.geteuid() == 0:
-        for folder in [root, *root.parents]:
-            if str(folder).startswith(str(tmp_path.parents[1])):
-                folder.chmod(folder.stat().st_mode | 0o011)
+    open_for_sandbox(tmp_path, root)
     return root
 
 

@@ -207,3 +207,18 @@ def test_list_files_says_which_folders_it_hid(ws: Workspace) -> None:
     assert ".git" in (files.list_files(ws).note or "")
     shown = files.list_files(ws, include_ignored=True)
     assert ".git/HEAD" in [e.path for e in shown.entries] and shown.note is None
+
+
+def test_written_files_get_the_mode_an_editor_would_give_them_and_keep_their_own(ws: Workspace) -> None:
+    """A new file is not left 0600 as mkstemp makes it: sandboxes running as another user read it."""
+    files.write_file(ws, "new.txt", "x", 100)
+    assert (ws.root / "new.txt").stat().st_mode & 0o777 == 0o666 & ~_current_umask()
+    (ws.root / "new.txt").chmod(0o640)
+    files.write_file(ws, "new.txt", "y", 100)
+    assert (ws.root / "new.txt").stat().st_mode & 0o777 == 0o640
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
