@@ -77,6 +77,17 @@ class Settings(BaseSettings):
         default="research-sandbox:base", description="Image the doctor looks for and Docker runs use."
     )
 
+    # latex: where TeX is, how long one compile may take, and whether it must run inside bubblewrap
+    tex_bin: Path | None = Field(
+        default=None, description="Folder holding pdflatex, latexmk, bibtex, biber; default: found on PATH."
+    )
+    latex_timeout_s: float = Field(
+        default=45.0, gt=0, le=50, description="Time limit of one compile; then every process it started is killed."
+    )
+    latex_sandbox: Literal["auto", "bwrap", "off"] = Field(
+        default="auto", description="Compile inside bubblewrap: when it works (auto), always (bwrap), or never (off)."
+    )
+
     max_output_chars: int = Field(
         default=24_000, ge=1_000, le=400_000, description="Budget for one tool answer's text."
     )
@@ -93,7 +104,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("workspace", "data_dir", mode="after")
+    @field_validator("workspace", "data_dir", "tex_bin", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()

@@ -13,6 +13,7 @@ The server adapters turn a `ResearchError` into an `isError` tool result carryin
     ├── StoreError             the state database cannot be used
     ├── SandboxError           a run cannot be started, found or controlled
     │   └── RunNotFoundError
+    ├── LatexError             a LaTeX source cannot be read, compiled or previewed; TeX is missing
     └── BadInputError          an argument is well-typed but unusable (bad regex, bad glob, ...)
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "BinaryFileError",
     "ConfigError",
     "FileToolError",
+    "LatexError",
     "NotFoundError",
     "PathError",
     "ResearchError",
@@ -96,3 +98,7 @@ class RunNotFoundError(SandboxError):
 
 class BadInputError(ResearchError):
     """An argument passed the schema but cannot be used (a bad regex, an impossible range)."""
+
+
+class LatexError(ResearchError):
+    """A LaTeX source cannot be read, compiled or previewed, or TeX Live is missing (the message says what to do)."""

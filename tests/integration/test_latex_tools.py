@@ -1,0 +1,248 @@
+"""The LaTeX tools through a real MCP client session (in-process): new_paper, compile_paper, paper_text."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from mcp import Client
+from mcp_types import CallToolResult, ImageContent, TextContent
+
+from research_mcp.config import Settings
+from research_mcp.server import build_server
+from tests.conftest import open_for_sandbox
+
+pytestmark = pytest.mark.anyio
+
+RESULTS = r"""\section{Results}\label{sec:results}
+Our method reaches 93.2\% accuracy \citep{knuth}, see Table~\ref{tab:main}.
+\begin{table}[h]
+\centering
+\caption{Main results.}\label{tab:main}
+\begin{tabular}{lc}
+\toprule
+Model & Accuracy \\
+\midrule
+Ours & 0.932 \\
+\bottomrule
+\end{tabular}
+\end{table}
+"""
+BIB = "@book{knuth, author={Donald Knuth}, title={The TeXbook}, year={1984}, publisher={Addison-Wesley}}\n"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    open_for_sandbox(tmp_path, root)
+    return root
+
+
+@pytest.fixture
+def settings(workspace: Path) -> Settings:
+    return Settings(workspace=workspace, toolsets=["latex"], max_output_chars=4_000)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> Any:
+    async with Client(build_server(settings), raise_exceptions=True) as c:
+        yield c
+
+
+async def call_raw(client: Client, tool: str, args: dict[str, Any]) -> CallToolResult:
+    with anyio.fail_after(45):
+        return await client.call_tool(tool, args)
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = await call_raw(client, tool, args)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error, result
+    [block] = result.content
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def fill_paper(workspace: Path) -> None:
+    main = workspace / "paper/main.tex"
+    text = main.read_text().replace("\\section{Results}\\label{sec:results}\n", RESULTS)
+    main.write_text(text.replace("% The problem and why it matters;", "We study things.\n%"))
+    (workspace / "paper/references.bib").write_text(BIB)
+
+
+@pytest.mark.latex
+async def test_new_paper_then_compile_with_a_preview_then_read_it_back(client: Client, workspace: Path) -> None:
+    created = await call(client, "new_paper", {"title": "Fast & Small: 50% Fewer Steps"})
+    assert created["main"] == "paper/main.tex" and (workspace / "paper/figures").is_dir()
+    assert "Fast \\& Small: 50\\% Fewer Steps" in (workspace / "paper/main.tex").read_text()
+    fill_paper(workspace)
+    os.chmod(workspace / "paper", 0o755)
+
+    result = await call_raw(client, "compile_paper", {"preview_page": 1})
+    assert not result.is_error, result.content
+    compiled = result.structured_content
+    assert compiled is not None and compiled["ok"] and compiled["pages"] == 1 and compiled["version"] == 1
+    assert compiled["undefined_citations"] == [] and compiled["preview"] == "paper/.build/main-page1.png"
+    text, image = result.content
+    assert isinstance(text, TextContent) and '"ok":true' in text.text
+    assert isinstance(image, ImageContent) and image.mime_type == "image/png"
+    assert base64.b64decode(image.data)[:8] == b"\x89PNG\r\n\x1a\n"
+
+    read = await call(client, "paper_text", {"path": "paper"})
+    assert read["title"] == "Fast & Small: 50% Fewer Steps"
+    titles = [s["title"] for s in read["outline"]]
+    assert titles[:3] == ["Abstract", "Introduction", "Related Work"] and "Results" in titles
+    results = await call(client, "paper_text", {"section": "Results"})
+    assert results["section"]["number"] == "5" and results["section"]["file"] == "paper/main.tex"
+    assert "[@knuth]" in results["text"] and "Ours | 0.932" in results["text"]
+    numbers = await call(client, "paper_text", {"show": "numbers"})
+    found = {n["text"]: n for n in numbers["numbers"]}
+    assert found["93.2%"]["file"] == "paper/main.tex" and found["0.932"]["line"] > found["93.2%"]["line"]
+    floats = await call(client, "paper_text", {"show": "floats"})
+    assert floats["floats"][0]["labels"] == ["tab:main"] and floats["counts"]["cites"] == 1
+
+
+@pytest.mark.latex
+async def test_a_failed_compile_is_a_result_with_diagnostics_not_a_tool_error(client: Client, workspace: Path) -> None:
+    (workspace / "paper").mkdir()
+    (workspace / "paper/main.tex").write_text("\\documentclass{article}\n\\begin{document}\n\\oops\n\\end{document}\n")
+    os.chmod(workspace / "paper", 0o755)
+    compiled = await call(client, "compile_paper", {"preview_page": 1})
+    assert not compiled["ok"] and compiled["pdf"] is None
+    [error] = [d for d in compiled["diagnostics"] if d["severity"] == "error"]
+    assert (error["file"], error["line"], error["source"]) == ("paper/main.tex", 3, "\\oops")
+    assert "No preview" in " ".join(compiled["blocked"])
+
+
+async def test_paper_text_pages_long_text_with_next_offset(client: Client, workspace: Path) -> None:
+    body = "".join(f"\\section{{Part {i}}}\n" + "Words and more words. " * 60 + "\n\n" for i in range(12))
+    (workspace / "long").mkdir()
+    (workspace / "long/main.tex").write_text(
+        f"\\documentclass{{article}}\n\\begin{{document}}\n{body}\\end{{document}}\n"
+    )
+    pages: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = await call(client, "paper_text", {"path": "long/main.tex", "offset": offset})
+        pages.append(page["text"])
+        offset = page["next_offset"]
+    assert len(pages) > 2
+    whole = await call(client, "paper_text", {"path": "long/main.tex", "section": 11})
+    assert whole["section"]["title"] == "Part 11" and whole["text"].startswith("# 12 Part 11")
+    assert "".join(pages).count("# ") == 12
+
+
+async def test_bad_input_gives_errors_that_say_what_to_do(client: Client, workspace: Path) -> None:
+    (workspace / "paper").mkdir()
+    (workspace / "paper/main.tex").write_text("\\documentclass{article}\\begin{document}\\section{A}x\\end{document}")
+    (workspace / "notes.txt").write_text("x")
+    cases = [
+        ("new_paper", {"title": "T", "dir": "paper"}, "already exists"),
+        ("new_paper", {"title": "T", "dir": "../out"}, "'..' is not allowed"),
+        ("compile_paper", {"main": "nope/main.tex"}, "No such file"),
+        ("compile_paper", {"main": "notes.txt"}, "not a .tex file"),
+        ("compile_paper", {"main": "/etc/passwd"}, "absolute paths are not allowed"),
+        ("paper_text", {"section": "Nonexistent"}, "The outline"),
+        ("paper_text", {"section": 7}, "the outline has 1 entries"),
+        ("paper_text", {"path": "notes.txt"}, "not a .tex file or a folder"),
+        ("paper_text", {"offset": 10_000_000}, "past the end"),
+    ]
+    for tool, args, hint in cases:
+        result = await call_raw(client, tool, args)
+        assert hint in error_text(result), (tool, args)
+    assert not (workspace.parent / "out").exists()
+
+
+async def test_tex_absent_tells_how_to_install_it(workspace: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-tex"
+    empty.mkdir()
+    (workspace / "paper").mkdir()
+    (workspace / "paper/main.tex").write_text("\\documentclass{article}\\begin{document}x\\end{document}")
+    settings = Settings(workspace=workspace, toolsets=["latex"], tex_bin=empty)
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        result = await call_raw(client, "compile_paper", {})
+    assert "apt-get install" in error_text(result) and "RESEARCH_MCP_TEX_BIN" in error_text(result)
+
+
+PATH_ARGS = {"new_paper": ("dir", {"title": "T"}), "compile_paper": ("main", {}), "paper_text": ("path", {})}
+ATTACKS = st.one_of(
+    st.sampled_from(
+        [
+            "../outside.tex",
+            "/etc/passwd",
+            "link/outside.tex",
+            "link",
+            "sub/../../outside.tex",
+            "a\x00b",
+            "..\\outside.tex",
+            "~/.ssh/id_rsa",
+            "x/" * 600,
+            "\uff0e\uff0e/outside.tex",
+            "%2e%2e/outside.tex",
+        ]
+    ),  # fmt: skip
+    st.lists(st.sampled_from(["..", "link", ".", "sub", "outside.tex"]), min_size=1, max_size=4).map("/".join),
+    st.text(min_size=1, max_size=30),
+)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for base, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            info = Path(base, name).lstat()
+            out[str(Path(base, name).relative_to(folder))] = (info.st_size, info.st_mtime_ns)
+    return out
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tool=st.sampled_from(sorted(PATH_ARGS)), path=ATTACKS)
+async def test_path_attacks_never_reach_outside_the_workspace(tmp_path: Path, tool: str, path: str) -> None:
+    parent = tmp_path / "attack"
+    workspace = parent / "ws"
+    if not workspace.exists():
+        (workspace / "sub").mkdir(parents=True)
+        (parent / "outside.tex").write_text("\\documentclass{article}\\begin{document}root secret\\end{document}\n")
+        (workspace / "link").symlink_to(parent)
+    before = {k: v for k, v in snapshot(parent).items() if not k.startswith("ws")}
+    key, extra = PATH_ARGS[tool]
+    async with Client(build_server(Settings(workspace=workspace, toolsets=["latex"])), raise_exceptions=True) as c:
+        result = await call_raw(c, tool, {key: path, **extra})
+    text = " ".join(b.text for b in result.content if isinstance(b, TextContent))
+    assert "root secret" not in text
+    if result.is_error:
+        assert "Traceback" not in text and text.strip() != f"Error executing tool {tool}"
+    assert {k: v for k, v in snapshot(parent).items() if not k.startswith("ws")} == before
+
+
+async def test_new_paper_keeps_the_figures_tables_and_bib_other_tools_wrote_first(
+    client: Client, workspace: Path
+) -> None:
+    (workspace / "paper" / "figures").mkdir(parents=True)
+    (workspace / "paper" / "figures" / "loss.pdf").write_bytes(b"%PDF-1.4 plot")
+    (workspace / "paper" / "references.bib").write_text("@misc{kingma2014adam, title={Adam}}\n")
+    created = await call(client, "new_paper", {"title": "Warmup"})
+    assert created["files"] == ["paper/main.tex", "paper/tables/"]
+    assert created["kept"] == ["paper/references.bib", "paper/figures/"]
+    assert (workspace / "paper" / "figures" / "loss.pdf").read_bytes() == b"%PDF-1.4 plot"
+    assert (workspace / "paper" / "references.bib").read_text() == "@misc{kingma2014adam, title={Adam}}\n"
+    assert "Warmup" in (workspace / "paper" / "main.tex").read_text()
+    assert sorted(p.name for p in (workspace / "paper").iterdir()) == [
+        "figures",
+        "main.tex",
+        "references.bib",
+        "tables",
+    ]
