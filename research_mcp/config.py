@@ -49,6 +49,25 @@ class Settings(BaseSettings):
     s2_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("s2_api_key", "RESEARCH_MCP_S2_API_KEY", "S2_API_KEY")
     )
+    # literature: where e-prints and PDFs come from, request pacing, time limits, cache lifetimes
+    arxiv_files_url: str = Field(
+        default="https://arxiv.org", description="Base of arXiv e-print (/e-print/<id>) and PDF (/pdf/<id>) downloads."
+    )
+    arxiv_interval_s: float = Field(
+        default=3.0, ge=0, le=60, description="Least time between two arXiv requests (arXiv asks for 3 s)."
+    )
+    s2_interval_s: float | None = Field(
+        default=None, ge=0, le=60, description="Least time between two S2 requests; default 1 s with a key, else 3 s."
+    )
+    literature_timeout_s: float = Field(
+        default=20.0, gt=0, le=45, description="Time limit of one arXiv / Semantic Scholar request."
+    )
+    search_cache_ttl_s: float = Field(
+        default=6 * 3600, ge=0, description="How long a search or citation-graph answer is reused (0: never)."
+    )
+    paper_cache_ttl_s: float = Field(
+        default=30 * 86400, ge=0, description="How long paper metadata is reused (citation graphs: search_cache_ttl_s)."
+    )
 
     backend: Literal["auto", "docker", "local"] = Field(
         default="auto", description="Sandbox backend for backend='auto': docker when its engine answers, else local."

@@ -13,6 +13,9 @@ The server adapters turn a `ResearchError` into an `isError` tool result carryin
     ├── StoreError             the state database cannot be used
     ├── SandboxError           a run cannot be started, found or controlled
     │   └── RunNotFoundError
+    ├── LiteratureError        arXiv / Semantic Scholar could not answer, or a paper cannot be found or read
+    │   ├── RateLimitedError
+    │   └── PaperNotFoundError
     ├── LatexError             a LaTeX source cannot be read, compiled or previewed; TeX is missing
     └── BadInputError          an argument is well-typed but unusable (bad regex, bad glob, ...)
 """
@@ -25,8 +28,11 @@ __all__ = [
     "ConfigError",
     "FileToolError",
     "LatexError",
+    "LiteratureError",
     "NotFoundError",
+    "PaperNotFoundError",
     "PathError",
+    "RateLimitedError",
     "ResearchError",
     "RunNotFoundError",
     "SandboxError",
@@ -94,6 +100,24 @@ class RunNotFoundError(SandboxError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"No run {run_id!r}. Call list_runs to see the run ids of this workspace.")
         self.run_id = run_id
+
+
+class LiteratureError(ResearchError):
+    """arXiv or Semantic Scholar could not answer, or a paper cannot be found, downloaded or read."""
+
+
+class RateLimitedError(LiteratureError):
+    def __init__(self, source: str, retry_after_s: float) -> None:
+        wait = max(1, round(retry_after_s))
+        super().__init__(f"Rate limited by {source}, retry after {wait} s.")
+        self.source = source
+        self.retry_after_s = retry_after_s
+
+
+class PaperNotFoundError(LiteratureError):
+    def __init__(self, paper_id: str, hint: str = "Check the id, or call search_papers with its title.") -> None:
+        super().__init__(f"No paper found for {paper_id!r}. {hint}")
+        self.paper_id = paper_id
 
 
 class BadInputError(ResearchError):

@@ -70,6 +70,12 @@ WORKSPACE_MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE runs ADD COLUMN detail TEXT",
         "ALTER TABLE runs ADD COLUMN peak_memory_bytes INTEGER",
     ),
+    (  # the literature library's full-text index: titles, authors, abstracts and read full texts
+        """CREATE VIRTUAL TABLE papers_fts USING fts5(
+            paper_id UNINDEXED, title, authors, abstract, body,
+            tokenize = 'porter unicode61 remove_diacritics 2')""",
+        "ALTER TABLE papers ADD COLUMN saved_at REAL",  # set by get_paper, cite, read_paper; NULL: only seen
+    ),
 )
 
 CACHE_MIGRATIONS: tuple[Migration, ...] = (WORKSPACE_MIGRATIONS[0][-1:],)  # api_cache only
