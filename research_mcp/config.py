@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     github_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("github_token", "RESEARCH_MCP_GITHUB_TOKEN", "GITHUB_TOKEN")
     )
+    # repos: caps on a fetched repository, the time one fetch may take, the URL schemes git may clone
+    max_repo_bytes: int = Field(default=200 << 20, ge=1 << 20, description="Largest repository download.")
+    max_repo_unpacked_bytes: int = Field(
+        default=1_000_000_000, ge=1 << 20, description="Most bytes a fetched repository may unpack to."
+    )
+    max_repo_files: int = Field(default=50_000, ge=10, description="Most files a fetched repository may hold.")
+    repo_timeout_s: float = Field(default=40.0, gt=0, le=45, description="Time limit of one download or clone.")
+    git_schemes: Annotated[list[Literal["https", "ssh", "http", "git"]], NoDecode] = Field(
+        default_factory=lambda: ["https", "ssh"], description="URL schemes fetch_repo may clone from (non-GitHub)."
+    )
     s2_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("s2_api_key", "RESEARCH_MCP_S2_API_KEY", "S2_API_KEY")
     )
@@ -116,7 +126,7 @@ class Settings(BaseSettings):
         default=None, description="Global cache folder; default: the platform's user data dir."
     )
 
-    @field_validator("toolsets", mode="before")
+    @field_validator("toolsets", "git_schemes", mode="before")
     @classmethod
     def _split_toolsets(cls, value: Any) -> Any:
         if isinstance(value, str):

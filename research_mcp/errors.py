@@ -16,6 +16,9 @@ The server adapters turn a `ResearchError` into an `isError` tool result carryin
     ├── LiteratureError        arXiv / Semantic Scholar could not answer, or a paper cannot be found or read
     │   ├── RateLimitedError
     │   └── PaperNotFoundError
+    ├── RepoError              a code repository cannot be found, fetched, unpacked or read
+    │   ├── GitHubRateLimitError
+    │   └── UnsafeArchiveError
     ├── LatexError             a LaTeX source cannot be read, compiled or previewed; TeX is missing
     └── BadInputError          an argument is well-typed but unusable (bad regex, bad glob, ...)
 """
@@ -27,16 +30,19 @@ __all__ = [
     "BinaryFileError",
     "ConfigError",
     "FileToolError",
+    "GitHubRateLimitError",
     "LatexError",
     "LiteratureError",
     "NotFoundError",
     "PaperNotFoundError",
     "PathError",
     "RateLimitedError",
+    "RepoError",
     "ResearchError",
     "RunNotFoundError",
     "SandboxError",
     "StoreError",
+    "UnsafeArchiveError",
     "WorkspaceError",
 ]
 
@@ -118,6 +124,23 @@ class PaperNotFoundError(LiteratureError):
     def __init__(self, paper_id: str, hint: str = "Check the id, or call search_papers with its title.") -> None:
         super().__init__(f"No paper found for {paper_id!r}. {hint}")
         self.paper_id = paper_id
+
+
+class RepoError(ResearchError):
+    """A code repository cannot be found, fetched, unpacked or read."""
+
+
+class GitHubRateLimitError(RepoError):
+    """GitHub refused for a rate limit; the message names the limit, when it resets and how a token raises it."""
+
+    def __init__(self, message: str, resource: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.retry_after_s = retry_after_s
+
+
+class UnsafeArchiveError(RepoError):
+    """An archive broke an extraction rule (path escape, link escape, device file, size or count cap)."""
 
 
 class BadInputError(ResearchError):
