@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         default="research-sandbox:base", description="Image the doctor looks for and Docker runs use."
     )
 
+    metrics_max_line_bytes: int = Field(
+        default=1 << 20, ge=1 << 10, description="Longest line a metrics reader takes; longer ones are skipped, named."
+    )  # a 10 MB line in a log is skipped with a warning, never held whole
+    metrics_max_json_bytes: int = Field(
+        default=64 << 20, ge=1 << 10, description="Largest JSON document (not JSONL) read_metrics parses whole."
+    )
+
     # latex: where TeX is, how long one compile may take, and whether it must run inside bubblewrap
     tex_bin: Path | None = Field(
         default=None, description="Folder holding pdflatex, latexmk, bibtex, biber; default: found on PATH."

@@ -41,6 +41,7 @@ FAMILIES: dict[str, str] = {
     "lab": "research_mcp.server.lab",
     "files": "research_mcp.server.files",
     "sandbox": "research_mcp.server.sandbox",
+    "metrics": "research_mcp.server.metrics",
     "repos": "research_mcp.server.repos",
     "literature": "research_mcp.server.literature",
     "latex": "research_mcp.server.latex",

@@ -1,0 +1,337 @@
+"""`compare_runs`: groups of runs, one number per run (or per seed), and an honest verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field
+
+from research_mcp.errors import BadInputError
+from research_mcp.tools._model import ToolModel
+from research_mcp.tools.metrics._records import FileMetrics, Limits
+from research_mcp.tools.metrics._series import Direction, Series, direction_of
+from research_mcp.tools.metrics._sources import RunBook, RunRecord, Source, read_source, resolve
+from research_mcp.tools.metrics.stats import compare_groups
+from research_mcp.workspace import Workspace
+
+__all__ = [
+    "CompareRunsResult",
+    "GroupResult",
+    "Grouped",
+    "PairResult",
+    "Use",
+    "compare_runs",
+    "find_metric",
+    "gather",
+    "plan_groups",
+]
+
+Use = Literal["last", "best", "min", "max", "all"]
+_ALL_POINTS = 10_000
+_MAX_GROUPS = 30
+_MAX_SOURCES = 300
+_SEED_KEYS = frozenset({"seed", "random_seed", "rng_seed", "run_seed"})
+
+
+class GroupResult(ToolModel):
+    name: str
+    n: int
+    mean: float
+    std: float | None = Field(description="Sample standard deviation (n - 1); None for n = 1.")
+    ci95_low: float | None = Field(description="95% t confidence interval of the mean; None for n = 1.")
+    ci95_high: float | None
+    values: list[float]
+    sources: list[str] = Field(description="The run id or path each value came from, in order.")
+
+
+class PairResult(ToolModel):
+    a: str
+    b: str
+    diff: float = Field(description="mean(a) - mean(b).")
+    diff_ci95: tuple[float, float] | None = Field(
+        default=None, description="Welch 95% confidence interval of the diff."
+    )
+    t: float | None = None
+    df: float | None = Field(default=None, description="Welch-Satterthwaite degrees of freedom.")
+    p: float | None = Field(default=None, description="Two-sided Welch t-test p-value, uncorrected.")
+    p_holm: float | None = Field(default=None, description="Holm-adjusted p-value over all tests of this call.")
+    hedges_g: float | None = Field(
+        default=None, description="Effect size: (a - b) / pooled SD, small-sample corrected."
+    )
+    significant: bool | None = Field(default=None, description="p_holm < alpha; None when no test could be made.")
+    better: str | None = Field(
+        default=None, description="The better group when significant and the direction is known."
+    )
+    note: str | None = None
+
+
+class CompareRunsResult(ToolModel):
+    metric: str
+    use: Use
+    direction: Direction | None = Field(description="max: higher is better; min: lower; None: unknown.")
+    alpha: float
+    groups: list[GroupResult]
+    tests: list[PairResult]
+    best_group: str | None = Field(description="The group with the best mean (None when the direction is unknown).")
+    best_is_significant: bool = Field(description="True when best_group beats every other group after Holm.")
+    verdict: str = Field(description="What may be claimed, in one or two sentences.")
+    warnings: list[str] = Field(default_factory=list[str])
+
+
+@dataclass
+class Grouped:
+    """Values per group with where each came from."""
+
+    values: dict[str, list[float]] = field(default_factory=dict[str, list[float]])
+    sources: dict[str, list[str]] = field(default_factory=dict[str, list[str]])
+    files: dict[str, list[str]] = field(default_factory=dict[str, list[str]])
+    warnings: list[str] = field(default_factory=list[str])
+
+
+def _config_key(record: RunRecord) -> str | None:
+    if not record.config:
+        return None
+    kept = {k: v for k, v in record.config.items() if k.lower() not in _SEED_KEYS}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+
+
+def plan_groups(
+    ws: Workspace,
+    book: Callable[[], RunBook | None],
+    groups: dict[str, list[str]] | None,
+    run_ids: list[str] | None,
+    labels: list[str] | None,
+    group_by: Literal["label", "config"],
+) -> tuple[dict[str, list[Source]], list[str]]:
+    """Group name -> sources, from explicit groups, from run ids (by label or config), or from labels."""
+    given = sum(x is not None and len(x) > 0 for x in (groups, run_ids, labels))
+    if given != 1:
+        raise BadInputError(
+            "Give exactly one of: groups (name -> run ids or paths), run_ids (grouped by their label or config), "
+            "or labels (every run with those labels)."
+        )
+    notes: list[str] = []
+    plan: dict[str, list[Source]] = {}
+    if groups:
+        for name, members in groups.items():
+            if not members:
+                raise BadInputError(f"Group {name!r} is empty; give it run ids or paths.")
+            plan[name] = [resolve(ws, member, book) for member in members]
+        _check_size(plan)
+        return plan, notes
+    records: list[tuple[Source, RunRecord]] = []
+    if labels:
+        found = book()
+        rows = found.with_labels(labels) if found is not None else []
+        for label in labels:
+            if not any(r.label == label for r in rows):
+                raise BadInputError(f"No run has label {label!r}. Call list_runs to see labels, or pass run_ids.")
+        records = [(resolve(ws, r.id, book), r) for r in rows]
+        group_by = "label"
+    else:
+        for run_id in run_ids or []:
+            source = resolve(ws, run_id, book)
+            if source.run is None:
+                raise BadInputError(f"{run_id!r} is not a recorded run; use groups to compare paths.")
+            records.append((source, source.run))
+    for source, record in records:
+        key = record.label if group_by == "label" else _config_key(record)
+        if key is None:
+            key = record.id
+            notes.append(f"run {record.id} has no {group_by}; it forms its own group")
+        if record.state != "succeeded":
+            notes.append(f"run {record.id} is {record.state}, not succeeded: its numbers may be partial")
+        plan.setdefault(key, []).append(source)
+    _check_size(plan)
+    return plan, notes
+
+
+def _check_size(plan: dict[str, list[Source]]) -> None:
+    if len(plan) > _MAX_GROUPS:
+        raise BadInputError(f"{len(plan)} groups; compare at most {_MAX_GROUPS} at once (tests grow as pairs).")
+    total = sum(len(sources) for sources in plan.values())
+    if total > _MAX_SOURCES:
+        raise BadInputError(f"{total} runs or paths; at most {_MAX_SOURCES} in one call.")
+
+
+def find_metric(files: list[FileMetrics], metric: str, source: Source) -> tuple[FileMetrics, Series]:
+    wanted_file, _, wanted_name = metric.rpartition(":") if ":" in metric else ("", "", metric)
+    hits = [
+        (fm, fm.series[wanted_name])
+        for fm in files
+        if wanted_name in fm.series and (not wanted_file or fm.path.endswith(wanted_file))
+    ]
+    if not hits and wanted_file:  # a metric name that itself holds a colon
+        hits = [(fm, fm.series[metric]) for fm in files if metric in fm.series]
+    if len(hits) > 1:
+        where = ", ".join(fm.path for fm, _ in hits[:5])
+        raise BadInputError(
+            f"Metric {metric!r} is in {len(hits)} files of {source.name!r} ({where}); "
+            f"name one as '<file>:{wanted_name}', e.g. '{hits[0][0].path}:{wanted_name}'."
+        )
+    if not hits:
+        raise LookupError(metric)
+    return hits[0]
+
+
+def _value(series: Series, use: Use, direction: Direction | None) -> list[float]:
+    if use == "all":
+        return [value for _, value in series.points()]
+    if use == "best":
+        if direction is None:
+            raise BadInputError("use='best' needs a direction: set higher_is_better, or use last, min or max.")
+        use = "max" if direction == "max" else "min"
+    return [{"last": series.last, "min": series.min, "max": series.max}[use]]
+
+
+def gather(
+    ws: Workspace,
+    plan: dict[str, list[Source]],
+    metric: str,
+    use: Use,
+    direction: Direction | None,
+    limits: Limits,
+    *,
+    strict: bool = True,
+) -> Grouped:
+    """Each source's value(s) of the metric; a source without it is left out with a warning (never a zero).
+    `strict`: a group where no source has the metric is an error (else it stays empty)."""
+    out = Grouped()
+    points = 2 * _ALL_POINTS + 2 if use == "all" else 2  # all: one bucket per point, so every value is kept
+    for name, sources in plan.items():
+        out.values[name], out.sources[name], out.files[name] = [], [], []
+        for source in sources:
+            notes: list[str] = []
+            files = read_source(ws, source, dataclasses.replace(limits, max_points=points), notes)
+            try:
+                fm, series = find_metric(files, metric, source)
+            except LookupError:
+                out.warnings.append(f"{source.name}: no metric {metric!r}; left out of group {name!r}")
+                continue
+            if series.count == 0:
+                out.warnings.append(f"{source.name}: {metric!r} has no finite value; left out of group {name!r}")
+                continue
+            if use == "all" and series.count > _ALL_POINTS:
+                raise BadInputError(
+                    f"use='all' takes every value as a sample (per-seed lists); {metric!r} in {fm.path} has "
+                    f"{series.count} points. Use last, best, min or max."
+                )
+            if series.non_finite:
+                out.warnings.append(f"{fm.path}: {metric!r} has {series.non_finite} NaN/Inf values, left out")
+            for value in _value(series, use, direction):
+                out.values[name].append(value)
+                out.sources[name].append(source.name)
+            out.files[name].append(fm.path)
+        if strict and not out.values[name]:
+            raise BadInputError(
+                f"No run of group {name!r} has the metric {metric!r}. Call read_metrics on one of them to see its "
+                "metric names."
+            )
+    return out
+
+
+def verdict_of(
+    metric: str,
+    direction: Direction | None,
+    groups: list[GroupResult],
+    tests: list[PairResult],
+    alpha: float,
+) -> tuple[str | None, bool, str]:
+    """The best group, whether it is significantly better than all others, and what may be claimed."""
+    if all(g.n < 2 for g in groups):
+        return (
+            _best(groups, direction),
+            False,
+            "Each group has a single value: no claim of significance can be made. Run 3-5 seeds per configuration.",
+        )
+    best = _best(groups, direction)
+    if best is None:
+        sig = [t for t in tests if t.significant]
+        text = f"{len(sig)} of {len(tests)} differences are significant (Holm, alpha={alpha}); the direction of "
+        return None, False, text + f"{metric!r} is unknown, so no group is called better (set higher_is_better)."
+    against = [t for t in tests if best in (t.a, t.b)]
+    wins = [t for t in against if t.better == best]
+    significant = bool(against) and len(wins) == len(against)
+    if significant:
+        return best, True, f"{best!r} is significantly better than every other group on {metric!r} (Welch, Holm)."
+    untested = [t for t in against if t.p is None]
+    extra = " Some comparisons could not be tested (one value or no spread)." if untested else ""
+    return (
+        best,
+        False,
+        f"{best!r} has the best mean on {metric!r}, but it is not significantly better than every other group "
+        f"after Holm's correction at alpha={alpha}.{extra}",
+    )
+
+
+def _best(groups: list[GroupResult], direction: Direction | None) -> str | None:
+    if direction is None or not groups:
+        return None
+    pick = max if direction == "max" else min
+    return pick(groups, key=lambda g: g.mean).name
+
+
+def compare_runs(
+    ws: Workspace,
+    book: Callable[[], RunBook | None],
+    metric: str,
+    groups: dict[str, list[str]] | None = None,
+    run_ids: list[str] | None = None,
+    labels: list[str] | None = None,
+    group_by: Literal["label", "config"] = "label",
+    use: Use = "last",
+    higher_is_better: bool | None = None,
+    baseline: str | None = None,
+    alpha: float = 0.05,
+    limits: Limits | None = None,
+) -> CompareRunsResult:
+    name = metric.rpartition(":")[2]
+    direction: Direction | None = (
+        direction_of(name) if higher_is_better is None else ("max" if higher_is_better else "min")
+    )
+    plan, notes = plan_groups(ws, book, groups, run_ids, labels, group_by)
+    if baseline is not None and baseline not in plan:
+        raise BadInputError(f"baseline {baseline!r} is not one of the groups: {', '.join(plan)}.")
+    found = gather(ws, plan, metric, use, direction, limits or Limits())
+    described, pairs = compare_groups(found.values, direction, alpha, baseline)
+    results = [
+        GroupResult(
+            name=g,
+            n=d.n,
+            mean=d.mean,
+            std=d.std,
+            ci95_low=d.ci_low,
+            ci95_high=d.ci_high,
+            values=found.values[g],
+            sources=found.sources[g],
+        )  # fmt: skip
+        for g, d in described.items()
+    ]
+    tests = [
+        PairResult(
+            a=p.a,
+            b=p.b,
+            diff=p.diff,
+            t=p.t,
+            df=p.df,
+            p=p.p,
+            p_holm=p.p_holm,
+            hedges_g=p.hedges_g,
+            significant=p.significant,
+            better=p.better,
+            note=p.note,
+            diff_ci95=None if p.diff_ci_low is None or p.diff_ci_high is None else (p.diff_ci_low, p.diff_ci_high),
+        )  # fmt: skip
+        for p in pairs
+    ]
+    best, best_sig, verdict = verdict_of(metric, direction, results, tests, alpha)
+    if len(results) < 2:
+        verdict = "Only one group: nothing to compare. " + verdict
+    return CompareRunsResult(
+        metric=metric, use=use, direction=direction, alpha=alpha, groups=results, tests=tests,
+        best_group=best, best_is_significant=best_sig, verdict=verdict, warnings=notes + found.warnings,
+    )  # fmt: skip

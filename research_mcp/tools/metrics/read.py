@@ -1,0 +1,146 @@
+"""`read_metrics`: every metric of a run or a path, summarised (last, best, min, max, steps) with a short series."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import math
+from collections.abc import Callable
+
+from pydantic import Field
+
+from research_mcp.errors import BadInputError
+from research_mcp.tools._model import ToolModel
+from research_mcp.tools.metrics._records import FileMetrics, Limits
+from research_mcp.tools.metrics._series import Direction, Series, direction_of
+from research_mcp.tools.metrics._sources import RunBook, read_source, resolve
+from research_mcp.workspace import Workspace
+
+__all__ = ["MetricSummary", "ReadMetricsResult", "read_metrics", "summarise"]
+
+_MAX_WARNINGS = 40
+
+
+class MetricSummary(ToolModel):
+    name: str
+    file: str = Field(description="Workspace path of the file (or MLflow run folder) it was read from.")
+    run: str | None = Field(default=None, description="The MLflow run id, for metrics of an MLflow store.")
+    direction: Direction | None = Field(
+        None, description="max: higher is better; min: lower is better; None: unknown from the name, not guessed."
+    )
+    last: float | None = Field(default=None, description="The last finite value logged.")
+    last_step: float | None = None
+    best: float | None = Field(default=None, description="max or min by direction; None when the direction is unknown.")
+    best_step: float | None = None
+    min: float | None = None
+    max: float | None = None
+    count: int = Field(description="Finite values logged.")
+    non_finite: int = Field(default=0, description="NaN/Inf values logged (left out of every statistic).")
+    step_min: float | None = None
+    step_max: float | None = None
+    series: list[tuple[float, float]] = Field(
+        description="[step, value] downsampled to max_points, keeping each stretch's lowest and highest point."
+    )
+
+
+class ReadMetricsResult(ToolModel):
+    source: str = Field(description="The run id or workspace path read.")
+    files: list[str] = Field(description="Metric files read, with their format: 'path (format)'.")
+    metrics: list[MetricSummary]
+    total: int = Field(description="Metrics found in all (after the `metrics` filter), before paging.")
+    next_offset: int | None = Field(default=None, description="Pass as `offset` to get the next metrics.")
+    warnings: list[str] = Field(
+        default_factory=list[str], description="What was skipped in which file (bad lines, NaN/Inf, cut files)."
+    )
+
+
+def _num(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _short(value: float) -> float:
+    return float(f"{value:.7g}")
+
+
+def summarise(name: str, fm: FileMetrics, series: Series, direction: Direction | None) -> MetricSummary:
+    best = series.max if direction == "max" else series.min if direction == "min" else math.nan
+    best_step = series.max_step if direction == "max" else series.min_step if direction == "min" else math.nan
+    return MetricSummary(
+        name=name,
+        file=fm.path,
+        run=fm.run if fm.kind == "mlflow" else None,
+        direction=direction,
+        last=_num(series.last),
+        last_step=_num(series.last_step),
+        best=_num(best),
+        best_step=_num(best_step),
+        min=_num(series.min),
+        max=_num(series.max),
+        count=series.count,
+        non_finite=series.non_finite,
+        step_min=_num(series.step_min),
+        step_max=_num(series.step_max),
+        series=[(_short(step), _short(value)) for step, value in series.points()],
+    )
+
+
+def non_finite_warnings(fm: FileMetrics) -> list[str]:
+    return [
+        f"{fm.path}: {name!r} has {s.non_finite} NaN/Inf values, left out (first at step {s.first_non_finite_step:g})"
+        for name, s in fm.series.items()
+        if s.non_finite
+    ]
+
+
+def read_metrics(
+    ws: Workspace,
+    source: str,
+    book: Callable[[], RunBook | None],
+    metrics: list[str] | None = None,
+    higher_is_better: dict[str, bool] | None = None,
+    max_points: int = 200,
+    offset: int = 0,
+    limits: Limits | None = None,
+    max_chars: int = 24_000,
+) -> ReadMetricsResult:
+    limits = dataclasses.replace(limits or Limits(), max_points=max_points)
+    found = resolve(ws, source, book)
+    notes: list[str] = []
+    files = read_source(ws, found, limits, notes)
+    warnings = [*notes]
+    chosen: list[tuple[str, FileMetrics, Series]] = []
+    for fm in files:
+        warnings += fm.warnings + non_finite_warnings(fm)
+        for name, series in fm.series.items():
+            if metrics and not any(fnmatch.fnmatchcase(name, pattern) for pattern in metrics):
+                continue
+            chosen.append((name, fm, series))
+    if metrics and not chosen and files:
+        names = sorted({name for fm in files for name in fm.series})
+        shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
+        raise BadInputError(f"No metric matches {metrics} in {found.name!r}. Metrics there: {shown or 'none'}.")
+    if offset > len(chosen) and chosen:
+        raise BadInputError(f"offset {offset} is past the {len(chosen)} metrics found.")
+    page: list[MetricSummary] = []
+    used = 0
+    for name, fm, series in chosen[offset:]:
+        override = (higher_is_better or {}).get(name)
+        direction = direction_of(name) if override is None else ("max" if override else "min")
+        summary = summarise(name, fm, series, direction)
+        cost = len(json.dumps(summary.model_dump(mode="json")))
+        if page and used + cost > max_chars:
+            break
+        page.append(summary)
+        used += cost
+    end = offset + len(page)
+    if len(warnings) > _MAX_WARNINGS:
+        warnings = [*warnings[:_MAX_WARNINGS], f"... and {len(warnings) - _MAX_WARNINGS} more warnings"]
+    return ReadMetricsResult(
+        source=found.name,
+        files=[f"{fm.path} ({fm.kind})" for fm in files],
+        metrics=page,
+        total=len(chosen),
+        next_offset=end if end < len(chosen) else None,
+        warnings=warnings,
+    )

@@ -1,0 +1,254 @@
+r"""`results_table`: a booktabs LaTeX table of mean ± std per group and metric, every number with its provenance.
+
+Provenance format (read back by `parse_provenance`, and by the paper audit):
+
+Every number of the table sits on its own line, ending in a LaTeX comment that starts with the marker
+`% research-mcp-cell: ` followed by one JSON object on the same line:
+
+    & $\mathbf{0.912 \pm 0.004}$ % research-mcp-cell: {"v": 1, "group": "method", "metric": "val_acc", ...}
+
+Its keys: `v` (format version, 1), `group`, `metric` (as asked, possibly `file:name`), `use` (which value of each
+run: last, best, min, max, or all for per-seed lists), `stat` (`mean_std`: mean ± sample std, `value`: a single
+value, `missing`: no run had the metric), `n`, `mean`, `std` (null for n = 1), `sources` (the run ids or workspace
+paths, one per value, in order), `values` (the values themselves, full precision), `files` (the metric files read)
+and `bold` (whether the number is set in bold: only where its group is significantly better than every other
+group on that metric, by Welch t-tests with Holm's correction). The table itself opens with one comment line
+`% research-mcp-table: {json}` holding `label`, `metrics`, `groups`, `use` and `alpha`. The LaTeX before the comment
+(the printed cell, e.g. `$0.912 \pm 0.004$`) is returned by the parser as `printed`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from research_mcp.errors import BadInputError, FileToolError
+from research_mcp.fileio import atomic_write
+from research_mcp.tools._model import ToolModel
+from research_mcp.tools.metrics._records import Limits
+from research_mcp.tools.metrics._series import Direction, direction_of
+from research_mcp.tools.metrics._sources import RunBook
+from research_mcp.tools.metrics.compare import GroupResult, PairResult, Use, gather, plan_groups, verdict_of
+from research_mcp.tools.metrics.stats import compare_groups
+from research_mcp.workspace import Workspace
+
+__all__ = [
+    "CELL_MARKER",
+    "TABLE_MARKER",
+    "CellProvenance",
+    "ResultsTableResult",
+    "format_mean_std",
+    "parse_provenance",
+    "results_table",
+]
+
+CELL_MARKER = "% research-mcp-cell: "
+TABLE_MARKER = "% research-mcp-table: "
+_CELL = re.compile(r"^(?P<printed>.*?)(?<!\\)" + re.escape(CELL_MARKER) + r"(?P<data>\{.*\})\s*$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,80}$")
+_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+            "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}  # fmt: skip
+
+
+class CellProvenance(ToolModel):
+    group: str
+    metric: str
+    use: str
+    stat: Literal["mean_std", "value", "missing"]
+    n: int
+    mean: float | None
+    std: float | None
+    sources: list[str]
+    values: list[float]
+    files: list[str]
+    bold: bool
+    printed: str = Field(description="The LaTeX printed for this cell.")
+
+
+class ResultsTableResult(ToolModel):
+    path: str = Field(description="Workspace path of the .tex file written.")
+    latex: str = Field(description="The table's LaTeX (needs \\usepackage{booktabs}); \\input it or paste it.")
+    cells: list[CellProvenance]
+    notes: list[str] = Field(default_factory=list[str], description="What the bold means, single runs, warnings.")
+
+
+def escape(text: str) -> str:
+    """Plain text for LaTeX: the ten special characters escaped."""
+    return "".join(_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _fixed(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def _sci(value: float) -> str:
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+
+
+def format_mean_std(mean: float, std: float | None) -> str:
+    """Math-mode text: std to two significant digits and the mean to the same decimal place; a lone value to
+    four significant digits; very large or small magnitudes in scientific notation."""
+    magnitude = abs(mean)
+    if magnitude and (magnitude < 1e-4 or magnitude >= 1e6):
+        return _sci(mean) if not std else rf"{_sci(mean)} \pm {_sci(std)}"
+    if std:
+        exponent = int(f"{std:.1e}".split("e")[1])  # of std rounded to 2 digits: 0.00999.. counts as 0.010
+        decimals = max(0, min(8, 1 - exponent))
+        return rf"{_fixed(mean, decimals)} \pm {_fixed(std, decimals)}"
+    decimals = 4 if magnitude == 0 else max(0, min(8, 3 - math.floor(math.log10(magnitude))))
+    return _fixed(mean, decimals)
+
+
+def parse_provenance(tex: str) -> tuple[dict[str, Any] | None, list[CellProvenance]]:
+    """The table header's data and every cell's provenance, from a table `results_table` wrote."""
+    header: dict[str, Any] | None = None
+    cells: list[CellProvenance] = []
+    for line in tex.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(TABLE_MARKER):
+            header = json.loads(stripped[len(TABLE_MARKER) :])
+            continue
+        match = _CELL.match(line)
+        if match is None:
+            continue
+        data = json.loads(match.group("data"))
+        data.pop("v", None)
+        printed = match.group("printed").strip().removeprefix("&").strip()
+        cells.append(CellProvenance(printed=printed, **data))
+    return header, cells
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, text.encode("utf-8"))
+
+
+def results_table(
+    ws: Workspace,
+    book: Callable[[], RunBook | None],
+    metrics: list[str],
+    caption: str,
+    label: str,
+    groups: dict[str, list[str]] | None = None,
+    run_ids: list[str] | None = None,
+    labels: list[str] | None = None,
+    group_by: Literal["label", "config"] = "label",
+    use: Use = "last",
+    higher_is_better: dict[str, bool] | None = None,
+    alpha: float = 0.05,
+    limits: Limits | None = None,
+) -> ResultsTableResult:
+    if not _LABEL.match(label):
+        raise BadInputError(f"label {label!r} must be letters, digits, '-' or '_' (it names the file and tab:<label>).")
+    if not metrics:
+        raise BadInputError("Give at least one metric (a column of the table).")
+    plan, notes = plan_groups(ws, book, groups, run_ids, labels, group_by)
+    names = list(plan)
+    columns: list[tuple[str, Direction | None, list[CellProvenance]]] = []
+    for metric in metrics:
+        override = (higher_is_better or {}).get(metric)
+        plain = metric.rpartition(":")[2]
+        direction = direction_of(plain) if override is None else ("max" if override else "min")
+        found = gather(ws, plan, metric, use, direction, limits or Limits(), strict=False)
+        notes += found.warnings
+        present = {g: v for g, v in found.values.items() if v}
+        described, pairs = compare_groups(present, direction, alpha)
+        group_results = [
+            GroupResult(
+                name=g,
+                n=d.n,
+                mean=d.mean,
+                std=d.std,
+                ci95_low=d.ci_low,
+                ci95_high=d.ci_high,
+                values=present[g],
+                sources=found.sources[g],
+            )  # fmt: skip
+            for g, d in described.items()
+        ]
+        tests = [
+            PairResult(a=p.a, b=p.b, diff=p.diff, p=p.p, significant=p.significant, better=p.better) for p in pairs
+        ]
+        best, best_sig, verdict = verdict_of(metric, direction, group_results, tests, alpha)
+        notes.append(f"{metric}: {verdict}")
+        cells: list[CellProvenance] = []
+        for g in names:
+            values = found.values[g]
+            d = described.get(g)
+            bold = best_sig and best == g
+            if d is None:
+                printed = "--"
+                stat: Literal["mean_std", "value", "missing"] = "missing"
+            else:
+                stat = "mean_std" if d.n >= 2 else "value"
+                body = format_mean_std(d.mean, d.std)
+                printed = f"$\\mathbf{{{body}}}$" if bold else f"${body}$"
+            cells.append(
+                CellProvenance(
+                    group=g,
+                    metric=metric,
+                    use=use,
+                    stat=stat,
+                    n=len(values),
+                    mean=None if d is None else d.mean,
+                    std=None if d is None else d.std,
+                    sources=found.sources[g],
+                    values=values,
+                    files=found.files[g],
+                    bold=bold,
+                    printed=printed,
+                )  # fmt: skip
+            )
+        columns.append((metric, direction, cells))
+    latex = _render(label, caption, names, columns, use, alpha)
+    target = ws.resolve(f"paper/tables/{label}.tex")
+    try:
+        _atomic_write(target, latex)
+    except OSError as exc:
+        raise FileToolError(f"Cannot write {ws.relative(target)!r}: {exc.strerror or exc}.") from exc
+    notes.insert(0, r"Needs \usepackage{booktabs}. Bold: significantly better than every other group (Welch, Holm).")
+    return ResultsTableResult(
+        path=ws.relative(target),
+        latex=latex,
+        cells=[cells[row] for row in range(len(names)) for _, _, cells in columns],  # the file's order
+        notes=notes,
+    )
+
+
+def _render(
+    label: str,
+    caption: str,
+    names: list[str],
+    columns: list[tuple[str, Direction | None, list[CellProvenance]]],
+    use: str,
+    alpha: float,
+) -> str:
+    header = {"label": label, "metrics": [m for m, _, _ in columns], "groups": names, "use": use, "alpha": alpha}
+    arrows = {"max": r" ($\uparrow$)", "min": r" ($\downarrow$)", None: ""}
+    lines = [
+        TABLE_MARKER + json.dumps(header),
+        r"\begin{table}[t]",
+        r"  \centering",
+        f"  \\caption{{{caption}}}",
+        f"  \\label{{tab:{label}}}",
+        f"  \\begin{{tabular}}{{l{'c' * len(columns)}}}",
+        r"    \toprule",
+        "    Method & " + " & ".join(escape(m.rpartition(":")[2]) + arrows[d] for m, d, _ in columns) + r" \\",
+        r"    \midrule",
+    ]
+    for row, group in enumerate(names):
+        lines.append(f"    {escape(group)}")
+        for _, _, cells in columns:
+            cell = cells[row]
+            data = cell.model_dump(mode="json", exclude={"printed"})
+            lines.append(f"      & {cell.printed} {CELL_MARKER}{json.dumps({'v': 1, **data})}")
+        lines.append(r"      \\")
+    lines += [r"    \bottomrule", r"  \end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
