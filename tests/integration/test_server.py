@@ -27,18 +27,37 @@ PLANNED_TOOLS = {  # DESIGN.md's tools: a description may name one only once it 
     "edit_file", "grep", "run_experiment", "run_status", "run_logs", "cancel_run", "list_runs",
 }  # fmt: skip
 RUN_TOOLS = {"run_experiment", "run_status", "run_logs", "cancel_run", "list_runs"}
+FAMILY_TOOLS = {
+    "files": FILE_TOOLS,
+    "sandbox": RUN_TOOLS,
+    "literature": {"search_papers", "get_paper", "paper_graph", "read_paper", "cite", "verify_citations"},
+    "repos": {"find_code", "fetch_repo", "repo_summary"},
+    "metrics": {"read_metrics", "compare_runs", "plot_metrics", "results_table"},
+    "latex": {"new_paper", "compile_paper", "paper_text"},
+}
+ALL_TOOLS = {"lab_info"}.union(*FAMILY_TOOLS.values())
+READ_ONLY_TOOLS = {  # the literature tools cache what they fetch, so none of them is read-only
+    "lab_info", "list_files", "read_file", "grep", "run_status", "run_logs", "list_runs", "repo_summary",
+    "read_metrics", "compare_runs", "paper_text",
+}  # fmt: skip
 PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
     "list_files": ("path", {}),
     "read_file": ("path", {}),
     "write_file": ("path", {"content": "pwned"}),
     "edit_file": ("path", {"old_string": "root", "new_string": "pwned"}),
     "grep": ("path", {"pattern": "root"}),
+    "repo_summary": ("path", {}),
+    "read_metrics": ("source", {}),
+    "verify_citations": ("path", {}),
+    "new_paper": ("dir", {"title": "Pwned"}),
+    "compile_paper": ("main", {}),
+    "paper_text": ("path", {}),
 }
 
 
 async def test_every_tool_has_a_description_annotations_and_an_output_schema(client: Client) -> None:
     tools = (await client.list_tools()).tools
-    assert {t.name for t in tools} == FILE_TOOLS | RUN_TOOLS | {"lab_info"}
+    assert {t.name for t in tools} == ALL_TOOLS
     offered = {t.name for t in tools}
     for tool in tools:
         assert tool.description and len(tool.description) > 40, tool.name
@@ -62,13 +81,15 @@ async def test_read_only_mode_lists_exactly_the_read_only_tools(workspace: Path)
         assert result.is_error
     expected = {t.name for t in everything if t.annotations and t.annotations.read_only_hint}
     assert {t.name for t in offered} == expected
-    assert expected == {"lab_info", "list_files", "read_file", "grep", "run_status", "run_logs", "list_runs"}
+    assert expected == READ_ONLY_TOOLS
     assert not (workspace / "x").exists()
 
 
-async def test_toolsets_choose_the_families_and_lab_info_is_always_there(workspace: Path) -> None:
-    async with Client(build_server(Settings(workspace=workspace, toolsets=["latex"]))) as client:
-        assert {t.name for t in (await client.list_tools()).tools} == {"lab_info"}
+@pytest.mark.parametrize("toolsets", [["review"], ["latex"], ["files", "metrics"], ["literature", "repos", "sandbox"]])
+async def test_toolsets_choose_the_families_and_lab_info_is_always_there(workspace: Path, toolsets: list[Any]) -> None:
+    expected = {"lab_info"}.union(*(FAMILY_TOOLS.get(name, set()) for name in toolsets))
+    async with Client(build_server(Settings(workspace=workspace, toolsets=toolsets))) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == expected
 
 
 def _text(result: Any) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,45 +16,121 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from tests.conftest import open_for_sandbox
+from tests.integration.test_literature_tools import atom, feed, s2_paper
+from tests.replay import ReplayServer, Response, Route
+from tests.unit.test_repos_fetch import serve_recorded_flow
+from tests.unit.test_repos_find import item, search_answer
+
 pytestmark = pytest.mark.anyio
 
 COMMAND = str(Path(sys.executable).parent / "research-mcp")
-CALLS: dict[str, dict[str, Any]] = {
-    "lab_info": {},
-    "write_file": {"path": "notes/idea.md", "content": "# Idea\nlr warmup helps\n"},
-    "read_file": {"path": "notes/idea.md"},
-    "edit_file": {"path": "notes/idea.md", "old_string": "helps", "new_string": "helps a lot"},
-    "grep": {"pattern": "warmup"},
-    "list_files": {},
-    "run_experiment": {"command": "cat idea.md", "workdir": "notes", "wait_s": 20, "timeout_s": 60},
-    "run_status": {"run_id": "{run}"},
-    "run_logs": {"run_id": "{run}"},
-    "list_runs": {},
-    "cancel_run": {"run_id": "{run}"},
-}
+ADAM = "1412.6980"
+ADAM_TEX = rb"""\documentclass{article}\title{Adam}\begin{document}\maketitle
+\section{Introduction}We propose Adam, $m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t$.
+\section{Experiments}It converges.\end{document}
+"""
+CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}" and "{repo}" are filled in from earlier answers
+    ("lab_info", {}),
+    ("write_file", {"path": "notes/idea.md", "content": "# Idea\nlr warmup helps\n"}),
+    ("read_file", {"path": "notes/idea.md"}),
+    ("edit_file", {"path": "notes/idea.md", "old_string": "helps", "new_string": "helps a lot"}),
+    ("grep", {"pattern": "warmup"}),
+    ("list_files", {}),
+    ("run_experiment", {"command": "cat idea.md; printf 'step,loss\\n0,2.0\\n1,1.5\\n' > $RESEARCH_OUT/curve.csv",
+                        "workdir": "notes", "wait_s": 20, "timeout_s": 60, "label": "baseline"}),
+    ("run_status", {"run_id": "{run}", "wait_s": 20}),
+    ("run_logs", {"run_id": "{run}"}),
+    ("list_runs", {}),
+    ("read_metrics", {"source": "{run}"}),
+    ("compare_runs", {"metric": "loss", "groups": {"a": ["{run}"], "b": ["{run}"]}}),
+    ("plot_metrics", {"metrics": ["loss"], "sources": ["{run}"], "name": "loss"}),
+    ("results_table", {"metrics": ["loss"], "caption": "Loss", "label": "loss", "run_ids": ["{run}"]}),
+    ("search_papers", {"query": "adam optimizer"}),
+    ("get_paper", {"paper_id": ADAM}),
+    ("paper_graph", {"paper_id": ADAM, "direction": "references"}),
+    ("read_paper", {"paper_id": ADAM}),
+    ("new_paper", {"title": "Warmup helps"}),
+    ("cite", {"paper_ids": [ADAM]}),
+    ("verify_citations", {"path": "paper/references.bib"}),
+    ("paper_text", {"path": "paper/main.tex"}),
+    ("compile_paper", {}),
+    ("find_code", {"query": "adam optimizer"}),
+    ("fetch_repo", {"repo": "{full_name}"}),
+    ("repo_summary", {"path": "{repo}"}),
+    ("cancel_run", {"run_id": "{run}"}),
+]  # fmt: skip
 
 
-def params(args: list[str], cwd: str) -> StdioServerParameters:
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    open_for_sandbox(tmp_path, root)  # runs and compiles enter it as an unprivileged uid when the server is root
+    return root
+
+
+def apis(server: ReplayServer) -> str:
+    """arXiv, Semantic Scholar and GitHub as the replay server plays them; returns the repository it serves."""
+    title = "Adam: A Method for Stochastic Optimization"
+    entry = {"id": ADAM, "title": title, "year": 2014, "authors": ["Diederik P. Kingma", "Jimmy Ba"]}
+    server.add(Route("GET", "/api/query", feed(atom(entry))))
+    s2_adam = s2_paper("a" * 40, title, year=2014, externalIds={"ArXiv": ADAM}, citationCount=9)
+    server.add(Route("GET", re.compile(r"/graph/v1/paper/[^/]+"), Response(200, s2_adam)))
+    server.add(Route("GET", "/graph/v1/paper/search", Response(200, {"total": 1, "offset": 0, "data": [s2_adam]})))
+    cited = {"offset": 0, "data": [{"citedPaper": s2_paper("b" * 40, "On the momentum term")}]}
+    server.add(Route("GET", re.compile(r"/graph/v1/paper/[^/]+/references"), Response(200, cited)))
+    server.add(Route("GET", f"/e-print/{ADAM}v1", Response(200, gzip.compress(ADAM_TEX))))
+    full_name, _ = serve_recorded_flow(server)
+    server.add(Route("GET", "/search/repositories", search_answer(item(full_name, 3, "2024-01-24"))))
+    return full_name
+
+
+def api_env(server: ReplayServer) -> dict[str, str]:
+    return {
+        "RESEARCH_MCP_ARXIV_URL": server.url + "/api/query", "RESEARCH_MCP_S2_URL": server.url,
+        "RESEARCH_MCP_ARXIV_FILES_URL": server.url, "RESEARCH_MCP_GITHUB_URL": server.url,
+        "RESEARCH_MCP_ARXIV_INTERVAL_S": "0", "RESEARCH_MCP_S2_INTERVAL_S": "0",
+    }  # fmt: skip
+
+
+def params(args: list[str], cwd: str, extra_env: dict[str, str] | None = None) -> StdioServerParameters:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESEARCH_MCP_")}
-    return StdioServerParameters(command=COMMAND, args=args, cwd=cwd, env=env)
+    return StdioServerParameters(command=COMMAND, args=args, cwd=cwd, env=env | (extra_env or {}))
 
 
+def _filled(args: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
+    text = json.dumps(args)
+    for name, value in known.items():
+        text = text.replace("{" + name + "}", value)
+    return json.loads(text)
+
+
+@pytest.mark.latex  # compile_paper runs TeX
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_every_tool_answers_over_stdio_on_both_protocol_generations(workspace: Path, mode: str) -> None:
-    with anyio.fail_after(60):
-        async with Client(params(["serve", "--workspace", str(workspace)], "/"), mode=mode) as client:  # type: ignore[arg-type]
+    with ReplayServer() as server, anyio.fail_after(120):
+        known = {"full_name": apis(server)}
+        argv = ["serve", "--workspace", str(workspace)]
+        async with Client(params(argv, "/", api_env(server)), mode=mode) as client:  # type: ignore[arg-type]
             expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
             assert client.session.protocol_version == expected
             names = {t.name for t in (await client.list_tools()).tools}
-            assert names == set(CALLS)
-            run_id = ""
-            for tool, args in CALLS.items():
-                args = {k: run_id if v == "{run}" else v for k, v in args.items()}
-                result = await client.call_tool(tool, args)  # the client checks structuredContent against outputSchema
+            assert names == {tool for tool, _ in CALLS}
+            for tool, args in CALLS:
+                result = await client.call_tool(tool, _filled(args, known))  # checked against its outputSchema
                 assert not result.is_error, (tool, result.content)
-                assert result.structured_content is not None
-                run_id = run_id or result.structured_content.get("run", {}).get("id", "")
+                found = result.structured_content
+                assert found is not None
+                if tool == "run_experiment":
+                    known["run"] = found["run"]["id"]
+                if tool == "fetch_repo":
+                    known["repo"] = found["path"]
+                if tool == "compile_paper":
+                    assert found["ok"], json.dumps(found)[:3000]
     assert (workspace / "notes" / "idea.md").read_text() == "# Idea\nlr warmup helps a lot\n"
+    assert "@" in (workspace / "paper" / "references.bib").read_text()
+    assert (workspace / "paper" / "figures" / "loss.pdf").is_file() and (workspace / "paper" / "main.pdf").is_file()
 
 
 async def test_started_in_slash_without_a_workspace_it_serves_and_refuses_writes(tmp_path: Path) -> None:
