@@ -83,7 +83,7 @@ def fixtures_dir(name: str) -> Path:
         if IN_CI:
             pytest.fail(f"{folder} is required under CI=true", pytrace=False)
         pytest.skip(f"{folder} is absent")
-    return folder
+    return folder.resolve()  # ../shared may be a symlink; tools resolve workspaces, so tests compare resolved paths
 
 
 @pytest.fixture
