@@ -52,8 +52,9 @@ def register(tools: ToolRegistry) -> None:
     ) -> NewPaperResult:
         """Start a LaTeX paper: a folder with main.tex (sections with short guidance comments, natbib, booktabs,
         hyperref), an empty references.bib, and figures/ and tables/ folders that the metrics tools write into.
-        Never overwrites an existing folder. A venue's own .sty/.cls can be dropped into the folder afterwards.
-        Next: write the sections, then compile_paper."""
+        Never overwrites a file: figures, tables and a references.bib already there (from plot_metrics,
+        results_table or cite) are kept; an existing main.tex is refused. A venue's own .sty/.cls can be dropped
+        into the folder afterwards. Next: write the sections, then compile_paper."""
         workspace = need_workspace(ctx, ws)
         folder = workspace.resolve(dir)
         return await in_thread(scaffold.new_paper, folder, workspace.root, title, template)
