@@ -1,6 +1,6 @@
 """Shared fixtures: settings pointing at a temporary workspace, in-process clients, component markers.
 
-A test marked `docker`, `bwrap`, `slurm`, `latex` or `node` is skipped when that component is missing on a
+A test marked `docker`, `bwrap`, `slurm`, `latex`, `node` or `slirp` is skipped when that component is missing on a
 developer's machine; under `CI=true` the same skip is a failure, because CI installs every component.
 """
 
@@ -52,11 +52,13 @@ def component_missing(name: str) -> str | None:
         return None if shutil.which("latexmk") and shutil.which("pdflatex") else "TeX Live/latexmk are not installed"
     if name == "slurm":
         return None if _runs(["scontrol", "ping"]) else "no Slurm controller answers `scontrol ping`"
+    if name == "slirp":
+        return None if shutil.which("slirp4netns") else "slirp4netns is not installed (apt-get install -y slirp4netns)"
     return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for name in ("docker", "bwrap", "slurm", "latex", "node"):
+    for name in ("docker", "bwrap", "slurm", "latex", "node", "slirp"):
         if item.get_closest_marker(name) is None:
             continue
         reason = component_missing(name)

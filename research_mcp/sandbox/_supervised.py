@@ -183,6 +183,7 @@ def build_sandbox(
     data: dict[str, int] | None = None,
     status_fd: int | None = None,
     tools: tuple[str, str] = ("bwrap", "setpriv"),
+    block_fd: int | None = None,
 ) -> Sandbox:
     """The bwrap sandbox of a run (raises ValueError for a spec it cannot express)."""
     cwd = posixpath.normpath(posixpath.join(SANDBOX_WORK, spec.workdir))
@@ -212,9 +213,10 @@ def build_sandbox(
         binds,
         env,
         cwd,
-        spec.network,
+        False,  # never the host's network: network=True gets its own user-mode one (see supervisor.py)
         data or {},
         status_fd=status_fd,
+        block_fd=block_fd,
         user=user,
         bwrap=tools[0],
         setpriv=tools[1],

@@ -126,6 +126,9 @@ class Sandbox:
     data: Mapping[str, int] = field(default_factory=dict[str, int])
     tmp_size_bytes: int | None = 1 << 30
     status_fd: int | None = None
+    block_fd: int | None = None
+    """bwrap waits, namespaces made, until this fd is readable before it runs the command (a network is set up
+    from outside meanwhile)."""
     """bwrap writes JSON lines there: {"child-pid": N} once the sandbox runs, then {"exit-code": N}."""
     user: tuple[int, int] | None = None
     system_binds: Sequence[Bind] = SYSTEM_BINDS
@@ -149,6 +152,8 @@ class Sandbox:
                 raise ValueError(f"bad file descriptor {fd} for {dest!r}")
         if self.status_fd is not None and self.status_fd < 0:
             raise ValueError(f"bad status file descriptor {self.status_fd}")
+        if self.block_fd is not None and self.block_fd < 0:
+            raise ValueError(f"bad block file descriptor {self.block_fd}")
         if self.tmp_size_bytes is not None and self.tmp_size_bytes <= 0:
             raise ValueError("tmp_size_bytes must be positive")
         if self.user is not None and (self.user[0] <= 0 or self.user[1] <= 0):
@@ -164,6 +169,8 @@ class Sandbox:
         argv += [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
         if self.status_fd is not None:
             argv += ["--json-status-fd", str(self.status_fd)]
+        if self.block_fd is not None:
+            argv += ["--block-fd", str(self.block_fd)]
         if self.share_net:
             argv.append("--share-net")
         argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", self.hostname]

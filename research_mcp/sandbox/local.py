@@ -38,9 +38,10 @@ logger = logging.getLogger(__name__)
 
 _INSTALL_BWRAP = "Install bubblewrap: `apt-get install -y bubblewrap`"
 _NETWORK = (
-    "network=True is refused by the local (bubblewrap) backend: sharing the host network would also expose the "
-    "host's loopback services (databases, the Docker API, this server). {found}Use the docker backend for runs "
-    "that need a network, or run without one (download data beforehand into the workspace)."
+    "network=True is refused by the local (bubblewrap) backend here: it gives a run a network only through "
+    "slirp4netns (a user-mode network that keeps the host's loopback services, such as databases and the Docker "
+    "API, out of reach), which is not installed: `apt-get install -y slirp4netns`. Or use the docker backend, or "
+    "run without a network (download data beforehand into the workspace)."
 )
 
 
@@ -89,13 +90,8 @@ class LocalBackend:
         if self.allow_unsandboxed and shutil.which("bwrap") is None:
             # the user's explicit choice: the log's first line and lab_info say the run is not isolated
             spec = spec.model_copy(update={"unsandboxed": True})
-        if spec.network and not spec.unsandboxed:
-            found = [tool for tool in ("pasta", "slirp4netns") if shutil.which(tool)]
-            seen = f"{' and '.join(found)} is installed, but this backend does not use it yet. " if found else (
-                "Neither pasta (`apt-get install -y passt`) nor slirp4netns is installed, and this backend does not "
-                "use them yet. "
-            )  # fmt: skip
-            raise SandboxError(_NETWORK.format(found=seen))
+        if spec.network and not spec.unsandboxed and shutil.which("slirp4netns") is None:
+            raise SandboxError(_NETWORK)
         missing = [dev for dev in gpu_devices(spec.gpus) if not dev.endswith("-uvm") and not os.path.exists(dev)]
         if missing:
             raise SandboxError(

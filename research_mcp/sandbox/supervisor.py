@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from research_mcp.sandbox._supervised import (
     UNSANDBOXED_NOTICE,
@@ -122,13 +123,18 @@ class _Supervisor:
                 _chown_tree(self.run_dir / folder, *self.user)
         uid, gid = self.user or (os.getuid(), os.getgid())
         fds: dict[str, int] = {}
+        user_net = spec.network and not spec.unsandboxed
         if not spec.unsandboxed:
-            for dest, content in etc_identity_files(uid, gid).items():
+            files = etc_identity_files(uid, gid)
+            if user_net:
+                files["/etc/resolv.conf"] = f"nameserver {SLIRP_DNS}\n".encode()
+            for dest, content in files.items():
                 fd = os.memfd_create("etc", 0)
                 os.write(fd, content)
                 os.lseek(fd, 0, os.SEEK_SET)
                 fds[dest] = fd
         status_r, status_w = os.pipe()
+        block_r, block_w = os.pipe() if user_net else (None, None)
         rlimits = fallback_rlimits(limits, own_uid=self.user is not None) if cgroup is None else []
 
         def preexec() -> None:  # in the child, before exec: nothing it runs escapes the cgroup
@@ -143,8 +149,9 @@ class _Supervisor:
             env = unsandboxed_env(spec)
             os.write(status_w, b'{"exit-code": null}\n')  # no bwrap to report that the command started: it will
         else:
-            argv, cwd = build_sandbox(spec, self.user, fds, status_w, tools).argv(), None
+            argv, cwd = build_sandbox(spec, self.user, fds, status_w, tools, block_r).argv(), None
             env = {"PATH": "/usr/bin:/bin"}  # bwrap's own environment, which /proc/1/environ shows inside
+        inherited = (*fds.values(), status_w, *((block_r,) if block_r is not None else ()))
         started_at = time.time()
         try:
             child = subprocess.Popen(
@@ -152,7 +159,7 @@ class _Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(*fds.values(), status_w),
+                pass_fds=inherited,
                 preexec_fn=preexec,  # safe: the supervisor has no other thread
                 process_group=0,
                 cwd=cwd,
@@ -162,7 +169,7 @@ class _Supervisor:
             logger.exception("bwrap did not start")
             return self._finish(spec, cgroup, started_at, "error", f"could not start bwrap: {exc}", None)
         finally:
-            for fd in (*fds.values(), status_w):
+            for fd in inherited:
                 os.close(fd)
         me = {"pid": os.getpid(), "starttime": proc_starttime(os.getpid()), "started_at": started_at}
         me |= {"child_pid": child.pid, "cgroup": cgroup.to_data() if cgroup else None, "limits": kind}
@@ -172,13 +179,19 @@ class _Supervisor:
         log = CappedLog(self.run_dir / "log.txt", spec.log_cap_bytes)
         if spec.unsandboxed:
             log.write(UNSANDBOXED_NOTICE.encode())
+        status_seen, network = b"", None
         try:
+            if block_w is not None:
+                status_seen, network = _user_network(status_r, block_w, log)
             self._pump(child, child.stdout.fileno(), log, cgroup, started_at + spec.timeout_s)
         finally:
             log.close()
             child.stdout.close()
+            if network is not None:
+                network.kill()
+                network.wait()
         with os.fdopen(status_r, "rb") as status_file:
-            sandbox_started = b"exit-code" in status_file.read()  # bwrap writes it once the command ran
+            sandbox_started = b"exit-code" in status_seen + status_file.read()  # bwrap writes it once the command ran
         rc = child.returncode
         exit_code = rc if rc >= 0 else 128 - rc
         return self._finish(spec, cgroup, started_at, self.stop, None, exit_code, sandbox_started)
@@ -356,6 +369,79 @@ def _fork_supervisor(request: dict[str, Any]) -> dict[str, Any]:
     text = b"".join(chunks).decode(errors="replace").strip()
     ready: object = json.loads(text) if text.startswith("{") else None
     return {"run_dir": str(request["run_dir"]), "pid": pid, "ready": ready}
+
+
+SLIRP_DNS = "10.0.2.3"
+"""The DNS forwarder slirp4netns offers inside the namespace (its default 10.0.2.0/24 network)."""
+_NETWORK_READY_S = 5.0
+
+
+def _user_network(status_r: int, block_w: int, log: CappedLog) -> tuple[bytes, subprocess.Popen[bytes] | None]:
+    """Give the waiting sandbox a user-mode network (slirp4netns), then let its command start.
+
+    bwrap reports the sandbox's pid on the status fd and waits on its block fd. slirp4netns joins the sandbox's
+    network namespace through the user namespace that owns it (with --disable-userns bwrap runs the command in a
+    nested one, which has no say over the network) and offers NAT to the outside with
+    --disable-host-loopback: 10.0.2.2 does not lead to the host's 127.0.0.1, where databases and the Docker API
+    listen. The command is let go in any case; without a network it sees no route and its connections fail.
+    Returns what was read of the status fd and the slirp4netns process to end with the run."""
+    seen = b""
+    deadline = time.monotonic() + _NETWORK_READY_S
+    try:
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([status_r], [], [], 0.1)
+            if ready:
+                chunk = os.read(status_r, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+                pid = _child_pid(seen)
+        slirp = shutil.which("slirp4netns")
+        if pid is None or slirp is None:
+            log.write(b"[research-mcp] no network: the sandbox did not start or slirp4netns is missing\n")
+            return seen, None
+        netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        owner = fcntl.ioctl(netns, _NS_GET_USERNS)
+        ready_r, ready_w = os.pipe()
+        argv = [
+            slirp, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
+            f"--ready-fd={ready_w}", f"--userns-path=/proc/self/fd/{owner}", "--netns-type=path",
+            f"/proc/self/fd/{netns}", "tap0",
+        ]  # fmt: skip
+        network = subprocess.Popen(
+            argv, pass_fds=(ready_w, owner, netns), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        for fd in (ready_w, owner, netns):
+            os.close(fd)
+        ready, _, _ = select.select([ready_r], [], [], max(0.1, deadline - time.monotonic()))
+        answer = os.read(ready_r, 1) if ready else b""
+        os.close(ready_r)
+        if answer != b"1":
+            log.write(b"[research-mcp] the user-mode network (slirp4netns) did not come up: the run has none\n")
+        return seen, network
+    finally:
+        with contextlib.suppress(OSError):
+            os.write(block_w, b"1")
+        os.close(block_w)
+
+
+def _child_pid(status: bytes) -> int | None:
+    """The sandbox's pid from bwrap's JSON status lines, once a whole line has it."""
+    for line in status.split(b"\n")[:-1]:
+        try:
+            data: object = json.loads(line)
+        except ValueError:
+            continue
+        found = cast(dict[str, object], data).get("child-pid") if isinstance(data, dict) else None
+        if isinstance(found, int):
+            return found
+    return None
+
+
+_NS_GET_USERNS = 0xB701
+"""ioctl on a namespace fd: an fd of the user namespace that owns it (Linux 4.9)."""
 
 
 def serve(parent: int) -> int:

@@ -295,9 +295,56 @@ async def test_filling_tmp_stops_at_the_tmpfs_size(lab: Runs) -> None:
     assert "No space left on device" in log_of(lab.handles[-1]) or status.failure == "oom"
 
 
-async def test_network_is_refused_without_a_user_mode_network(lab: Runs) -> None:
-    with pytest.raises(SandboxError, match="network=True is refused"):
+async def test_network_is_refused_without_a_user_mode_network(lab: Runs, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.which
+
+    def which(name: str, mode: int = os.F_OK | os.X_OK, path: str | None = None) -> str | None:
+        return None if name == "slirp4netns" else real(name, mode, path)
+
+    monkeypatch.setattr(shutil, "which", which)
+    with pytest.raises(SandboxError, match=r"network=True is refused.*apt-get install -y slirp4netns"):
         await lab.backend.start(lab.spec("true", network=True))
+
+
+def host_address() -> str:
+    """This host's address on its default route (no packet is sent), where a service bound to 0.0.0.0 answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))
+        return str(probe.getsockname()[0])
+
+
+@pytest.mark.slirp
+async def test_network_true_reaches_out_through_slirp4netns_but_not_the_hosts_loopback(
+    lab: Runs, listener: int
+) -> None:
+    outside = host_address()
+    assert not outside.startswith("127.")
+    with socket.socket() as public:  # a service on the host's own address: what "the network" reaches here
+        public.bind((outside, 0))
+        public.listen()
+        public_port = public.getsockname()[1]
+        probe = f"""
+import socket
+def attempt(name, host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        print(name, "reached")
+    except OSError as exc:
+        print(name, "blocked", type(exc).__name__)
+attempt("public", {outside!r}, {public_port})
+attempt("loopback", "127.0.0.1", {listener})
+attempt("gateway_loopback", "10.0.2.2", {listener})
+attempt("public_loopback_port", {outside!r}, {listener})
+print(open("/etc/resolv.conf").read().strip())
+"""
+        status = await lab.run("python3 probe.py", {"probe.py": probe}, network=True)
+    log = log_of(lab.handles[-1])
+    assert status.exit_code == 0, log
+    assert "public reached" in log, log
+    for name in ("loopback", "gateway_loopback", "public_loopback_port"):
+        assert f"{name} blocked" in log, log
+    assert "nameserver 10.0.2.3" in log
+    assert not host_processes_with("slirp4netns"), "the network helper ends with its run"
 
 
 async def test_a_missing_gpu_is_refused_with_what_to_do(lab: Runs) -> None:
