@@ -41,6 +41,10 @@ _TEX_APT = (
     "texlive-fonts-recommended texlive-latex-extra texlive-science texlive-bibtex-extra latexmk biber lmodern "
     "poppler-utils"
 )
+_SLIRP = (
+    "apt-get install -y slirp4netns  (the network of local runs that ask for one)",
+    "Linux only: on macOS runs that need a network use the docker backend",
+)
 _TEX_MAC = "brew install --cask mactex-no-gui  (or install MacTeX from https://tug.org/mactex/)"
 _TOOLKIT_URL = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
 _NVIDIA_INSTALL = (
@@ -68,7 +72,9 @@ _CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
 class Component(ToolModel):
     """One thing the lab was probed for."""
 
-    name: str = Field(description="What was probed: docker, bubblewrap, cgroups, nvidia, tex, latexmk, biber, ...")
+    name: str = Field(
+        description="What was probed: docker, bubblewrap, slirp4netns, cgroups, nvidia, tex, latexmk, biber, ..."
+    )
     ok: bool = Field(description="True when it works on this machine.")
     status: str = Field(description="ok, missing, unreachable, timeout, error or unsupported.")
     version: str | None = Field(default=None, description="Version found, if any.")
@@ -124,6 +130,7 @@ async def probe_lab(
     probes: list[tuple[str, Callable[[], Awaitable[Component]]]] = [
         ("docker", lambda: _probe_docker(settings.docker_image, system)),
         ("bubblewrap", lambda: _probe_bwrap(system)),
+        ("slirp4netns", lambda: _probe_tool("slirp4netns", ["slirp4netns", "--version"], _SLIRP[system == "darwin"])),
         ("cgroups", lambda: anyio.to_thread.run_sync(_cgroup_component, system, abandon_on_cancel=True)),
         ("nvidia", lambda: _probe_nvidia(gpus, system)),
         ("tex", lambda: _probe_tool("tex", ["pdflatex", "--version"], tex)),

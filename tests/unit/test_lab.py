@@ -307,6 +307,14 @@ async def test_missing_bubblewrap_names_the_apt_line() -> None:
 
 @pytest.mark.anyio
 @linux_only
+async def test_missing_slirp4netns_names_the_apt_line_for_the_network_of_local_runs() -> None:
+    slirp = component(await probe_lab(Settings(), None), "slirp4netns")
+    assert (slirp.ok, slirp.status) == (False, "missing")
+    assert slirp.install is not None and slirp.install.startswith("apt-get install -y slirp4netns")
+
+
+@pytest.mark.anyio
+@linux_only
 async def test_allowed_unsandboxed_runs_offer_the_local_backend_and_say_they_are_not_isolated() -> None:
     info = await probe_lab(Settings(allow_unsandboxed=True), None)
     bwrap = component(info, "bubblewrap")
@@ -411,7 +419,9 @@ async def test_without_a_workspace_the_report_carries_the_problem() -> None:
 async def test_the_report_has_one_marked_line_per_component_and_the_limits() -> None:
     info = await probe_lab(Settings(max_output_chars=9000), None)
     names = [c.name for c in info.components]
-    assert names == ["docker", "bubblewrap", "cgroups", "nvidia", "tex", "latexmk", "biber", "bibtex", "slurm"]
+    assert names == [
+        "docker", "bubblewrap", "slirp4netns", "cgroups", "nvidia", "tex", "latexmk", "biber", "bibtex", "slurm"
+    ]  # fmt: skip
     report = format_report(info)
     for c in info.components:
         assert any(line.startswith(f"{'✓' if c.ok else '✗'} {c.name} ") for line in report.splitlines())
