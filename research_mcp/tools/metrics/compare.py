@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,7 +15,7 @@ from research_mcp.tools._model import ToolModel
 from research_mcp.tools.metrics._records import FileMetrics, Limits
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, RunRecord, Source, read_source, resolve
-from research_mcp.tools.metrics.stats import compare_groups
+from research_mcp.tools.metrics.stats import Described, compare_groups
 from research_mcp.workspace import Workspace
 
 __all__ = [
@@ -46,6 +46,25 @@ class GroupResult(ToolModel):
     ci95_high: float | None
     values: list[float]
     sources: list[str] = Field(description="The run id or path each value came from, in order.")
+
+
+def group_results(
+    described: Mapping[str, Described], values: Mapping[str, list[float]], sources: Mapping[str, list[str]]
+) -> list[GroupResult]:
+    """One `GroupResult` per described group (n, mean, std, 95% interval from `stats.describe`)."""
+    return [
+        GroupResult(
+            name=g,
+            n=d.n,
+            mean=d.mean,
+            std=d.std,
+            ci95_low=d.ci_low,
+            ci95_high=d.ci_high,
+            values=values[g],
+            sources=sources[g],
+        )  # fmt: skip
+        for g, d in described.items()
+    ]
 
 
 class PairResult(ToolModel):
@@ -298,19 +317,7 @@ def compare_runs(
         raise BadInputError(f"baseline {baseline!r} is not one of the groups: {', '.join(plan)}.")
     found = gather(ws, plan, metric, use, direction, limits or Limits())
     described, pairs = compare_groups(found.values, direction, alpha, baseline)
-    results = [
-        GroupResult(
-            name=g,
-            n=d.n,
-            mean=d.mean,
-            std=d.std,
-            ci95_low=d.ci_low,
-            ci95_high=d.ci_high,
-            values=found.values[g],
-            sources=found.sources[g],
-        )  # fmt: skip
-        for g, d in described.items()
-    ]
+    results = group_results(described, found.values, found.sources)
     tests = [
         PairResult(
             a=p.a,

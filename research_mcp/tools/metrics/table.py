@@ -34,7 +34,7 @@ from research_mcp.tools._model import ToolModel
 from research_mcp.tools.metrics._records import Limits
 from research_mcp.tools.metrics._series import Direction, direction_of
 from research_mcp.tools.metrics._sources import RunBook
-from research_mcp.tools.metrics.compare import GroupResult, PairResult, Use, gather, plan_groups, verdict_of
+from research_mcp.tools.metrics.compare import PairResult, Use, gather, group_results, plan_groups, verdict_of
 from research_mcp.tools.metrics.stats import compare_groups
 from research_mcp.workspace import Workspace
 
@@ -160,23 +160,11 @@ def results_table(
         notes += found.warnings
         present = {g: v for g, v in found.values.items() if v}
         described, pairs = compare_groups(present, direction, alpha)
-        group_results = [
-            GroupResult(
-                name=g,
-                n=d.n,
-                mean=d.mean,
-                std=d.std,
-                ci95_low=d.ci_low,
-                ci95_high=d.ci_high,
-                values=present[g],
-                sources=found.sources[g],
-            )  # fmt: skip
-            for g, d in described.items()
-        ]
+        described_groups = group_results(described, present, found.sources)
         tests = [
             PairResult(a=p.a, b=p.b, diff=p.diff, p=p.p, significant=p.significant, better=p.better) for p in pairs
         ]
-        best, best_sig, verdict = verdict_of(metric, direction, group_results, tests, alpha)
+        best, best_sig, verdict = verdict_of(metric, direction, described_groups, tests, alpha)
         notes.append(f"{metric}: {verdict}")
         cells: list[CellProvenance] = []
         for g in names:
