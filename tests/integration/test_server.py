@@ -153,6 +153,8 @@ ATTACKS = st.one_of(
     st.sampled_from(
         [
             "../outside.txt",
+            "../outside.tex",
+            "link/outside.tex",
             "../../etc/passwd",
             "/etc/passwd",
             "link/outside.txt",
@@ -168,21 +170,24 @@ ATTACKS = st.one_of(
             "\u2025/outside.txt",
         ]
     ),
-    st.lists(st.sampled_from(["..", "link", ".", "sub", "\u2024\u2024", "outside.txt"]), min_size=1, max_size=5).map(
-        "/".join
-    ),
+    st.lists(
+        st.sampled_from(["..", "link", ".", "sub", "\u2024\u2024", "outside.txt", "outside.tex"]),
+        min_size=1,
+        max_size=5,
+    ).map("/".join),
     st.text(min_size=1, max_size=40),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tool=st.sampled_from(sorted(PATH_ARGS)), path=ATTACKS)
 async def test_path_attacks_never_touch_anything_outside_the_workspace(tmp_path: Path, tool: str, path: str) -> None:
     parent = tmp_path / "attack"
     workspace = parent / "ws"
     if not workspace.exists():
         (workspace / "sub").mkdir(parents=True)
-        (parent / "outside.txt").write_text("root secret\n")
+        (parent / "outside.txt").write_text("root secret\n")  # what the LaTeX tools would read or compile:
+        (parent / "outside.tex").write_text("\\documentclass{article}\\begin{document}root secret\\end{document}\n")
         (workspace / "link").symlink_to(parent)
     outside_before = {k: v for k, v in snapshot(parent).items() if not k.startswith("ws")}
     key, extra = PATH_ARGS[tool]
