@@ -5,37 +5,28 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from bibtexparser.entrypoint import parse_string
 from mcp import Client
 
-from research_mcp.server import build_server
-from research_mcp.tools.literature import _net
 from tests.conftest import fixtures_dir
-from tests.integration.test_literature_tools import QUERY, atom, call, error_text, feed, lit_settings, s2_paper
+from tests.integration.test_literature_tools import (  # the fixtures are shared by being imported
+    QUERY,
+    _fast_backoff,
+    atom,
+    call,
+    error_text,
+    feed,
+    lit,
+    s2_paper,
+    server,
+)  # fmt: skip
 from tests.replay import ReplayServer, Response, Route
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_net, "BACKOFF_S", 0.05)
-
-
-@pytest.fixture
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as s:
-        yield s
-
-
-@pytest.fixture
-async def lit(workspace: Path, server: ReplayServer) -> AsyncIterator[Client]:
-    async with Client(build_server(lit_settings(workspace, server)), raise_exceptions=True) as c:
-        yield c
+__all__ = ["_fast_backoff", "lit", "server"]  # fixtures
 
 
 USER_BIB = """% my own notes, formatted my way

@@ -7,26 +7,20 @@ import gzip
 import io
 import re
 import tarfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mcp import Client
 
-from research_mcp.server import build_server
-from research_mcp.tools.literature import _net
 from tests.conftest import fixtures_dir
-from tests.integration.test_literature_tools import QUERY, atom, call, error_text, feed, lit_settings
+from tests.integration.test_literature_tools import QUERY, _fast_backoff, atom, call, error_text, feed, lit
 from tests.replay import ReplayServer, Response, Route
 
 pytestmark = pytest.mark.anyio
+__all__ = ["_fast_backoff", "lit"]  # fixtures shared by being imported; `server` is this module's own
 
 ARXIV_ID = "2408.06292"
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_net, "BACKOFF_S", 0.05)
 
 
 @pytest.fixture
@@ -35,12 +29,6 @@ def server() -> Iterator[ReplayServer]:
         s.add(Route("GET", re.compile(r"/graph/v1/paper/.*"), Response(404, {"error": "not found"})))
         s.add(Route("GET", QUERY, feed(atom({"id": ARXIV_ID, "title": "StyleFusion", "year": 2024}))))
         yield s
-
-
-@pytest.fixture
-async def lit(workspace: Path, server: ReplayServer) -> AsyncIterator[Client]:
-    async with Client(build_server(lit_settings(workspace, server)), raise_exceptions=True) as c:
-        yield c
 
 
 def tarball(files: dict[str, bytes], *, gzipped: bool = True) -> bytes:
