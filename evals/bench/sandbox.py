@@ -2,10 +2,11 @@
 
 What is timed, per backend, interleaved (one of ours, one raw, the order swapped every round):
 
-- ours: the domain path of a `run_experiment` call, in-process: `RunManager.prepare(RunRequest(command=
-  "python3 -c pass", workdir=None, files={"a": ""}, backend=...))` in a worker thread, then `pump()` every
-  10 ms until the run's state is final. The manager is the one the server builds (`AppState(settings).runs`),
-  against a fresh workspace in a temporary folder whose parents the sandbox uid can search.
+- ours: the domain path of a `run_experiment(..., wait_s=60)` call, in-process: `RunManager.prepare(RunRequest(
+  command="python3 -c pass", workdir=None, files={"a": ""}, backend=...))` in a worker thread, then
+  `RunManager.wait` (what the tool's wait does: pump, sleep on the backend's end signal, pump) until the run's
+  state is final. The manager is the one the server builds (`AppState(settings).runs`), against a fresh
+  workspace in a temporary folder whose parents the sandbox uid can search.
 - raw docker: `docker run --rm --network none <image> python3 -c pass` (target: ours at most 1.3x).
 - raw bwrap: the argv the local backend builds for the same spec (`setpriv ... -- bwrap ...` when root, with the
   same synthetic /etc files and status pipe), run directly (target: ours at most 2x).
@@ -41,7 +42,6 @@ __all__ = ["COMMAND", "TARGETS", "SandboxBench", "available", "measure_sandbox",
 COMMAND = "python3 -c pass"
 TARGETS = {"docker": 1.3, "local": 2.0}
 """Ours (median) may be at most this multiple of the raw command (median), per backend."""
-POLL_S = 0.01
 RUN_TIMEOUT_S = 60.0
 """Longest one run, ours or raw, may take before the bench gives up."""
 SUPERVISOR_MODULE = "research_mcp.sandbox.supervisor"
@@ -97,12 +97,10 @@ class SandboxBench:
             start = time.perf_counter()
             run = await anyio.to_thread.run_sync(self.manager.prepare, request)
             self.run_ids.append(run.id)
-            while run.state not in FINISHED:
-                await self.manager.pump()
-                run = self.manager.get(run.id)
-                if run.state not in FINISHED:
-                    await anyio.sleep(POLL_S)
+            run = await self.manager.wait(run.id, RUN_TIMEOUT_S)
             elapsed = time.perf_counter() - start
+        if run.state not in FINISHED:
+            raise RuntimeError(f"{backend} run {run.id} did not end within {RUN_TIMEOUT_S:g} s")
         if run.state != "succeeded":
             raise RuntimeError(f"{backend} run {run.id} ended {run.state}: {run.detail}")
         return elapsed
@@ -246,7 +244,7 @@ def orphan_zombies() -> int:
 
 async def measure_sandbox(backends: list[str], runs: int, warmup: int, image: str) -> dict[str, Any]:
     """Ours against raw for each backend that can run here; a backend that cannot is reported as skipped."""
-    result: dict[str, Any] = {"command": COMMAND, "runs": runs, "warmup": warmup, "poll_ms": POLL_S * 1000}
+    result: dict[str, Any] = {"command": COMMAND, "runs": runs, "warmup": warmup}
     zombies_before = orphan_zombies()
     with tempfile.TemporaryDirectory(prefix="research-mcp-bench-sandbox-") as tmp:
         bench = SandboxBench(Path(tmp), image)
@@ -280,7 +278,7 @@ async def measure_sandbox(backends: list[str], runs: int, warmup: int, image: st
 def render_sandbox(result: dict[str, Any], backends: list[str]) -> str:
     lines = [
         f"4. sandboxed run of `{result['command']}`, call -> final status ({result['runs']} runs each after "
-        f"{result['warmup']} warm-up, interleaved; ours polls every {result['poll_ms']:g} ms)",
+        f"{result['warmup']} warm-up, interleaved; ours waits as run_experiment's wait_s does)",
         f"   {'':44}{'median':>9}{'p90':>9}{'min':>9}",
     ]
     for backend in backends:
@@ -288,7 +286,7 @@ def render_sandbox(result: dict[str, Any], backends: list[str]) -> str:
         if "skipped" in entry:
             lines.append(f"   {backend}: skipped ({entry['skipped']})")
             continue
-        for key, label in (("raw", f"{backend} raw"), ("ours", f"{backend} research-mcp (prepare + pump)")):
+        for key, label in (("raw", f"{backend} raw"), ("ours", f"{backend} research-mcp (prepare + wait)")):
             s = entry[key]
             lines.append(f"   {label:44}{s['p50_ms']:9.1f}{s['p90_ms']:9.1f}{s['min_ms']:9.1f} ms")
         lines.append(

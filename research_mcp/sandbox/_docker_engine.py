@@ -185,6 +185,14 @@ class DockerEngine:
             time.sleep(0.05)
         raise SandboxError(f"Container {container_id[:12]} still runs {timeout_s:.0f} s after a kill; check dockerd.")
 
+    def wait_exit(self, container_id: str, timeout_s: float) -> None:
+        """Block until the container exits (the engine's wait endpoint answers then) or `timeout_s` passes; any
+        failure (a timeout, a container gone) just returns: the caller polls next."""
+        try:
+            self._api.wait(container_id, timeout=max(0.001, timeout_s))
+        except (self._errors.DockerException, self._requests.RequestException):
+            return
+
     def remove(self, container_id: str) -> None:
         with self._mapped("remove a run's container"):
             try:

@@ -107,6 +107,11 @@ class Backend(Protocol):
         """Kill the run's whole tree; returns once nothing of it is left running. Idempotent."""
         ...
 
+    async def wait(self, handle: RunHandle, timeout_s: float) -> None:
+        """Return as soon as the run may have ended, at the latest after `timeout_s`: a cue to `poll` now, never a
+        verdict. Lets a caller that waits for a run learn of its end at once instead of at its next tick."""
+        ...
+
     async def adopt(self, spec: RunSpec) -> RunHandle | None:
         """The handle of the run `start(spec)` began, found again without the handle `start` returned (its caller
         died before recording it); None when nothing of it was started."""

@@ -302,6 +302,17 @@ class DockerBackend:
     async def cancel(self, handle: RunHandle) -> None:
         await anyio.to_thread.run_sync(lambda: self._poll(handle, cancel=True))
 
+    async def wait(self, handle: RunHandle, timeout_s: float) -> None:
+        """Until the container exits (the engine says so at once) or `timeout_s` passes."""
+        if _read_status(Path(cast(str, handle.data["run_dir"]))) is not None:
+            return
+        try:
+            engine = await anyio.to_thread.run_sync(self.engine)
+        except SandboxError:  # no engine to ask: the caller's poll says so
+            await anyio.sleep(timeout_s)
+            return
+        await anyio.to_thread.run_sync(lambda: engine.wait_exit(handle.ref, timeout_s))
+
     async def adopt(self, spec: RunSpec) -> RunHandle | None:
         """The container a lost `start` created, found by its run label."""
         for handle in await self.find_runs(spec.run_dir.parent):

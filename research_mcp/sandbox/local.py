@@ -80,6 +80,27 @@ class LocalBackend:
 
         await anyio.to_thread.run_sync(self._cancel, handle)
 
+    async def wait(self, handle: RunHandle, timeout_s: float) -> None:
+        """Until the run's supervisor exits (it writes status.json just before), through a pidfd: no polling."""
+        import anyio
+
+        pid = _pid(handle.ref)
+        if pid is None or not _alive(handle.ref):
+            return
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        except OSError:  # no pidfds here (Linux before 5.3): a plain sleep, and the caller polls after it
+            await anyio.sleep(timeout_s)
+            return
+        try:
+            if _alive(handle.ref):  # the pidfd is the supervisor's, not a process' that took its pid meanwhile
+                with anyio.move_on_after(timeout_s):
+                    await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+
     def _start(self, spec: RunSpec) -> RunHandle:
         _check_platform()
         run_dir = spec.run_dir

@@ -9,11 +9,13 @@ from pydantic import Field
 
 from research_mcp.tools._model import ToolModel
 
-__all__ = ["ACTIVE", "FINISHED", "METRIC_PATTERNS", "Run", "RunState", "is_metric_file"]
+__all__ = ["ACTIVE", "FINISHED", "METRIC_PATTERNS", "WAIT_TICK_S", "Run", "RunState", "is_metric_file"]
 
 RunState = Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"]
 ACTIVE: tuple[RunState, ...] = ("queued", "starting", "running")
 FINISHED: tuple[RunState, ...] = ("succeeded", "failed", "cancelled", "lost")
+WAIT_TICK_S = 0.25
+"""Longest a caller waiting for a run sleeps between two looks while it goes on (its end wakes it at once)."""
 METRIC_PATTERNS = ("final_info", ".json", ".jsonl", ".csv", ".tsv", "tfevents", "metrics", "MLmodel")
 
 

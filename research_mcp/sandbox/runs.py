@@ -24,7 +24,7 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
 from research_mcp.sandbox.base import Backend, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
-from research_mcp.sandbox.models import ACTIVE, FINISHED, Run, RunState
+from research_mcp.sandbox.models import ACTIVE, FINISHED, WAIT_TICK_S, Run, RunState
 from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
@@ -334,6 +334,26 @@ class RunManager:
     async def pump(self) -> None:
         await self.refresh()
         await self.start_queued()
+
+    async def wait(self, run_id: str, timeout_s: float, tick_s: float = WAIT_TICK_S) -> Run:
+        """Pump until the run is final or `timeout_s` passed; returns it as it is then.
+
+        Between pumps it sleeps on the backend's `wait`, so an ending run is seen at once, and at least every
+        `tick_s` (a queued run may get its slot, a caller may want the latest log line)."""
+        import anyio
+
+        deadline = anyio.current_time() + timeout_s
+        while True:
+            await self.pump()
+            row = self._row(run_id)
+            left = deadline - anyio.current_time()
+            if row["state"] in FINISHED or left <= 0:
+                return self._to_run(row)
+            if row["handle"] is None:  # queued or starting: nothing to wait on yet
+                await anyio.sleep(min(left, tick_s, 0.05))
+                continue
+            handle = RunHandle.model_validate_json(row["handle"])
+            await self.backend(handle.backend).wait(handle, min(left, tick_s))
 
     def _finish(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
         failure: str | None = status.failure

@@ -8,7 +8,7 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from research_mcp.sandbox.models import ACTIVE
+from research_mcp.sandbox.models import ACTIVE, WAIT_TICK_S
 from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, last_line, logs_of, status_of
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
@@ -38,8 +38,7 @@ async def _watch(ctx: AppContext, ws: WorkspaceParam, run_id: str, wait_s: float
     deadline = anyio.current_time() + wait_s
     last = ""
     while run.state in ACTIVE and anyio.current_time() < deadline:
-        await anyio.sleep(min(0.25, max(0.0, deadline - anyio.current_time())))
-        await state_of(ctx).pump_now(runs)
+        await state_of(ctx).wait_for(runs, run_id, min(WAIT_TICK_S, max(0.0, deadline - anyio.current_time())))
         run, line = await in_thread(last_line, runs, run_id)  # the cheap look; files are listed once, at the end
         line = line or run.state
         if line != last:

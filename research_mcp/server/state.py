@@ -113,6 +113,15 @@ class AppState:
         except ResearchError as exc:
             logger.warning("run pump of %s: %s", runs.ws.root, exc)
 
+    async def wait_for(self, runs: RunManager, run_id: str, timeout_s: float) -> None:
+        """Pump at once, then again as soon as the run ends, within `timeout_s` (a tool call that waits wants
+        the end when it comes, not at the next tick)."""
+        try:
+            await runs.wait(run_id, timeout_s)
+        except ResearchError as exc:
+            logger.warning("run pump of %s: %s", runs.ws.root, exc)
+            await anyio.sleep(timeout_s)  # no busy loop while the store or a backend fails
+
     def close(self) -> None:
         for store in self.stores.values():
             store.close()

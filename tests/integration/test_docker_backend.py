@@ -136,6 +136,23 @@ async def test_a_successful_run_logs_its_output_and_writes_its_outputs(backend: 
     assert await backend.poll(handle) == status  # later polls answer from status.json
 
 
+async def test_wait_returns_when_the_container_exits_and_not_before(backend: DockerBackend, workspace: Path) -> None:
+    spec = make_spec(workspace, "sleep 2")
+    handle = await backend.start(spec)
+    try:
+        started = time.monotonic()
+        await backend.wait(handle, 0.3)  # still running: wait lasts its timeout
+        assert time.monotonic() - started >= 0.3 and (await backend.poll(handle)).state == "running"
+        await backend.wait(handle, 30)  # woken by the engine when the container exits
+        assert time.monotonic() - started < 10
+        assert (await backend.poll(handle)).exit_code == 0
+        started = time.monotonic()
+        await backend.wait(handle, 30)  # ended and finished: at once
+        assert time.monotonic() - started < 1
+    finally:
+        await backend.cancel(handle)
+
+
 async def test_a_failing_run_reports_its_exit_code_and_its_traceback(backend: DockerBackend, workspace: Path) -> None:
     spec = make_spec(workspace, "python3 -c \"print('before'); raise ValueError('bad input')\"")
     status = await wait_done(backend, await backend.start(spec))

@@ -146,6 +146,22 @@ async def test_a_run_prints_to_the_log_and_writes_its_outputs(lab: Runs) -> None
     assert cgroup_is_gone(handle)
 
 
+async def test_wait_returns_when_the_run_ends_and_not_before(lab: Runs) -> None:
+    sleep = sleeper()
+    long = await lab.start(sleep)
+    started = time.monotonic()
+    await lab.backend.wait(long, 0.3)  # a run that goes on: wait lasts its timeout
+    assert time.monotonic() - started >= 0.3 and (await lab.backend.poll(long)).state == "running"
+    short = await lab.start("sleep 0.5")
+    started = time.monotonic()
+    await lab.backend.wait(short, 20)  # woken by the supervisor's exit, not at the timeout
+    assert 0.5 <= time.monotonic() - started < 5
+    assert (await lab.backend.poll(short)).exit_code == 0
+    started = time.monotonic()
+    await lab.backend.wait(short, 20)  # a run that has ended: at once
+    assert time.monotonic() - started < 1
+
+
 async def test_a_non_zero_exit_is_an_error_with_its_code(lab: Runs) -> None:
     status = await lab.run("echo failing >&2; exit 3")
     assert (status.exit_code, status.failure) == (3, "error")

@@ -6,6 +6,7 @@ import json
 import socket
 from pathlib import Path
 
+import anyio
 import pytest
 
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
@@ -40,6 +41,9 @@ class FakeBackend:
     async def cancel(self, handle: RunHandle) -> None:
         self.cancelled.append(handle.ref)
         self.outcome[handle.ref] = RunStatus(state="exited", exit_code=-9, failure="cancelled")
+
+    async def wait(self, handle: RunHandle, timeout_s: float) -> None:
+        await anyio.sleep(min(timeout_s, 0.01))
 
     async def adopt(self, spec: RunSpec) -> RunHandle | None:
         found = [s for s in self.started if s.run_id == spec.run_id]
@@ -104,6 +108,27 @@ async def test_the_concurrency_limit_queues_the_rest_and_loses_none(ws: Workspac
         await runs.pump()
     assert sorted(s.run_id for s in backend.started) == sorted(ids)
     assert {runs.get(i).state for i in ids} == {"succeeded"}
+
+
+async def test_wait_starts_a_queued_run_and_returns_when_it_ends_or_at_its_timeout(ws: Workspace) -> None:
+    backend = FakeBackend()
+    runs = manager(ws, backend, limit=1)
+    first, second = runs.prepare(request()).id, runs.prepare(request()).id
+    with anyio.fail_after(5):
+        assert (await runs.wait(second, 0.1)).state == "queued"  # behind the first, which holds the one slot
+    assert runs.get(first).state == "running"
+
+    async def end_first() -> None:
+        await anyio.sleep(0.2)
+        backend.outcome[first] = RunStatus(state="exited", exit_code=0, ended_at=2.0)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(end_first)
+            started = anyio.current_time()
+            assert (await runs.wait(first, 30)).state == "succeeded"
+            assert anyio.current_time() - started < 1
+        assert (await runs.wait(second, 0)).state == "running"  # the freed slot went to the queued one
 
 
 async def test_two_servers_on_one_workspace_never_start_the_same_run(ws: Workspace) -> None:
