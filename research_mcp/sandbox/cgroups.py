@@ -3,12 +3,13 @@
 Version 2 is used where the unified hierarchy is mounted and the controllers can be had: under the root cgroup
 when we may write there (root), else under our own cgroup (a delegated `systemd-run --scope -p Delegate=yes`).
 Version 1 (separate memory/pids/cpu mounts, as on the machines VERIFIED.md section 7 describes) is used as root.
-Runs live at `<controller root>/research-mcp/<run id>`. Where neither is possible, `fallback_rlimits` gives the
-rlimits a supervisor can set instead, which are much weaker (see `detect`).
+Runs live at `<controller root>/research-mcp/run-<supervisor pid>-<random>`: the supervisor makes its run's
+cgroup before it knows the run id, and its supervisor.json names the folders. Where neither is possible,
+`fallback_rlimits` gives the rlimits a supervisor can set instead, which are much weaker (see `detect`).
 
-A child joins its run's cgroup before it execs (`RunCgroup.join` in a preexec hook), so nothing it starts can
-escape the accounting; `kill_all` freezes the group where it can and SIGKILLs every process until none is left,
-daemonised grandchildren included.
+A run's first process joins its cgroup before it execs (`RunCgroup.join`), so nothing it starts can escape the
+accounting; `kill_all` freezes the group where it can and SIGKILLs every process until none is left, daemonised
+grandchildren included.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-__all__ = ["PARENT", "CgroupStats", "Limits", "Mechanism", "RunCgroup", "detect", "fallback_rlimits"]
+__all__ = [
+    "PARENT",
+    "CgroupStats",
+    "Limits",
+    "Mechanism",
+    "RunCgroup",
+    "detect",
+    "fallback_rlimits",
+    "sweep_stale",
+]
 
 PARENT = "research-mcp"
 _ROOT = Path("/sys/fs/cgroup")
@@ -32,6 +42,12 @@ _SELF = Path("/proc/self/cgroup")
 _V1_CONTROLLERS = ("memory", "pids", "cpu")
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 _CPU_PERIOD_US = 100_000
+_LOOK_EVERY_S = 0.0005
+"""How often `kill_all` looks whether the group froze or emptied (each look reads a few small files)."""
+_SETTLE_S = 0.05
+"""How long `kill_all` waits for killed processes to be gone before it kills again."""
+_SUPERVISED = re.compile(r"run-(\d+)-[0-9a-f]+")
+"""The name a supervisor gives its run's cgroup: its own pid, then a random part."""
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 Kind = Literal["cgroup v2", "cgroup v1", "rlimits only"]
@@ -108,6 +124,31 @@ def _detect_v2(root: Path, self_cgroup: Path, euid: int) -> Mechanism:
     return Mechanism("rlimits only", _RLIMITS_DETAIL.format(why=why))
 
 
+def sweep_stale(mechanism: Mechanism, root: Path = _ROOT) -> list[str]:
+    """Remove empty run cgroups whose supervisor is gone (`run-<pid>-<random>` with no process <pid>): what a
+    supervisor killed from outside before it could clean up leaves. Returns the names removed."""
+    if mechanism.kind == "cgroup v2" and mechanism.parent is not None:
+        folders = [mechanism.parent]
+    elif mechanism.kind == "cgroup v1":
+        folders = [root / controller / PARENT for controller in (*_V1_CONTROLLERS, "freezer")]
+    else:
+        return []
+    removed: list[str] = []
+    for folder in folders:
+        try:
+            names = [entry.name for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for name in names:
+            owner = _SUPERVISED.fullmatch(name)
+            if owner is None or Path(f"/proc/{owner[1]}").exists():
+                continue
+            with contextlib.suppress(OSError):  # not empty (or already gone): left alone
+                (folder / name).rmdir()
+                removed.append(name)
+    return removed
+
+
 def fallback_rlimits(limits: Limits, own_uid: bool) -> list[tuple[int, int]]:
     """(resource, value) pairs a supervisor sets in the child when no cgroup holds: weak, see `detect`."""
     pairs = [(resource.RLIMIT_CORE, 0)]
@@ -156,7 +197,7 @@ class RunCgroup:
             for name, path in group.paths.items():
                 path.mkdir()  # an existing one belongs to another run: never share it
                 made[name] = path
-            group._set_limits(limits)
+            group.set_limits(limits)
         except OSError:
             cls(group.version, made).remove()
             raise
@@ -208,11 +249,13 @@ class RunCgroup:
                     os.kill(pid, signal.SIGKILL)
             if frozen:
                 self._freeze(False)
-            if not self.pids():
-                return True
+            settle = time.monotonic() + _SETTLE_S  # a killed process is gone in well under a millisecond
+            while time.monotonic() < settle:
+                if not self.pids():
+                    return True
+                time.sleep(_LOOK_EVERY_S)
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.02)
 
     def stats(self) -> CgroupStats:
         if self.version == 2:
@@ -243,7 +286,9 @@ class RunCgroup:
                         break
                     time.sleep(0.02)
 
-    def _set_limits(self, limits: Limits) -> None:
+    def set_limits(self, limits: Limits) -> None:
+        """Set the limits given (None leaves one as it is); a v1 memory limit below what the group already uses
+        fails with EBUSY."""
         if self.version == 2:
             path = self.paths["unified"]
             if limits.memory_bytes is not None:
@@ -281,7 +326,7 @@ class RunCgroup:
             return False
         deadline = time.monotonic() + 1.0
         while frozen and _read(state_file).strip() != want and time.monotonic() < deadline:
-            time.sleep(0.005)
+            time.sleep(_LOOK_EVERY_S)
         return True
 
 

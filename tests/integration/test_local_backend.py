@@ -6,6 +6,7 @@ directly. Every wait is bounded; every run is cancelled in teardown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from research_mcp.errors import SandboxError
 from research_mcp.sandbox.base import LOG_CAP_MARKER, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.cgroups import RunCgroup, detect
 from research_mcp.sandbox.local import LocalBackend
+from research_mcp.sandbox.supervisor import proc_starttime
 from tests.conftest import open_for_sandbox
 
 pytestmark = [pytest.mark.bwrap, pytest.mark.anyio]
@@ -252,6 +254,63 @@ async def test_a_supervisor_killed_mid_run_is_lost_and_leaves_nothing(lab: Runs)
     assert status.state == "lost"
     await until(lambda: not host_processes_with(sleep))
     assert cgroup_is_gone(handle)
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)
+    return [int(word) for word in out.stdout.split()]
+
+
+def memory_cgroup_of(pid: int) -> Path:
+    """The cgroup folder that holds `pid`'s memory (the v1 memory controller's, or the unified one)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory", path.lstrip("/"))
+        if hierarchy == "0" and detect().kind == "cgroup v2":
+            return Path("/sys/fs/cgroup", path.lstrip("/"))
+    raise AssertionError(f"no memory cgroup for {pid}")
+
+
+def launcher_of_this_process() -> int:
+    """The local backend's launcher, which this test process started (its supervisors are forks of it)."""
+    found: list[int] = []
+    for pid in children_of(os.getpid()):  # `ps` itself is one, gone by now
+        with contextlib.suppress(OSError):
+            if b"--serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    [pid] = found
+    return pid
+
+
+@needs_cgroup
+async def test_a_spare_supervisor_waits_in_its_cgroup_and_leaves_nothing_when_the_launcher_exits() -> None:
+    argv = [sys.executable, "-P", "-m", "research_mcp.sandbox.supervisor", "--serve", "--parent", str(os.getpid())]
+    launcher = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd="/")  # noqa: ASYNC220
+    assert launcher.stdin is not None
+    try:
+        await until(lambda: any(children_of(spare) for spare in children_of(launcher.pid)))
+        [spare] = children_of(launcher.pid)
+        [starter] = children_of(spare)
+        cgroup = memory_cgroup_of(starter)  # the run's first process is in the run's cgroup before any run
+        assert cgroup.parent.name == "research-mcp" and cgroup.name.startswith(f"run-{spare}-")
+    finally:
+        launcher.stdin.close()
+        launcher.wait(timeout=10)
+    assert not Path(f"/proc/{spare}").exists(), "the launcher reaps its spare: no zombie for PID 1"
+    assert not Path(f"/proc/{starter}").exists() or proc_starttime(starter) is None
+    assert not cgroup.exists()
+
+
+async def test_a_run_starts_when_the_spare_supervisor_was_killed(lab: Runs) -> None:
+    assert (await lab.run("true")).exit_code == 0  # the launcher is up, with a spare made after this run
+    launcher = launcher_of_this_process()
+    await until(lambda: bool(children_of(launcher)))
+    for spare in children_of(launcher):
+        os.kill(spare, signal.SIGKILL)
+    handle = await lab.start("echo started again")
+    status = await lab.wait(handle)
+    assert status.exit_code == 0 and "started again" in log_of(handle)
 
 
 async def test_escape_attempts_are_contained(

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from research_mcp.sandbox.cgroups import PARENT, Limits, Mechanism, RunCgroup, detect, fallback_rlimits
+from research_mcp.sandbox.cgroups import (
+    PARENT,
+    Limits,
+    Mechanism,
+    RunCgroup,
+    detect,
+    fallback_rlimits,
+    sweep_stale,
+)
 
 
 def fake_v1(root: Path, memsw: bool = True) -> Path:
@@ -171,3 +179,23 @@ def test_a_real_cgroup_holds_daemonised_children_and_kill_all_empties_it() -> No
         group.remove()
     assert not any(path.exists() for path in group.paths.values())
     assert os.path.isdir(detect().parent or "/")
+
+
+def test_sweep_removes_only_empty_run_cgroups_of_gone_supervisors(tmp_path: Path) -> None:
+    root = fake_v1(tmp_path / "cg")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has now
+    kept = {f"run-{os.getpid()}-ab12", "run-1-cd34", "notes"}  # a live supervisor's, PID 1's, not a run cgroup
+    for controller in ("memory", "pids", "cpu", "freezer"):
+        for name in (*kept, f"run-{gone.pid}-ef56"):
+            (root / controller / PARENT / name).mkdir(parents=True)
+    (root / "pids" / PARENT / f"run-{gone.pid}-0000").mkdir()
+    (root / "pids" / PARENT / f"run-{gone.pid}-0000" / "cgroup.procs").write_text("")  # not empty: left alone
+    mechanism = Mechanism("cgroup v1", "", root / "memory" / PARENT)
+    removed = sweep_stale(mechanism, root=root)
+    assert sorted(removed) == [f"run-{gone.pid}-ef56"] * 4
+    for controller in ("memory", "pids", "cpu", "freezer"):
+        assert {p.name for p in (root / controller / PARENT).iterdir()} >= kept
+        assert not (root / controller / PARENT / f"run-{gone.pid}-ef56").exists()
+    assert (root / "pids" / PARENT / f"run-{gone.pid}-0000").exists()
+    assert sweep_stale(Mechanism("rlimits only", ""), root=root) == []
