@@ -44,7 +44,7 @@ from research_mcp.latex._process import run_with_deadline
 from research_mcp.latex.logparse import Diagnostic
 from research_mcp.latex.packages import MissingFile, lookup
 from research_mcp.latex.versions import VERSIONS_DIR
-from research_mcp.sandbox.bwrap import Bind, Sandbox, sandbox_user, unreachable
+from research_mcp.sandbox.bwrap import Bind, Sandbox, can_stage, sandbox_user, unreachable
 from research_mcp.tools._model import ToolModel
 
 __all__ = ["CompileOptions", "CompilePaperResult", "Compiled", "TexTools", "compile_paper", "install_hint"]
@@ -253,7 +253,7 @@ def _layout(root: Path, main: Path, options: CompileOptions, tools: TexTools) ->
         )
     user = sandbox_user() if sandboxed else None
     paper = main.parent
-    if user is not None:
+    if user is not None and not can_stage():  # else the sandbox stages the folders its user cannot reach
         blocked = unreachable(paper, *user)
         if blocked is not None:
             raise LatexError(

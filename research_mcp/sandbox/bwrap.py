@@ -13,24 +13,34 @@ option. What the sandbox gets (VERIFIED.md section 6):
 - only the environment given (`--clearenv`).
 
 When the caller is root, the argv starts with `setpriv` to an unprivileged uid/gid (65534 by default): a bwrap
-started by root keeps host-root file access inside, which reaches /run/docker.sock and /etc/shadow.
+started by root keeps host-root file access inside, which reaches /run/docker.sock and /etc/shadow. That user
+cannot pass a folder closed to others (a workspace under /root, which is 0700): such binds are staged. The argv
+then starts with `unshare --mount`, and a short `sh` script, still root but in a mount namespace of its own, mounts
+a private tmpfs over `STAGING_POINT`, binds each such source onto it, and execs the rest; bwrap binds from there.
+Nothing of it is seen outside that namespace, and only the bound folders themselves are reachable.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import re
+import shutil
 import stat
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "NOBODY",
+    "STAGING_POINT",
     "SYSTEM_BINDS",
     "Bind",
     "Sandbox",
     "etc_identity_files",
+    "can_stage",
     "sandbox_user",
     "unreachable",
 ]
@@ -38,6 +48,19 @@ __all__ = [
 NOBODY = 65534
 """uid and gid the sandbox runs as when the server is root (Debian's nobody/nogroup)."""
 
+STAGING_POINT = "/dev/shm"
+"""Where binds the sandbox user cannot reach are staged: a private tmpfs mounted over it in the sandbox's own
+mount namespace (the host's /dev/shm is untouched; the sandbox gets a /dev of its own)."""
+_STAGE_SCRIPT = """\
+mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev research-mcp "$0" || exit 125
+while [ "$1" != -- ]; do
+  if [ -d "$1" ]; then mkdir -- "$2"; else : > "$2"; fi || exit 125
+  mount --bind -- "$1" "$2" || exit 125
+  shift 2
+done
+shift
+exec "$@"
+"""
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FORBIDDEN_SOURCES = ("/run", "/var/run")
 
@@ -135,6 +158,10 @@ class Sandbox:
     hostname: str = "sandbox"
     bwrap: str = "bwrap"
     setpriv: str = "setpriv"
+    stage: bool = True
+    """As root, stage the binds the sandbox user cannot reach (see the module's docstring); callers check
+    `can_stage()` first where that matters."""
+    unshare: str = "unshare"
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -161,8 +188,12 @@ class Sandbox:
         _check_arg("hostname", self.hostname)
 
     def argv(self) -> list[str]:
-        """The full argv: `[setpriv ... --] bwrap <options> -- <command>`."""
+        """The full argv: `[unshare ... --] [setpriv ... --] bwrap <options> -- <command>`."""
+        binds, staged = self._staged()
         argv: list[str] = []
+        if staged:
+            argv += [self.unshare, "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _STAGE_SCRIPT]
+            argv += [STAGING_POINT, *(path for pair in staged for path in pair), "--"]
         if self.user is not None:
             uid, gid = self.user
             argv += [self.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
@@ -180,7 +211,7 @@ class Sandbox:
         if self.tmp_size_bytes is not None:
             argv += ["--size", str(self.tmp_size_bytes)]
         argv += ["--tmpfs", "/tmp", "--perms", "0755", "--dir", "/etc"]
-        for bind in (*self.system_binds, *self.binds):
+        for bind in (*self.system_binds, *binds):
             argv += bind.args()
         for dest, fd in self.data.items():
             argv += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
@@ -188,6 +219,31 @@ class Sandbox:
         for name, value in self.env.items():
             argv += ["--setenv", name, value]
         return [*argv, "--", *self.command]
+
+    def _staged(self) -> tuple[list[Bind], list[tuple[str, str]]]:
+        """The binds as bwrap gets them, and the (source, staged path) pairs to mount first."""
+        binds, staged = list(self.binds), list[tuple[str, str]]()
+        if self.user is None or not self.stage:
+            return binds, staged
+        for i, bind in enumerate(binds):
+            if bind.device or not os.path.exists(bind.source) or unreachable(Path(bind.source), *self.user) is None:
+                continue
+            target = f"{STAGING_POINT}/{len(staged)}"
+            staged.append((bind.source, target))
+            binds[i] = dataclasses.replace(bind, source=target)
+        return binds, staged
+
+
+@functools.cache
+def can_stage() -> bool:
+    """Whether binds can be staged here: root may make a mount namespace (not so in an unprivileged container)."""
+    if os.geteuid() != 0 or not os.path.isdir(STAGING_POINT) or shutil.which("mount") is None:
+        return False
+    try:
+        probe = ["unshare", "--mount", "--propagation", "private", "--", "true"]
+        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def sandbox_user(uid: int = NOBODY, gid: int = NOBODY, euid: int | None = None) -> tuple[int, int] | None:

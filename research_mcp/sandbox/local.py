@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from research_mcp.errors import SandboxError
 from research_mcp.sandbox.base import RunHandle, RunSpec, RunStatus
-from research_mcp.sandbox.bwrap import NOBODY, sandbox_user, unreachable
+from research_mcp.sandbox.bwrap import NOBODY, can_stage, sandbox_user, unreachable
 from research_mcp.sandbox.cgroups import RunCgroup
 from research_mcp.sandbox.supervisor import build_sandbox, gpu_devices, proc_starttime
 
@@ -124,7 +124,7 @@ class LocalBackend:
             build_sandbox(spec, user)
         except ValueError as exc:
             raise SandboxError(f"Cannot run this spec in bubblewrap: {exc}.") from exc
-        if user is not None:
+        if user is not None and (spec.unsandboxed or not can_stage()):  # else bwrap.py stages what is closed
             blocked = unreachable(run_dir, *user)
             if blocked is not None:
                 raise SandboxError(

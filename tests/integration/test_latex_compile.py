@@ -82,6 +82,17 @@ def test_a_good_paper_compiles_and_its_pdf_is_promoted_as_version_one(ws: Path, 
 
 
 @pytest.mark.bwrap
+@pytest.mark.bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root server drops to a uid that closed folders keep out")
+def test_a_paper_in_a_folder_closed_to_others_compiles_in_the_sandbox(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # 0700 like /root, and not opened for the sandbox uid as the `ws` fixture's is
+    root = home / "ws"
+    good_paper(root)
+    home.chmod(0o700)
+    result = build(root).result
+    assert result.ok and result.pages == 1, result
+
+
 def test_generated_fonts_are_cached_where_the_sandbox_user_may_write(ws: Path) -> None:
     good_paper(ws)
     (ws / ".research").mkdir(mode=0o700)

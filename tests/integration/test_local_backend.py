@@ -313,6 +313,31 @@ async def test_a_run_starts_when_the_spare_supervisor_was_killed(lab: Runs) -> N
     assert status.exit_code == 0 and "started again" in log_of(handle)
 
 
+def host_mounts_at(path: str) -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if line.split()[4] == path]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root server drops to a uid that closed folders keep out")
+async def test_a_workspace_in_a_folder_closed_to_others_runs_through_staged_binds(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # 0700 like /root, and not opened for the sandbox uid as the other tests' folders are
+    (home / "ws" / "runs").mkdir(parents=True)
+    home.chmod(0o700)
+    (home / "secret.txt").write_text("not for the run")
+    lab = Runs(home / "ws" / "runs", LocalBackend())
+    shm = host_mounts_at("/dev/shm")
+    command = "cat data.txt; echo done > $RESEARCH_OUT/r.txt; cat " + str(home / "secret.txt") + " || echo unseen"
+    handle = await lab.start(command, {"data.txt": "staged hello\n"})
+    try:
+        status = await lab.wait(handle)
+    finally:
+        await lab.backend.cancel(handle)
+    log = log_of(handle)
+    assert status.exit_code == 0, log
+    assert "staged hello" in log and "unseen" in log and "not for the run" not in log
+    assert (Path(handle.data["run_dir"]) / "outputs" / "r.txt").read_text() == "done\n"
+    assert host_mounts_at("/dev/shm") == shm  # the staging tmpfs lived in the run's own mount namespace
+
+
 async def test_escape_attempts_are_contained(
     lab: Runs, runs: Path, listener: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

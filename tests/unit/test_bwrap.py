@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from research_mcp.sandbox.bwrap import NOBODY, Bind, Sandbox, etc_identity_files, sandbox_user
+from research_mcp.sandbox.bwrap import NOBODY, STAGING_POINT, Bind, Sandbox, etc_identity_files, sandbox_user
 
 # bwrap options this builder may emit, with how many values each takes (bwrap 0.8 `--help`).
 ARITY = {
@@ -112,6 +113,31 @@ def test_root_starts_bwrap_through_setpriv_as_an_unprivileged_user() -> None:
     assert argv[5] == "bwrap"
     assert sandbox_user(euid=1000) is None
     assert Sandbox(["true"]).argv()[0] == "bwrap"
+
+
+def test_binds_the_sandbox_user_cannot_reach_are_staged_by_root_in_a_mount_namespace(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"  # like /root: 0700, so uid 65534 cannot pass it
+    (closed / "work").mkdir(parents=True)
+    closed.chmod(0o700)
+    (tmp_path / "open" / "env").mkdir(parents=True)
+    for folder in [tmp_path / "open" / "env", *(tmp_path / "open" / "env").parents]:
+        if str(folder).startswith(str(tmp_path.parents[1])):  # pytest's folders are 0700: open them for search
+            folder.chmod(folder.stat().st_mode | 0o011)
+    binds = [
+        Bind(str(closed / "work"), "/work", writable=True),
+        Bind(str(tmp_path / "open" / "env"), "/env"),
+        Bind(str(closed / "absent"), "/absent", optional=True),  # missing: bwrap's -try skips it, nothing to stage
+    ]
+    argv = Sandbox(["true"], binds, user=(NOBODY, NOBODY)).argv()
+    assert argv[:8] == ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", argv[7]]
+    assert argv[8:12] == [STAGING_POINT, str(closed / "work"), f"{STAGING_POINT}/0", "--"]
+    assert argv[12] == "setpriv"
+    parsed = parse(argv)
+    assert ("--bind", f"{STAGING_POINT}/0", "/work") in parsed.binds
+    assert ("--ro-bind", str(tmp_path / "open" / "env"), "/env") in parsed.binds
+    assert ("--ro-bind-try", str(closed / "absent"), "/absent") in parsed.binds
+    assert Sandbox(["true"], binds, user=(NOBODY, NOBODY), stage=False).argv()[0] == "setpriv"
+    assert Sandbox(["true"], binds).argv()[0] == "bwrap"  # not root: binds are reached as ourselves
 
 
 def test_the_sandbox_user_can_never_be_root() -> None:
