@@ -516,7 +516,12 @@ class _Spare:
     def __init__(self) -> None:
         request_r, self.request_w = os.pipe()
         self.ready_r, ready_w = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            for fd in (request_r, self.request_w, self.ready_r, ready_w):
+                os.close(fd)
+            raise
         if self.pid == 0:  # the supervisor: never returns into the launcher's loop
             code = 1
             try:
@@ -532,24 +537,27 @@ class _Spare:
         """Give it the run; its answer once the run started (or its supervisor ended first). None when it had
         died before it could take the request (then it took nothing)."""
         try:
-            os.write(self.request_w, json.dumps(request).encode())
-        except BrokenPipeError:
+            try:
+                os.write(self.request_w, json.dumps(request).encode())
+            except BrokenPipeError:
+                return None
+            os.close(self.request_w)
+            self.request_w = -1
+            chunks: list[bytes] = []
+            while chunk := os.read(self.ready_r, 1 << 16):  # EOF once the supervisor reported or exited
+                chunks.append(chunk)
+        finally:
             self.close()
-            return None
-        os.close(self.request_w)
-        chunks: list[bytes] = []
-        while chunk := os.read(self.ready_r, 1 << 16):  # EOF once the supervisor reported or exited
-            chunks.append(chunk)
-        os.close(self.ready_r)
         text = b"".join(chunks).decode(errors="replace").strip()
         ready: object = json.loads(text) if text.startswith("{") else None
         return {"run_dir": request["run_dir"], "pid": self.pid, "ready": ready}
 
     def close(self, wait_s: float = 0.0) -> None:
-        """Let it go unused: it sees EOF, removes its cgroup and exits; reap it within `wait_s`."""
+        """Let it go (unused, it sees EOF, removes its cgroup and exits); reap it if it ends within `wait_s`."""
         for fd in (self.request_w, self.ready_r):
-            with contextlib.suppress(OSError):
+            if fd >= 0:
                 os.close(fd)
+        self.request_w = self.ready_r = -1
         deadline = time.monotonic() + wait_s
         with contextlib.suppress(ChildProcessError):
             while not os.waitpid(self.pid, os.WNOHANG)[0] and time.monotonic() < deadline:
@@ -667,7 +675,9 @@ def serve(parent: int) -> int:
             _reap()
             if os.getppid() != parent:
                 return 0  # the server is gone (its stdin pipe may be held by a stray fork): running runs go on
-            spare = spare or _Spare()
+            if spare is None:
+                with contextlib.suppress(OSError):  # no fork now (a pids limit?): the next request says why
+                    spare = _Spare()
             readable, _, _ = select.select([0], [], [], _REAP_EVERY_S)
             if not readable:
                 continue
@@ -679,22 +689,43 @@ def serve(parent: int) -> int:
             for line in lines:
                 if not line.strip():
                     continue
-                try:
-                    found: object = json.loads(line)
-                    if not isinstance(found, dict):
-                        raise ValueError("not a JSON object")
-                    asked = cast(dict[str, Any], found)
-                    request = {"run_dir": str(asked["run_dir"]), "uid": int(asked.get("uid", NOBODY))}
-                    request["gid"] = int(asked.get("gid", NOBODY))
-                    answer, spare = (spare or _Spare()).hand_over(request), None
-                    if answer is None:  # the spare had died (killed from outside): a fresh one takes it
-                        answer = _Spare().hand_over(request)
-                except (ValueError, KeyError, TypeError, OSError) as exc:
-                    answer = {"error": f"bad request {line[:200]!r}: {exc}"}
+                request = _request(line)
+                if isinstance(request, str):
+                    answer: dict[str, Any] = {"error": request}
+                else:
+                    taken, spare = spare, None
+                    answer = _start_run(request, taken)
                 os.write(1, json.dumps(answer).encode() + b"\n")
     finally:
         if spare is not None:
             spare.close(wait_s=2.0)  # reaped here: the launcher's orphans would be PID 1's zombies
+
+
+def _request(line: bytes) -> dict[str, Any] | str:
+    """A request line checked, or why it is refused."""
+    try:
+        found: object = json.loads(line)
+        if not isinstance(found, dict):
+            raise ValueError("not a JSON object")
+        asked = cast(dict[str, Any], found)
+        return {
+            "run_dir": str(asked["run_dir"]),
+            "uid": int(asked.get("uid", NOBODY)),
+            "gid": int(asked.get("gid", NOBODY)),
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"bad request {line[:200]!r}: {exc}"
+
+
+def _start_run(request: dict[str, Any], spare: _Spare | None) -> dict[str, Any]:
+    """Hand the request to the spare (or to a supervisor forked now); the answer for the server."""
+    try:
+        answer = (spare or _Spare()).hand_over(request)
+        if answer is None:  # the spare had died (killed from outside): a fresh one takes the run
+            answer = _Spare().hand_over(request)
+    except OSError as exc:
+        return {"error": f"could not start a supervisor for {request['run_dir']}: {exc}"}
+    return answer or {"error": f"no supervisor could take {request['run_dir']}"}
 
 
 def main(argv: list[str] | None = None) -> int:
