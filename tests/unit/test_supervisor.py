@@ -10,7 +10,7 @@ import pytest
 
 from research_mcp.sandbox import _layout, base
 from research_mcp.sandbox.base import RunSpec
-from research_mcp.sandbox.supervisor import Spec
+from research_mcp.sandbox.supervisor import Spec, build_sandbox
 
 
 def test_a_run_spec_dumped_by_the_server_is_read_back_field_for_field(tmp_path: Path) -> None:
@@ -52,3 +52,17 @@ def test_the_supervisor_loads_without_pydantic() -> None:
     code = "import sys, research_mcp.sandbox.supervisor; print('pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_a_run_with_gpus_binds_just_their_device_nodes_and_names_them_to_cuda(tmp_path: Path) -> None:
+    spec = Spec(run_id="r1", run_dir=tmp_path, command="python3 train.py", timeout_s=60, gpus=[0, 2])
+    argv = build_sandbox(spec, None).argv()
+    devices = [(argv[i], argv[i + 1]) for i, item in enumerate(argv) if item.startswith("--dev-bind")]
+    assert [argv[i] for i, item in enumerate(argv) if item.startswith("--dev-bind")] == [
+        "--dev-bind", "--dev-bind-try", "--dev-bind", "--dev-bind"
+    ]  # fmt: skip
+    assert [source for _, source in devices] == ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0", "/dev/nvidia2"]
+    env = {argv[i + 1]: argv[i + 2] for i, item in enumerate(argv) if item == "--setenv"}
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,2"
+    plain = build_sandbox(Spec(run_id="r2", run_dir=tmp_path, command="true", timeout_s=1), None).argv()
+    assert not any(item.startswith("--dev-bind") for item in plain) and "CUDA_VISIBLE_DEVICES" not in plain
