@@ -388,6 +388,17 @@ async def _probe_bwrap(system: str) -> Component:
     if out.rc != 0:
         detail = f"bwrap could not start a namespace{how}: exit {out.rc}: {out.line}"
         return _c("bubblewrap", "error", detail, _USERNS_HINT, version)
+    if os.geteuid() == 0:
+        import anyio.to_thread
+
+        from research_mcp.sandbox.bwrap import can_stage
+
+        how += (
+            "; folders closed to others on the way to a workspace (as /root is) are bound through a mount namespace"
+            if await anyio.to_thread.run_sync(can_stage)
+            else "; no mount namespace can be made here, so folders on the way to a workspace must be searchable by "
+            "others (chmod o+x)"
+        )
     return _c("bubblewrap", "ok", f"{bwrap} started a namespace{how}", version=version)
 
 

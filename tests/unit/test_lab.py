@@ -294,6 +294,7 @@ async def test_the_real_bubblewrap_starts_a_namespace(monkeypatch: pytest.Monkey
     assert bwrap.ok, bwrap.detail
     assert bwrap.version and "local" in info.backends
     assert ("uid 65534" in bwrap.detail) == (os.geteuid() == 0)
+    assert ("mount namespace" in bwrap.detail) == (os.geteuid() == 0)
 
 
 @pytest.mark.anyio
