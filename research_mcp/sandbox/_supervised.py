@@ -34,8 +34,9 @@ TAIL_WINDOW_BYTES = 1 << 20
 class CappedLog:
     """log.txt with a cap: the head up to `cap - tail window`, the marker once, then the last tail window.
 
-    The tail is rewritten in place on `flush()`, so the file always ends with the latest output and a final
-    traceback is kept whole (the tail starts at a line boundary).
+    Until the cap, every write reaches the file at once (a reader sees each line as it comes); past it, the tail
+    is rewritten in place on `flush()`, so the file always ends with the latest output and a final traceback is
+    kept whole (the tail starts at a line boundary).
     """
 
     def __init__(self, path: Path, cap_bytes: int, tail_bytes: int = TAIL_WINDOW_BYTES) -> None:
@@ -56,6 +57,7 @@ class CappedLog:
             self._head += min(room, len(data))
             data = data[room:]
             self._capped = bool(data)
+            self._file.flush()
         if data:
             self._tail += data
             over = len(self._tail) - self.tail_window

@@ -306,8 +306,10 @@ async def test_a_run_starts_when_the_spare_supervisor_was_killed(lab: Runs) -> N
     assert (await lab.run("true")).exit_code == 0  # the launcher is up, with a spare made after this run
     launcher = launcher_of_this_process()
     await until(lambda: bool(children_of(launcher)))
-    for spare in children_of(launcher):
+    spares = children_of(launcher)
+    for spare in spares:
         os.kill(spare, signal.SIGKILL)
+    await until(lambda: all(proc_starttime(spare) is None for spare in spares))  # dead, its pipes closed
     handle = await lab.start("echo started again")
     status = await lab.wait(handle)
     assert status.exit_code == 0 and "started again" in log_of(handle)
