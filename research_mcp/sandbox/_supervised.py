@@ -16,6 +16,7 @@ from research_mcp.sandbox._layout import LOG_CAP_MARKER, SANDBOX_OUTPUTS, SANDBO
 from research_mcp.sandbox.bwrap import Bind, Sandbox
 
 __all__ = [
+    "SLIRP_DNS",
     "TAIL_WINDOW_BYTES",
     "CappedLog",
     "UNSANDBOXED_NOTICE",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 TAIL_WINDOW_BYTES = 1 << 20
+SLIRP_DNS = "10.0.2.3"
+"""The DNS forwarder slirp4netns offers inside the namespace (its default 10.0.2.0/24 network)."""
 
 
 class CappedLog:

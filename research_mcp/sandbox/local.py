@@ -1,6 +1,6 @@
 """The local backend: each run in bubblewrap, held by a detached supervisor of its own (`supervisor.py`).
 
-`start` writes `spec.json` into the run folder and asks this server's launcher (one `supervisor --serve` process,
+`start` writes `spec.json` into the run folder and asks this server's launcher (one `launcher.py` process,
 started on first use and ended at exit) to fork a supervisor, which detaches into a session of its own, so the
 run goes on when the client disconnects and when the server exits. Forking from a launcher that has already
 imported everything starts a run in milliseconds; a fresh interpreter per run cost more than the run. The
@@ -124,16 +124,16 @@ class LocalBackend:
             build_sandbox(spec, user)
         except ValueError as exc:
             raise SandboxError(f"Cannot run this spec in bubblewrap: {exc}.") from exc
-        if user is not None and (spec.unsandboxed or not can_stage()):  # else bwrap.py stages what is closed
+        if user is not None:  # folders closed to the sandbox user are staged where root can (bwrap.py)
             blocked = unreachable(run_dir, *user)
-            if blocked is not None:
+            if blocked is not None and (spec.unsandboxed or not can_stage()):
                 raise SandboxError(
                     f"The sandbox user (uid {user[0]}) cannot reach {run_dir}: {blocked} is not searchable by others. "
                     f"Run `chmod o+x {blocked}` or use a workspace outside it."
                 )
             for path in spec.ro_paths:
                 blocked = unreachable(Path(path), *user)
-                if blocked is not None:
+                if blocked is not None and (spec.unsandboxed or not can_stage()):
                     raise SandboxError(
                         f"The sandbox user (uid {user[0]}) cannot read the Python environment folder {path}: "
                         f"{blocked} is not searchable by others. Run `chmod o+x {blocked}`, or make the environment "
@@ -217,7 +217,7 @@ class LocalBackend:
 
 
 class _Launcher:
-    """This server's `supervisor --serve` process for one interpreter: started on first use, ended at exit."""
+    """This server's launcher process for one interpreter: started on first use, ended at exit."""
 
     def __init__(self, python: str) -> None:
         self.python = python
@@ -253,7 +253,7 @@ class _Launcher:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._close_pipes()
-        argv = [self.python, "-P", "-m", "research_mcp.sandbox.supervisor", "--serve", "--parent", str(os.getpid())]
+        argv = [self.python, "-P", "-m", "research_mcp.sandbox.launcher", "--parent", str(os.getpid())]
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
         self._proc = subprocess.Popen(
             argv,  # -P and cwd=/: no module of the server's cwd (a workspace, model-written) shadows ours

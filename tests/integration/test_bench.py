@@ -58,12 +58,12 @@ def test_the_bench_measures_all_three_sections_quickly_and_leaves_no_server_runn
 
 
 def _launchers_of(pid: int) -> list[str]:
-    """Supervisor launchers (`supervisor --serve --parent <pid>`) that process `pid` started, still running."""
+    """Supervisor launchers (`launcher --parent <pid>`) that process `pid` started, still running."""
     out = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True, check=True).stdout
     return [
         line
         for line in out.splitlines()
-        if not line.startswith("Z") and "research_mcp.sandbox.supervisor --serve" in line and f"--parent {pid}" in line
+        if not line.startswith("Z") and "research_mcp.sandbox.launcher --parent" in line and f"--parent {pid}" in line
     ]
 
 

@@ -277,7 +277,7 @@ def launcher_of_this_process() -> int:
     found: list[int] = []
     for pid in children_of(os.getpid()):  # `ps` itself is one, gone by now
         with contextlib.suppress(OSError):
-            if b"--serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"research_mcp.sandbox.launcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
     [pid] = found
     return pid
@@ -285,7 +285,7 @@ def launcher_of_this_process() -> int:
 
 @needs_cgroup
 async def test_a_spare_supervisor_waits_in_its_cgroup_and_leaves_nothing_when_the_launcher_exits() -> None:
-    argv = [sys.executable, "-P", "-m", "research_mcp.sandbox.supervisor", "--serve", "--parent", str(os.getpid())]
+    argv = [sys.executable, "-P", "-m", "research_mcp.sandbox.launcher", "--parent", str(os.getpid())]
     launcher = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd="/")  # noqa: ASYNC220
     assert launcher.stdin is not None
     try:

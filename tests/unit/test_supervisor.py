@@ -49,7 +49,7 @@ def test_the_layout_constants_are_the_ones_base_exports() -> None:
 
 def test_the_supervisor_loads_without_pydantic() -> None:
     """It is forked per run; pydantic alone would cost more than a short run (see evals/bench --sandbox)."""
-    code = "import sys, research_mcp.sandbox.supervisor; print('pydantic' in sys.modules)"
+    code = "import sys, research_mcp.sandbox.launcher; print('pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
 
