@@ -253,9 +253,9 @@ def _layout(root: Path, main: Path, options: CompileOptions, tools: TexTools) ->
         )
     user = sandbox_user() if sandboxed else None
     paper = main.parent
-    if user is not None and not can_stage():  # else the sandbox stages the folders its user cannot reach
+    if user is not None:
         blocked = unreachable(paper, *user)
-        if blocked is not None:
+        if blocked is not None and not can_stage():  # else the sandbox stages the folders its user cannot reach
             raise LatexError(
                 f"The compile sandbox runs as an unprivileged user (uid {user[0]}), which cannot enter {blocked}. "
                 f"Run `chmod o+x {blocked}` (and make the paper's files readable: `chmod -R o+rX {paper}`)."

@@ -349,8 +349,8 @@ class RunManager:
             left = deadline - anyio.current_time()
             if row["state"] in FINISHED or left <= 0:
                 return self._to_run(row)
-            if row["handle"] is None:  # queued or starting: nothing to wait on yet
-                await anyio.sleep(min(left, tick_s, 0.05))
+            if row["handle"] is None:  # nothing to wait on yet: queued (a slot frees at a run's end) or starting
+                await anyio.sleep(min(left, tick_s if row["state"] == "queued" else 0.05))
                 continue
             handle = RunHandle.model_validate_json(row["handle"])
             await self.backend(handle.backend).wait(handle, min(left, tick_s))
