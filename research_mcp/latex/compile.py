@@ -44,8 +44,8 @@ from research_mcp.latex._process import run_with_deadline
 from research_mcp.latex.logparse import Diagnostic
 from research_mcp.latex.packages import MissingFile, lookup
 from research_mcp.latex.versions import VERSIONS_DIR
+from research_mcp.model import ToolModel
 from research_mcp.sandbox.bwrap import Bind, Sandbox, can_stage, sandbox_user, unreachable
-from research_mcp.tools._model import ToolModel
 
 __all__ = ["CompileOptions", "CompilePaperResult", "Compiled", "TexTools", "compile_paper", "install_hint"]
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = ["BlgReport", "Diagnostic", "LogReport", "parse_blg", "parse_log"]
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from research_mcp.errors import LatexError
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = ["Float", "KeyUse", "LatexDocument", "NumberUse", "Section", "TextLimits"]
 

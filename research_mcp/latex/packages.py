@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = ["MissingFile", "lookup"]
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from research_mcp.errors import BadInputError
 from research_mcp.latex.models import Float, KeyUse, LatexDocument, NumberUse, Section
 from research_mcp.latex.text import find_main_file, read_latex
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = ["PaperTextResult", "Show", "paper_text"]
 

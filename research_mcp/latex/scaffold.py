@@ -15,7 +15,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import new_file_mode
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = ["TEMPLATES", "NewPaperResult", "Template", "latex_escape", "new_paper"]
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = ["ACTIVE", "FINISHED", "METRIC_PATTERNS", "WAIT_TICK_S", "Run", "RunState", "is_metric_file"]
 

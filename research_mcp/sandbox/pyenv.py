@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from research_mcp.errors import BadInputError, PathError
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.workspace import Workspace
 
 __all__ = ["PythonEnv", "resolve_python_env"]

@@ -22,13 +22,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
+from research_mcp.model import ToolModel
 from research_mcp.sandbox.base import Backend, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import ACTIVE, FINISHED, WAIT_TICK_S, Run, RunState
 from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
-from research_mcp.tools._model import ToolModel
 from research_mcp.workspace import Workspace
 
 __all__ = ["ACTIVE", "FINISHED", "Run", "RunManager", "RunRequest", "RunState", "folder_bytes", "new_run_id"]

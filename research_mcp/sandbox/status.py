@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from research_mcp.model import ToolModel
 from research_mcp.sandbox.logs import read_range, read_tail
 from research_mcp.sandbox.models import Run, is_metric_file
-from research_mcp.tools._model import ToolModel
 
 if TYPE_CHECKING:
     from research_mcp.sandbox.runs import RunManager

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, BinaryFileError, FileToolError, NotFoundError, PathError
 from research_mcp.fileio import atomic_write
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.workspace import Workspace
 
 __all__ = [

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import Field
 
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 if TYPE_CHECKING:
     from anyio.abc import ByteReceiveStream, ByteStream

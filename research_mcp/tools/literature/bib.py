@@ -16,7 +16,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import atomic_write
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.tools.literature.ids import normalize_doi
 from research_mcp.tools.literature.merge import normalize_title, surname
 from research_mcp.tools.literature.models import Paper

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from research_mcp.config import Settings
 from research_mcp.errors import BadInputError, LiteratureError, PaperNotFoundError, ResearchError
+from research_mcp.model import ToolModel
 from research_mcp.store import Store
-from research_mcp.tools._model import ToolModel
 from research_mcp.tools.literature import library
 from research_mcp.tools.literature._net import call_deadline
 from research_mcp.tools.literature.bib import (

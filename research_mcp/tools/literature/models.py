@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = [
     "AUTHORS_SHOWN",

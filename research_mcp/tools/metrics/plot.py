@@ -20,7 +20,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import replacing
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._records import Limits, lib
 from research_mcp.tools.metrics._series import direction_of
 from research_mcp.tools.metrics._sources import RunBook, Source, read_source, resolve

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pydantic import Field
 
 from research_mcp.errors import BadInputError
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._records import FileMetrics, Limits
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, read_source, resolve

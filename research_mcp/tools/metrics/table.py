@@ -30,7 +30,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import atomic_write
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._records import Limits
 from research_mcp.tools.metrics._series import Direction, direction_of
 from research_mcp.tools.metrics._sources import RunBook

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from pydantic import Field
 
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 
 __all__ = ["DependencyFile", "parse_dependency_file", "is_dependency_file"]
 

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field
 
 from research_mcp.errors import BadInputError, NotFoundError, RepoError
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.tools.repos.archive import ArchiveLimits, unpack_tarball
 from research_mcp.tools.repos.gitclone import GitSource, clone, parse_git_url, redact
 from research_mcp.tools.repos.github import GitHubClient, web_host

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from research_mcp.errors import BadInputError, GitHubRateLimitError, RepoError
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.tools.repos.github import GitHubClient, RepoFacts
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from research_mcp.tools._model import ToolModel
+from research_mcp.model import ToolModel
 from research_mcp.tools.repos.deps import DependencyFile, is_dependency_file, parse_dependency_file
 
 __all__ = ["EntryPoint", "LanguageShare", "RepoSummary", "TreeEntry", "fit", "summarize"]
