@@ -21,9 +21,18 @@ The server adapters turn a `ResearchError` into an `isError` tool result carryin
     │   └── UnsafeArchiveError
     ├── LatexError             a LaTeX source cannot be read, compiled or previewed; TeX is missing
     └── BadInputError          an argument is well-typed but unusable (bad regex, bad glob, ...)
+
+`os_error_message` turns an `OSError` into that kind of sentence (the path workspace-relative, the next step
+named); the adapters use it for every `OSError` that reaches them, and domain code through `os_errors`.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Generator
+from contextlib import contextmanager
+from pathlib import Path
 
 __all__ = [
     "BadInputError",
@@ -44,6 +53,8 @@ __all__ = [
     "StoreError",
     "UnsafeArchiveError",
     "WorkspaceError",
+    "os_error_message",
+    "os_errors",
 ]
 
 
@@ -149,3 +160,61 @@ class BadInputError(ResearchError):
 
 class LatexError(ResearchError):
     """A LaTeX source cannot be read, compiled or previewed, or TeX Live is missing (the message says what to do)."""
+
+
+_WHAT_TO_DO: dict[int, str] = {
+    errno.ENOTDIR: "a part of that path is a file where a folder is needed: rename or remove that file, or choose "
+    "another path",
+    errno.EEXIST: "something already exists there (a file where a folder is needed, or the reverse): rename or "
+    "remove it, or choose another path",
+    errno.EISDIR: "it is a folder where a file is needed: choose a file path",
+    errno.ENOENT: "it does not exist: call list_files to see what does",
+    errno.EACCES: "permission denied: make it readable and writable by the server's user, or choose another path",
+    errno.EPERM: "the operation is not permitted there: check its permissions, or choose another path",
+    errno.EROFS: "the file system there is read-only: choose a writable folder",
+    errno.ENOSPC: "the disk is full: free some space (old runs under runs/ are a candidate) and call again",
+    errno.EDQUOT: "the disk quota is used up: free some space and call again",
+    errno.ELOOP: "it is a symlink loop: remove the link",
+    errno.ENAMETOOLONG: "the name is too long: choose a shorter one",
+    errno.ENXIO: "it is a special file (a pipe or socket with no reader): choose a regular file",
+    errno.ETXTBSY: "it is busy (a program running from it): wait for that program to end",
+    errno.EMFILE: "the server has too many open files: wait for running work to end and call again",
+}
+
+
+def _shown(path: str | bytes | int | None, root: Path | None) -> str | None:
+    if path is None or isinstance(path, int):
+        return None
+    text = os.fsdecode(path)
+    if root is not None:
+        try:
+            rel = Path(os.path.abspath(text)).relative_to(root)
+        except ValueError:
+            return text
+        return rel.as_posix() or "."
+    return text
+
+
+def os_error_message(exc: OSError, root: Path | None = None, path: str | None = None) -> str:
+    """One sentence for an `OSError`: the path (relative to `root` when inside it), what the system said, and
+    what to do. `path`, when given, is the name the caller used (a workspace-relative argument) and is shown
+    instead of the absolute file name the system reports."""
+    shown = path or _shown(exc.filename, root)
+    other = None if path else _shown(exc.filename2, root)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f" {shown!r}" if shown else ""
+    if other:
+        where += f" -> {other!r}"
+    advice = _WHAT_TO_DO.get(exc.errno or -1, "check the path and its permissions, then call again")
+    return f"Cannot use{where}: {reason}; {advice}."
+
+
+@contextmanager
+def os_errors(path: str, root: Path | None = None) -> Generator[None]:
+    """Turn an `OSError` inside the block into a `FileToolError` (a missing file into `NotFoundError`)."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise NotFoundError(path) from exc
+    except OSError as exc:
+        raise FileToolError(os_error_message(exc, root, path)) from exc

@@ -1,8 +1,11 @@
-"""What every tool adapter shares: the workspace resolver, annotations and error mapping.
+"""What every tool adapter shares: the workspace resolver, annotations and the one error mapping.
 
-Adapters stay thin: they unpack flat arguments, find the workspace, call the domain function (in a worker
-thread when it is sync) and turn a `ResearchError` into the SDK's `ToolError`, whose text the model reads.
-Any other exception is a crash the model sees only as `Error executing tool <name>`.
+Adapters stay thin: they unpack flat arguments, find the workspace and call the domain function (in a worker
+thread when it is sync). Every exception that leaves a tool becomes the SDK's `ToolError`, whose text the model
+reads (`tool_error`): a `ResearchError` keeps its message, an `OSError` becomes one sentence with the
+workspace-relative path and what to do, a pydantic `ValidationError` names the field and its limit, and anything
+else is logged with its traceback and answered as an internal error naming its type. Left to the SDK, any
+exception but `ToolError` reaches the model only as a bare `Error executing tool <name>`.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio.to_thread
+import pydantic
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ListRootsResult, ToolAnnotations
 
-from research_mcp.errors import ResearchError
+from research_mcp.errors import ResearchError, os_error_message
 from research_mcp.server.state import AppState, ResolvedWorkspace
 from research_mcp.workspace import Workspace
 
@@ -32,11 +37,13 @@ __all__ = [
     "AppContext",
     "AppState",
     "ResolvedWorkspace",
+    "MappedTool",
     "ToolRegistry",
     "ToolSpec",
     "WorkspaceParam",
     "in_thread",
     "need_workspace",
+    "error_text",
     "state_of",
     "workspace_of",
 ]
@@ -98,15 +105,77 @@ async def in_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
-def _map_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+_MAX_MESSAGE_CHARS = 600
+
+
+def _one_line(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _validation_text(exc: pydantic.ValidationError) -> str:
+    parts: list[str] = []
+    for err in exc.errors(include_url=False)[:3]:
+        field = ".".join(str(part) for part in err["loc"]) or "value"
+        parts.append(f"{field}: {err['msg']}")
+    more = len(exc.errors()) - len(parts)
+    extra = f" (and {more} more)" if more > 0 else ""
+    return f"Invalid argument: {'; '.join(parts)}{extra}. Fix it and call again."
+
+
+def error_text(name: str, exc: BaseException, root: Path | None = None) -> str:
+    """What the model reads for an exception that left tool `name`: what went wrong and what to do next.
+
+    An exception the project does not expect is logged here with its traceback; its text names its type."""
+    if isinstance(exc, ResearchError | ToolError | ResourceError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return os_error_message(exc, root)
+    if isinstance(exc, pydantic.ValidationError):
+        return _validation_text(exc)
+    logger.error("internal error in %s", name, exc_info=exc)
+    message = _one_line(str(exc)) or "no message"
+    return f"Internal error in {name} ({type(exc).__name__}): {message}. The server log has the traceback."
+
+
+def _root_of(values: tuple[Any, ...]) -> Path | None:
+    """The workspace root of a call, found among its arguments (to show paths relative to it)."""
+    ctx: AppContext | None = None
+    for value in values:
+        if isinstance(value, Context):
+            ctx = value  # pyright: ignore[reportUnknownVariableType]
+    for value in values:
+        if isinstance(value, ResolvedWorkspace) and value.workspace is not None:
+            return value.workspace.root
+        if isinstance(value, ListRootsResult) and ctx is not None:
+            found = state_of(ctx).resolve_workspace([str(root.uri) for root in value.roots]).workspace  # pyright: ignore[reportUnknownArgumentType]
+            return None if found is None else found.root
+    return None
+
+
+def _map_errors(name: str, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
-        except ResearchError as exc:
-            raise ToolError(str(exc)) from exc
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise ToolError(error_text(name, exc, _root_of((*args, *kwargs.values())))) from exc
 
     return wrapper
+
+
+class MappedTool(Tool):
+    """A tool whose every failure reaches the model as a sentence, including those outside its function: a
+    resolver that fails, or a result that does not convert to the output schema."""
+
+    async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result=convert_result)
+        except UnexpectedToolError as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            raise ToolError(f"Error executing tool {self.name}: {error_text(self.name, cause)}") from cause
 
 
 @dataclass(frozen=True)
@@ -120,8 +189,8 @@ class ToolSpec:
     annotations: ToolAnnotations
 
     def build(self) -> Tool:
-        return Tool.from_function(
-            _map_errors(self.fn),
+        return MappedTool.from_function(
+            _map_errors(self.name, self.fn),
             name=self.name,
             title=self.title,
             description=self.description,

@@ -26,12 +26,13 @@ from typing import Any
 
 import pydantic
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import PrivateAttr
 
 from research_mcp import __version__
-from research_mcp.server._adapt import ToolRegistry, ToolSpec
+from research_mcp.server._adapt import MappedTool, ToolRegistry, ToolSpec, error_text
 
 __all__ = ["FAMILIES", "LazyTool", "ToolCache", "collect", "source_key"]
 
@@ -98,12 +99,11 @@ class _Family:
             self._specs = {spec.name: spec for spec in collect(self.name)}
         spec = self._specs.get(tool)
         if spec is None:
-            self.cache.discard(f"the listed tool {tool!r} no longer exists in family {self.name!r}")
-            raise RuntimeError(f"tool {tool!r} was listed from a stale tool cache; restart the server")
+            raise LookupError(f"the listed tool {tool!r} no longer exists in family {self.name!r}")
         return spec.build()
 
 
-class LazyTool(Tool):
+class LazyTool(MappedTool):
     """A tool listed from the cache: what `tools/list` shows is stored; the real tool is built on first call."""
 
     _output_schema: dict[str, Any] | None = PrivateAttr(default=None)
@@ -143,7 +143,17 @@ class LazyTool(Tool):
         return self._real
 
     async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
-        return await self.real().run(arguments, context, convert_result=convert_result)
+        try:
+            real = self.real()
+        except Exception as exc:  # a stale listing or a broken install: said, never a crash
+            assert self._family is not None
+            self._family.cache.discard(f"{self.name!r} could not be built: {exc!r}")
+            raise ToolError(
+                f"Error executing tool {self.name}: this server could not load the tool. "
+                f"{error_text(self.name, exc)} The stored tool listing was dropped: reconnect the client (or restart "
+                "the server) to list the tools again."
+            ) from exc
+        return await real.run(arguments, context, convert_result=convert_result)
 
 
 async def _not_loaded(**_: Any) -> Any:

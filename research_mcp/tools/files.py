@@ -13,14 +13,13 @@ import mimetypes
 import os
 import stat
 import time
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 from pydantic import Field
 
-from research_mcp.errors import BadInputError, BinaryFileError, FileToolError, NotFoundError, PathError
+from research_mcp.errors import BadInputError, BinaryFileError, FileToolError, PathError, os_errors
 from research_mcp.fileio import atomic_write
 from research_mcp.model import ToolModel
 from research_mcp.workspace import Workspace
@@ -216,21 +215,10 @@ def _binary_kind(head: bytes, path: Path) -> str | None:
     return None
 
 
-@contextmanager
-def _os_errors(path: str) -> Generator[None]:
-    """An OSError (permission denied, a symlink loop, a vanished file) becomes an error the model can read."""
-    try:
-        yield
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise NotFoundError(path) from exc
-        raise FileToolError(f"Cannot use {path!r}: {exc.strerror or exc}.") from exc
-
-
 def _open_text_file(ws: Workspace, path: str, max_bytes: int | None) -> tuple[Path, int, BinaryIO]:
     """The resolved path, its size and an open binary handle at offset 0; refuses folders, devices, binaries."""
     target = ws.resolve(path, must_exist=True)
-    with _os_errors(path):
+    with os_errors(path):
         info = target.stat()
         if stat.S_ISDIR(info.st_mode):
             raise FileToolError(f"{path!r} is a folder. Call list_files to see what it holds.")
@@ -243,7 +231,7 @@ def _open_text_file(ws: Workspace, path: str, max_bytes: int | None) -> tuple[Pa
             )
         fh = target.open("rb")
     try:
-        with _os_errors(path):
+        with os_errors(path):
             head = fh.read(_SNIFF_BYTES)
             fh.seek(0)
         kind = _binary_kind(head, target)
@@ -271,7 +259,7 @@ def read_file(
     last = offset - 1
     total: int | None = None
     more = False
-    with _os_errors(path), io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
+    with os_errors(path), io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
         number = 0
         for number, raw in enumerate(fh, start=1):  # noqa: B007 - the count is read after the loop
             if number < offset:
@@ -338,7 +326,7 @@ def edit_file(
     if old_string == new_string:
         raise BadInputError("old_string and new_string are the same; nothing would change.")
     target, _, fh = _open_text_file(ws, path, max_bytes)
-    with _os_errors(path), fh:
+    with os_errors(path), fh:
         raw = fh.read()
     _refuse_state_dir(ws, target, path)
     try:
@@ -418,7 +406,7 @@ def grep(
                 skipped.append(f"{rel}: {str(exc).split(';')[0].split('.')[0]}")
             continue
         searched += 1
-        with _os_errors(rel), io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
+        with os_errors(rel), io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
             for number, line in enumerate(fh, start=1):
                 remaining = deadline - time.monotonic()
                 try:

@@ -91,3 +91,18 @@ def test_a_warm_start_imports_no_adapter_module(settings: Settings, tmp_path: Pa
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "research_mcp.server.files" in first
     assert second.strip() == "[]"
+
+
+async def test_a_listed_tool_that_no_longer_exists_is_answered_not_crashed(settings: Settings) -> None:
+    await _listing(settings)
+    stored = _stored(settings)
+    data = json.loads(stored.read_text())
+    ghost = dict(data["families"]["files"][0], name="ghost_tool")
+    data["families"]["files"].append(ghost)
+    stored.write_text(json.dumps(data))
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool("ghost_tool", {})
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert result.is_error and "could not load the tool" in text and "reconnect" in text
+    assert "Traceback" not in text
+    assert not stored.exists()
