@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 TS_CLIENT_DIR = REPO / "tests" / "integration" / "ts_client"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+FUZZ_SEED = int(os.environ.get("RESEARCH_MCP_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+"""The seed of the tool fuzz (tests/integration/test_fuzz.py), new each run; printed in the header to replay it."""
+
+
+def pytest_report_header() -> str:
+    return f"tool fuzz seed: {FUZZ_SEED} (replay with RESEARCH_MCP_FUZZ_SEED={FUZZ_SEED})"
 
 
 def _runs(argv: list[str]) -> bool:

@@ -309,11 +309,9 @@ def write_file(ws: Workspace, path: str, content: str, max_bytes: int) -> WriteF
     if target.is_dir():
         raise FileToolError(f"{path!r} is a folder; give a file path inside it.")
     created = not target.exists()
-    try:
+    with os_errors(path):
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, data, durable=True)
-    except OSError as exc:
-        raise FileToolError(f"Cannot write {path!r}: {exc.strerror or exc}.") from exc
     return WriteFileResult(path=ws.relative(target), size_bytes=len(data), created=created)
 
 
