@@ -240,6 +240,37 @@ async def test_one_metric_of_several_datasets_in_real_ai_scientist_runs_asks_bac
     ]  # fmt: skip
 
 
+async def test_read_metrics_filters_by_short_names_and_shows_each_match_with_its_file(
+    client: Client, workspace: Path
+) -> None:
+    run = record_runs(workspace, {"baseline": [0.7]}, final_info_and_a_step_log)["baseline"][0]
+    jsonl, final_info = f"runs/{run}/outputs/metrics.jsonl", f"runs/{run}/work/run_1/final_info.json"
+    both = await call(client, "read_metrics", {"source": run, "metrics": ["val_acc"]})
+    assert [(m["name"], m["file"]) for m in both["metrics"]] == [
+        ("val_acc", jsonl),
+        ("spirals.means.val_acc", final_info),
+    ]
+    assert both["warnings"][0] == (
+        "'val_acc' matches 2 metrics; compare_runs, plot_metrics and results_table need one of them: "
+        "'outputs/metrics.jsonl:val_acc', 'spirals.means.val_acc'"
+    )
+    nested = await call(client, "read_metrics", {"source": run, "metrics": ["val_loss", "means.val_acc"]})
+    assert [m["name"] for m in nested["metrics"]] == ["spirals.means.val_acc", "spirals.means.val_loss"]
+    assert nested["metrics"][1]["last"] == pytest.approx(0.3) and nested["warnings"] == []
+    one_file = await call(client, "read_metrics", {"source": run, "metrics": ["run_1/final_info.json:val_acc"]})
+    assert [(m["name"], m["file"]) for m in one_file["metrics"]] == [("spirals.means.val_acc", final_info)]
+    globbed = await call(client, "read_metrics", {"source": run, "metrics": ["val_*"]})
+    assert {m["name"] for m in globbed["metrics"]} == {"val_acc", "spirals.means.val_acc", "spirals.means.val_loss"}
+    with anyio.fail_after(30):
+        missing = await client.call_tool("read_metrics", {"source": run, "metrics": ["acc"]})
+    assert "ending in '.<name>'" in error_text(missing)  # 'acc' is no dot-separated tail of 'val_acc'
+
+    shutil.copytree(fixtures_dir("logs") / "ai-scientist" / "data_augmentation_grokking" / "run_1", workspace / "grok")
+    real = await call(client, "read_metrics", {"source": "grok/final_info.json", "metrics": ["final_val_acc_mean"]})
+    tasks = ["x_div_y", "x_minus_y", "x_plus_y", "permutation"]
+    assert sorted(m["name"] for m in real["metrics"]) == sorted(f"{t}.means.final_val_acc_mean" for t in tasks)
+
+
 async def test_plot_curves_of_real_tensorboard_and_mlflow_logs(client: Client, workspace: Path) -> None:
     shutil.copytree(fixtures_dir("tensorboard") / "tensorboard-reducer" / "strict", workspace / "tb")
     shutil.copytree(fixtures_dir("mlflow") / "packt" / "chapter08", workspace / "mlflow")
