@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,21 @@ def error_text(result: CallToolResult) -> str:
     return block.text
 
 
-def record_runs(workspace: Path, finals: dict[str, list[float]]) -> dict[str, list[str]]:
+def metrics_and_final_info(folder: Path, final: float) -> None:
+    """A metrics file in outputs/ and an AI Scientist final_info.json written into the working copy."""
+    rows = "".join(
+        json.dumps({"step": s * 100, "val_acc": final if s == 4 else final * s / 4}) + "\n" for s in range(5)
+    )
+    (folder / "outputs" / "metrics.jsonl").write_text(rows)
+    (folder / "work" / "run_0").mkdir()
+    (folder / "work" / "run_0" / "final_info.json").write_text(json.dumps({"ds": {"means": {"loss": 1 - final}}}))
+
+
+def record_runs(
+    workspace: Path, finals: dict[str, list[float]], write: Callable[[Path, float], None] = metrics_and_final_info
+) -> dict[str, list[str]]:
     """Runs recorded the way run_experiment records them (queued, with label, config and seed), then finished
-    with a metrics file in outputs/ and an AI Scientist final_info.json written into the working copy."""
+    with what `write` puts in each run's folder."""
     (workspace / "exp").mkdir(exist_ok=True)
     (workspace / "exp" / "train.py").write_text("print('hi')\n")
     store = Store(workspace / ".research" / "state.db")
@@ -56,16 +69,7 @@ def record_runs(workspace: Path, finals: dict[str, list[float]]) -> dict[str, li
             for seed, final in enumerate(values):
                 request = {"command": "python train.py", "workdir": "exp", "label": label, "seed": seed}
                 run = manager.prepare(RunRequest.model_validate({**request, "config": {"lr": 0.1}}))
-                folder = workspace / run.folder
-                rows = "".join(
-                    json.dumps({"step": s * 100, "val_acc": final if s == 4 else final * s / 4}) + "\n"
-                    for s in range(5)
-                )
-                (folder / "outputs" / "metrics.jsonl").write_text(rows)
-                (folder / "work" / "run_0").mkdir()
-                (folder / "work" / "run_0" / "final_info.json").write_text(
-                    json.dumps({"ds": {"means": {"loss": 1 - final}}})
-                )
+                write(workspace / run.folder, final)
                 store.connection().execute("UPDATE runs SET state = 'succeeded', exit_code = 0 WHERE id = ?", (run.id,))
                 ids.setdefault(label, []).append(run.id)
     finally:
@@ -136,6 +140,135 @@ async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(cli
     assert pdf.startswith(b"%PDF") and b"/FontFile2" in pdf  # TrueType fonts embedded (pdf.fonttype 42)
     assert b"/Subtype /Type3" not in pdf and (workspace / "paper" / "figures" / "acc_bar.png").is_file()
     assert table["path"] == "paper/tables/main.tex"
+
+
+def ai_scientist_final_info(folder: Path, final: float) -> None:
+    """An AI Scientist run: only a final_info.json, its metrics nested as <dataset>.means.<metric>."""
+    (folder / "work" / "run_1").mkdir()
+    means = {"val_acc": final, "val_loss": 1 - final}
+    (folder / "work" / "run_1" / "final_info.json").write_text(json.dumps({"spirals": {"means": means}}))
+
+
+def final_info_and_a_step_log(folder: Path, final: float) -> None:
+    """`val_acc` twice: logged per step in outputs/metrics.jsonl, and as spirals.means.val_acc in final_info.json."""
+    ai_scientist_final_info(folder, final)
+    (folder / "outputs" / "metrics.jsonl").write_text(json.dumps({"step": 1, "val_acc": final}) + "\n")
+
+
+async def test_a_short_name_resolves_to_the_ai_scientist_metric_and_each_answer_names_it(
+    client: Client, workspace: Path
+) -> None:
+    ids = record_runs(
+        workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81]}, ai_scientist_final_info
+    )
+    labels = ["baseline", "method"]
+    compared = await call(client, "compare_runs", {"metric": "val_acc", "labels": labels})
+    assert compared["groups"][1]["values"] == [0.80, 0.82, 0.81] and compared["best_group"] == "method"
+    assert compared["groups"][1]["resolved"] == [
+        {"source": run, "metric": "spirals.means.val_acc", "file": f"runs/{run}/work/run_1/final_info.json"}
+        for run in ids["method"]
+    ]
+
+    await call(
+        client, "results_table",
+        {"metrics": ["val_acc", "val_loss"], "caption": "Spirals.", "label": "short", "labels": labels},
+    )  # fmt: skip
+    _, cells = parse_provenance((workspace / "paper" / "tables" / "short.tex").read_text())
+    acc, loss = ["spirals.means.val_acc"] * 3, ["spirals.means.val_loss"] * 3
+    assert [c.names for c in cells] == [acc, loss, acc, loss] and cells[0].values == [0.70, 0.71, 0.69]
+    assert cells[2].files == [f"runs/{run}/work/run_1/final_info.json" for run in ids["method"]]
+
+    bars = await call(client, "plot_metrics", {"metrics": ["val_acc"], "kind": "bar", "groups": ids, "name": "bars"})
+    assert [(r["source"], r["metric"]) for r in bars["resolved"]] == [
+        (run, "spirals.means.val_acc") for run in [*ids["baseline"], *ids["method"]]
+    ]
+    run = ids["method"][0]
+    curve = await call(client, "plot_metrics", {"metrics": ["val_loss"], "sources": [run], "name": "curve"})
+    assert curve["drawn"] == [f"{run}: spirals.means.val_loss (1 points from runs/{run}/work/run_1/final_info.json)"]
+    assert curve["resolved"] == [
+        {"source": run, "metric": "spirals.means.val_loss", "file": f"runs/{run}/work/run_1/final_info.json"}
+    ]
+
+
+async def test_a_short_name_two_files_of_a_run_record_asks_back_naming_both(client: Client, workspace: Path) -> None:
+    ids = record_runs(workspace, {"baseline": [0.70, 0.71], "method": [0.80, 0.82]}, final_info_and_a_step_log)
+    labels = ["baseline", "method"]
+    first = ids["baseline"][0]
+    asks = [
+        ("compare_runs", {"metric": "val_acc", "labels": labels}),
+        ("results_table", {"metrics": ["val_acc"], "caption": "c", "label": "twice", "labels": labels}),
+        ("plot_metrics", {"metrics": ["val_acc"], "sources": [first]}),
+        ("plot_metrics", {"metrics": ["val_acc"], "kind": "bar", "groups": ids}),
+    ]
+    for tool, args in asks:
+        with anyio.fail_after(60):
+            text = error_text(await client.call_tool(tool, args))
+        assert f"'val_acc' matches 2 metrics in '{first}'" in text, tool
+        assert f"'outputs/metrics.jsonl:val_acc' (val_acc in runs/{first}/outputs/metrics.jsonl)" in text, tool
+        assert f"'spirals.means.val_acc' (spirals.means.val_acc in runs/{first}/work/run_1/final_info.json)" in text
+    everyone = [*ids["baseline"], *ids["method"]]
+    by_file = await call(client, "compare_runs", {"metric": "outputs/metrics.jsonl:val_acc", "labels": labels})
+    taken = [r for g in by_file["groups"] for r in g["resolved"]]
+    assert [(r["metric"], r["file"]) for r in taken] == [
+        ("val_acc", f"runs/{i}/outputs/metrics.jsonl") for i in everyone
+    ]
+    by_name = await call(client, "compare_runs", {"metric": "spirals.means.val_acc", "labels": labels})
+    assert {r["file"] for g in by_name["groups"] for r in g["resolved"]} == {
+        f"runs/{i}/work/run_1/final_info.json" for i in everyone
+    }
+    assert [g["values"] for g in by_name["groups"]] == [g["values"] for g in by_file["groups"]]
+
+
+async def test_one_metric_of_several_datasets_in_real_ai_scientist_runs_asks_back(
+    client: Client, workspace: Path
+) -> None:
+    shutil.copytree(fixtures_dir("logs") / "ai-scientist" / "adaptive_dual_scale_denoising", workspace / "ai")
+    groups = {"baseline": ["ai/run_0"], "dual_scale": ["ai/run_1", "ai/run_2"]}
+    with anyio.fail_after(60):
+        text = error_text(await client.call_tool("compare_runs", {"metric": "eval_loss", "groups": groups}))
+    assert "'eval_loss' matches 4 metrics in 'ai/run_0'" in text
+    for dataset in ("circle", "dino", "line", "moons"):
+        assert f"'{dataset}.means.eval_loss' ({dataset}.means.eval_loss in ai/run_0/final_info.json)" in text
+    compared = await call(client, "compare_runs", {"metric": "dino.means.eval_loss", "groups": groups})
+    dual = compared["groups"][1]
+    expected = [
+        json.loads((workspace / p / "final_info.json").read_text())["dino"]["means"]["eval_loss"]
+        for p in groups["dual_scale"]
+    ]
+    assert dual["values"] == expected and [r["file"] for r in dual["resolved"]] == [
+        "ai/run_1/final_info.json", "ai/run_2/final_info.json"
+    ]  # fmt: skip
+
+
+async def test_read_metrics_filters_by_short_names_and_shows_each_match_with_its_file(
+    client: Client, workspace: Path
+) -> None:
+    run = record_runs(workspace, {"baseline": [0.7]}, final_info_and_a_step_log)["baseline"][0]
+    jsonl, final_info = f"runs/{run}/outputs/metrics.jsonl", f"runs/{run}/work/run_1/final_info.json"
+    both = await call(client, "read_metrics", {"source": run, "metrics": ["val_acc"]})
+    assert [(m["name"], m["file"]) for m in both["metrics"]] == [
+        ("val_acc", jsonl),
+        ("spirals.means.val_acc", final_info),
+    ]
+    assert both["warnings"][0] == (
+        "'val_acc' matches 2 metrics; compare_runs, plot_metrics and results_table need one of them: "
+        "'outputs/metrics.jsonl:val_acc', 'spirals.means.val_acc'"
+    )
+    nested = await call(client, "read_metrics", {"source": run, "metrics": ["val_loss", "means.val_acc"]})
+    assert [m["name"] for m in nested["metrics"]] == ["spirals.means.val_acc", "spirals.means.val_loss"]
+    assert nested["metrics"][1]["last"] == pytest.approx(0.3) and nested["warnings"] == []
+    one_file = await call(client, "read_metrics", {"source": run, "metrics": ["run_1/final_info.json:val_acc"]})
+    assert [(m["name"], m["file"]) for m in one_file["metrics"]] == [("spirals.means.val_acc", final_info)]
+    globbed = await call(client, "read_metrics", {"source": run, "metrics": ["val_*"]})
+    assert {m["name"] for m in globbed["metrics"]} == {"val_acc", "spirals.means.val_acc", "spirals.means.val_loss"}
+    with anyio.fail_after(30):
+        missing = await client.call_tool("read_metrics", {"source": run, "metrics": ["acc"]})
+    assert "ending in '.<name>'" in error_text(missing)  # 'acc' is no dot-separated tail of 'val_acc'
+
+    shutil.copytree(fixtures_dir("logs") / "ai-scientist" / "data_augmentation_grokking" / "run_1", workspace / "grok")
+    real = await call(client, "read_metrics", {"source": "grok/final_info.json", "metrics": ["final_val_acc_mean"]})
+    tasks = ["x_div_y", "x_minus_y", "x_plus_y", "permutation"]
+    assert sorted(m["name"] for m in real["metrics"]) == sorted(f"{t}.means.final_val_acc_mean" for t in tasks)
 
 
 async def test_plot_curves_of_real_tensorboard_and_mlflow_logs(client: Client, workspace: Path) -> None:

@@ -2,9 +2,11 @@
 
 Pure domain code (no MCP): `read_metrics`, `compare_runs`, `plot_metrics` and `results_table` take a `Workspace`
 and plain arguments and return pydantic models; `parse_provenance` reads back the comments of a results table.
+A metric name resolves the same way in all four (`_names`): `val_acc` stands for `spirals.means.val_acc`.
 Heavy libraries (numpy, scipy, matplotlib, pyarrow, tensorboard's protobufs) are imported inside the functions.
 """
 
+from research_mcp.tools.metrics._names import ResolvedMetric
 from research_mcp.tools.metrics._records import Limits
 from research_mcp.tools.metrics._sources import RunBook
 from research_mcp.tools.metrics.compare import CompareRunsResult, compare_runs
@@ -19,6 +21,7 @@ __all__ = [
     "MetricSummary",
     "PlotMetricsResult",
     "ReadMetricsResult",
+    "ResolvedMetric",
     "ResultsTableResult",
     "RunBook",
     "compare_runs",

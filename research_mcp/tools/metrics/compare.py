@@ -12,7 +12,8 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError
 from research_mcp.model import ToolModel
-from research_mcp.tools.metrics._records import FileMetrics, Limits
+from research_mcp.tools.metrics._names import ResolvedMetric, plain_name, resolve_metric
+from research_mcp.tools.metrics._records import Limits
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, RunRecord, Source, read_source, resolve
 from research_mcp.tools.metrics.stats import Described, compare_groups
@@ -25,7 +26,6 @@ __all__ = [
     "PairResult",
     "Use",
     "compare_runs",
-    "find_metric",
     "gather",
     "plan_groups",
 ]
@@ -46,10 +46,16 @@ class GroupResult(ToolModel):
     ci95_high: float | None
     values: list[float]
     sources: list[str] = Field(description="The run id or path each value came from, in order.")
+    resolved: list[ResolvedMetric] = Field(
+        default_factory=list[ResolvedMetric], description="Which metric of which file each run's value was read from."
+    )
 
 
 def group_results(
-    described: Mapping[str, Described], values: Mapping[str, list[float]], sources: Mapping[str, list[str]]
+    described: Mapping[str, Described],
+    values: Mapping[str, list[float]],
+    sources: Mapping[str, list[str]],
+    resolved: Mapping[str, list[ResolvedMetric]] | None = None,
 ) -> list[GroupResult]:
     """One `GroupResult` per described group (n, mean, std, 95% interval from `stats.describe`)."""
     return [
@@ -62,6 +68,7 @@ def group_results(
             ci95_high=d.ci_high,
             values=values[g],
             sources=sources[g],
+            resolved=(resolved or {}).get(g, []),
         )  # fmt: skip
         for g, d in described.items()
     ]
@@ -103,11 +110,11 @@ class CompareRunsResult(ToolModel):
 
 @dataclass
 class Grouped:
-    """Values per group with where each came from."""
+    """Values per group with where each came from: the source of each value, the metric and file of each source."""
 
     values: dict[str, list[float]] = field(default_factory=dict[str, list[float]])
     sources: dict[str, list[str]] = field(default_factory=dict[str, list[str]])
-    files: dict[str, list[str]] = field(default_factory=dict[str, list[str]])
+    resolved: dict[str, list[ResolvedMetric]] = field(default_factory=dict[str, list[ResolvedMetric]])
     warnings: list[str] = field(default_factory=list[str])
 
 
@@ -177,26 +184,6 @@ def _check_size(plan: dict[str, list[Source]]) -> None:
         raise BadInputError(f"{total} runs or paths; at most {_MAX_SOURCES} in one call.")
 
 
-def find_metric(files: list[FileMetrics], metric: str, source: Source) -> tuple[FileMetrics, Series]:
-    wanted_file, _, wanted_name = metric.rpartition(":") if ":" in metric else ("", "", metric)
-    hits = [
-        (fm, fm.series[wanted_name])
-        for fm in files
-        if wanted_name in fm.series and (not wanted_file or fm.path.endswith(wanted_file))
-    ]
-    if not hits and wanted_file:  # a metric name that itself holds a colon
-        hits = [(fm, fm.series[metric]) for fm in files if metric in fm.series]
-    if len(hits) > 1:
-        where = ", ".join(fm.path for fm, _ in hits[:5])
-        raise BadInputError(
-            f"Metric {metric!r} is in {len(hits)} files of {source.name!r} ({where}); "
-            f"name one as '<file>:{wanted_name}', e.g. '{hits[0][0].path}:{wanted_name}'."
-        )
-    if not hits:
-        raise LookupError(metric)
-    return hits[0]
-
-
 def _value(series: Series, use: Use, direction: Direction | None) -> list[float]:
     if use == "all":
         return [value for _, value in series.points()]
@@ -222,15 +209,15 @@ def gather(
     out = Grouped()
     points = 2 * _ALL_POINTS + 2 if use == "all" else 2  # all: one bucket per point, so every value is kept
     for name, sources in plan.items():
-        out.values[name], out.sources[name], out.files[name] = [], [], []
+        out.values[name], out.sources[name], out.resolved[name] = [], [], []
         for source in sources:
             notes: list[str] = []
             files = read_source(ws, source, dataclasses.replace(limits, max_points=points), notes)
-            try:
-                fm, series = find_metric(files, metric, source)
-            except LookupError:
+            match = resolve_metric(files, metric, source.name, ws.relative(source.path))
+            if match is None:
                 out.warnings.append(f"{source.name}: no metric {metric!r}; left out of group {name!r}")
                 continue
+            fm, series = match.file, match.series
             if series.count == 0:
                 out.warnings.append(f"{source.name}: {metric!r} has no finite value; left out of group {name!r}")
                 continue
@@ -244,11 +231,11 @@ def gather(
             for value in _value(series, use, direction):
                 out.values[name].append(value)
                 out.sources[name].append(source.name)
-            out.files[name].append(fm.path)
+            out.resolved[name].append(match.resolved(source.name))
         if strict and not out.values[name]:
             raise BadInputError(
-                f"No run of group {name!r} has the metric {metric!r}. Call read_metrics on one of them to see its "
-                "metric names."
+                f"No run of group {name!r} has the metric {metric!r} (or a metric ending in '.{plain_name(metric)}'). "
+                "Call read_metrics on one of them to see its metric names."
             )
     return out
 
@@ -308,7 +295,7 @@ def compare_runs(
     alpha: float = 0.05,
     limits: Limits | None = None,
 ) -> CompareRunsResult:
-    name = metric.rpartition(":")[2]
+    name = plain_name(metric)
     direction: Direction | None = (
         direction_of(name) if higher_is_better is None else ("max" if higher_is_better else "min")
     )
@@ -317,7 +304,7 @@ def compare_runs(
         raise BadInputError(f"baseline {baseline!r} is not one of the groups: {', '.join(plan)}.")
     found = gather(ws, plan, metric, use, direction, limits or Limits())
     described, pairs = compare_groups(found.values, direction, alpha, baseline)
-    results = group_results(described, found.values, found.sources)
+    results = group_results(described, found.values, found.sources, found.resolved)
     tests = [
         PairResult(
             a=p.a,

@@ -21,10 +21,11 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import replacing
 from research_mcp.model import ToolModel
+from research_mcp.tools.metrics._names import ResolvedMetric, plain_name, resolve_metric
 from research_mcp.tools.metrics._records import Limits, lib
 from research_mcp.tools.metrics._series import direction_of
 from research_mcp.tools.metrics._sources import RunBook, Source, read_source, resolve
-from research_mcp.tools.metrics.compare import Use, find_metric, gather, plan_groups
+from research_mcp.tools.metrics.compare import Use, gather, plan_groups
 from research_mcp.tools.metrics.stats import describe
 from research_mcp.workspace import Workspace
 
@@ -42,6 +43,9 @@ class PlotMetricsResult(ToolModel):
     png: str = Field(description="Workspace path of the PNG.")
     kind: Literal["line", "bar"]
     drawn: list[str] = Field(description="What was drawn: 'source: metric (n points)' or 'group: metric mean ± CI'.")
+    resolved: list[ResolvedMetric] = Field(
+        default_factory=list[ResolvedMetric], description="Which metric of which file was drawn for each source."
+    )
     warnings: list[str] = Field(default_factory=list[str])
 
 
@@ -77,10 +81,11 @@ def plot_metrics(
         raise BadInputError("At most 6 metrics in one figure (one panel each); make several figures.")
     if name is not None and not _NAME.match(name):
         raise BadInputError(f"name {name!r} must be letters, digits, '-' or '_' (it names the files).")
-    stem = name or _slug("_".join(m.rpartition(":")[2] for m in metrics) + f"_{kind}")
+    stem = name or _slug("_".join(plain_name(m) for m in metrics) + f"_{kind}")
     base = limits or Limits()
     warnings: list[str] = []
     drawn: list[str] = []
+    resolved: list[ResolvedMetric] = []
     rc = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
     # rcParams are global: one figure at a time, or a figure saved while another call's context is undone could
     # lose its TrueType fonts
@@ -92,16 +97,15 @@ def plot_metrics(
                 raise BadInputError("kind='line' draws sources; give sources (run ids or paths), not groups.")
             if not sources:
                 raise BadInputError("Give sources: run ids or workspace paths to draw curves of.")
-            resolved = [resolve(ws, s, book) for s in sources]
-            _lines(ws, resolved, metrics, x, axes, base, drawn, warnings)
+            _lines(ws, [resolve(ws, s, book) for s in sources], metrics, x, axes, base, drawn, resolved, warnings)
         else:
             if not groups and not sources:
                 raise BadInputError("kind='bar' needs groups (name -> run ids or paths) or sources (a bar each).")
             plan, notes = plan_groups(ws, book, groups or {s: [s] for s in sources or []}, None, None, "label")
             warnings += notes
-            _bars(ws, plan, metrics, use, axes, base, drawn, warnings)
+            _bars(ws, plan, metrics, use, axes, base, drawn, resolved, warnings)
         for ax, metric in zip(axes, metrics, strict=True):
-            ax.set_title(metric.rpartition(":")[2], fontsize=9)
+            ax.set_title(plain_name(metric), fontsize=9)
             if log_y:
                 ax.set_yscale("log")
         if title:
@@ -119,37 +123,41 @@ def plot_metrics(
             raise FileToolError(f"Cannot write the figure under paper/figures: {exc.strerror or exc}.") from exc
         preview = io.BytesIO()
         fig.savefig(preview, format="png", dpi=_PREVIEW_DPI, bbox_inches="tight")
-    result = PlotMetricsResult(pdf=ws.relative(pdf), png=ws.relative(png), kind=kind, drawn=drawn, warnings=warnings)
+    result = PlotMetricsResult(
+        pdf=ws.relative(pdf), png=ws.relative(png), kind=kind, drawn=drawn, resolved=resolved, warnings=warnings
+    )
     return result, preview.getvalue()
 
 
 def _lines(
     ws: Workspace,
-    resolved: list[Source],
+    sources: list[Source],
     metrics: list[str],
     x: str,
     axes: Any,
     base: Limits,
     drawn: list[str],
+    resolved: list[ResolvedMetric],
     warnings: list[str],
 ) -> None:
     limits = dataclasses.replace(base, max_points=_LINE_POINTS)
-    for source in resolved:
+    for source in sources:
         notes: list[str] = []
         files = read_source(ws, source, limits, notes)
         warnings += notes
         for ax, metric in zip(axes, metrics, strict=True):
-            try:
-                fm, series = find_metric(files, metric, source)
-            except LookupError:
+            match = resolve_metric(files, metric, source.name, ws.relative(source.path))
+            if match is None:
                 warnings.append(f"{source.name}: no metric {metric!r}")
                 continue
+            fm, series = match.file, match.series
+            resolved.append(match.resolved(source.name))
             points = series.points()
             xs = [p[0] for p in points] if x == "step" else list(range(len(points)))
             marker = "o" if len(points) <= 30 else None  # a short series (one eval per epoch) stays visible
             ax.plot(xs, [p[1] for p in points], label=source.name, linewidth=1.2, marker=marker, markersize=3)
             ax.set_xlabel("step" if x == "step" else "point")
-            drawn.append(f"{source.name}: {metric} ({series.count} points from {fm.path})")
+            drawn.append(f"{source.name}: {match.name} ({series.count} points from {fm.path})")
     for ax in axes:
         if ax.lines:
             ax.legend(fontsize=7)
@@ -163,11 +171,13 @@ def _bars(
     axes: Any,
     base: Limits,
     drawn: list[str],
+    resolved: list[ResolvedMetric],
     warnings: list[str],
 ) -> None:
     for ax, metric in zip(axes, metrics, strict=True):
-        found = gather(ws, plan, metric, use, direction_of(metric.rpartition(":")[2]), base, strict=False)
+        found = gather(ws, plan, metric, use, direction_of(plain_name(metric)), base, strict=False)
         warnings += found.warnings
+        resolved += [taken for group in found.resolved.values() for taken in group]
         names: list[str] = []
         means: list[float] = []
         low_err: list[float] = []

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError
 from research_mcp.model import ToolModel
+from research_mcp.tools.metrics._names import candidates, spelling
 from research_mcp.tools.metrics._records import FileMetrics, Limits
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, read_source, resolve
@@ -20,6 +21,7 @@ from research_mcp.workspace import Workspace
 __all__ = ["MetricSummary", "ReadMetricsResult", "read_metrics", "summarise"]
 
 _MAX_WARNINGS = 40
+_SPELLED = 12
 
 
 class MetricSummary(ToolModel):
@@ -93,6 +95,35 @@ def non_finite_warnings(fm: FileMetrics) -> list[str]:
     ]
 
 
+def _selected(files: list[FileMetrics], patterns: list[str], base: str) -> tuple[set[tuple[int, str]], list[str]]:
+    """(file index, metric name) of every metric a filter picks, and a note per name that picks several. A name
+    picks what it stands for in the other metrics tools (`val_acc`: `val_acc` or `<anything>.val_acc`, see
+    `_names`), all of it where several files or datasets have it, since this answer shows each with its file; a
+    glob matches whole names or their dot-separated tails."""
+    index = {id(fm): i for i, fm in enumerate(files)}
+    picked: set[tuple[int, str]] = set()
+    notes: list[str] = []
+    for pattern in patterns:
+        if any(char in pattern for char in "*?["):
+            for i, fm in enumerate(files):
+                picked.update(
+                    (i, name)
+                    for name in fm.series
+                    if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, "*." + pattern)
+                )
+            continue
+        matches = candidates(files, pattern)
+        picked.update((index[id(match.file)], match.name) for match in matches)
+        if len(matches) > 1:
+            spelled = ", ".join(repr(spelling(files, match, base)) for match in matches[:_SPELLED])
+            more = f" and {len(matches) - _SPELLED} more" if len(matches) > _SPELLED else ""
+            notes.append(
+                f"{pattern!r} matches {len(matches)} metrics; compare_runs, plot_metrics and results_table need "
+                f"one of them: {spelled}{more}"
+            )
+    return picked, notes
+
+
 def read_metrics(
     ws: Workspace,
     source: str,
@@ -109,17 +140,23 @@ def read_metrics(
     notes: list[str] = []
     files = read_source(ws, found, limits, notes)
     warnings = [*notes]
+    picked: set[tuple[int, str]] | None = None
+    if metrics:
+        picked, hints = _selected(files, metrics, ws.relative(found.path))
+        warnings = [*hints, *warnings]
     chosen: list[tuple[str, FileMetrics, Series]] = []
-    for fm in files:
+    for i, fm in enumerate(files):
         warnings += fm.warnings + non_finite_warnings(fm)
         for name, series in fm.series.items():
-            if metrics and not any(fnmatch.fnmatchcase(name, pattern) for pattern in metrics):
-                continue
-            chosen.append((name, fm, series))
+            if picked is None or (i, name) in picked:
+                chosen.append((name, fm, series))
     if metrics and not chosen and files:
         names = sorted({name for fm in files for name in fm.series})
         shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
-        raise BadInputError(f"No metric matches {metrics} in {found.name!r}. Metrics there: {shown or 'none'}.")
+        raise BadInputError(
+            f"No metric matches {metrics} in {found.name!r} (a name matches the metric named so or ending in "
+            f"'.<name>'; a glob, whole names). Metrics there: {shown or 'none'}."
+        )
     if offset > len(chosen) and chosen:
         raise BadInputError(f"offset {offset} is past the {len(chosen)} metrics found.")
     page: list[MetricSummary] = []

@@ -7,14 +7,16 @@ Every number of the table sits on its own line, ending in a LaTeX comment that s
 
     & $\mathbf{0.912 \pm 0.004}$ % research-mcp-cell: {"v": 1, "group": "method", "metric": "val_acc", ...}
 
-Its keys: `v` (format version, 1), `group`, `metric` (as asked, possibly `file:name`), `use` (which value of each
-run: last, best, min, max, or all for per-seed lists), `stat` (`mean_std`: mean ± sample std, `value`: a single
-value, `missing`: no run had the metric), `n`, `mean`, `std` (null for n = 1), `sources` (the run ids or workspace
-paths, one per value, in order), `values` (the values themselves, full precision), `files` (the metric files read)
-and `bold` (whether the number is set in bold: only where its group is significantly better than every other
-group on that metric, by Welch t-tests with Holm's correction). The table itself opens with one comment line
-`% research-mcp-table: {json}` holding `label`, `metrics`, `groups`, `use` and `alpha`. The LaTeX before the comment
-(the printed cell, e.g. `$0.912 \pm 0.004$`) is returned by the parser as `printed`.
+Its keys: `v` (format version, 1), `group`, `metric` (as asked, possibly `file:name` or a short name), `use` (which
+value of each run: last, best, min, max, or all for per-seed lists), `stat` (`mean_std`: mean ± sample std, `value`:
+a single value, `missing`: no run had the metric), `n`, `mean`, `std` (null for n = 1), `sources` (the run ids or
+workspace paths, one per value, in order), `values` (the values themselves, full precision), `files` (the metric
+files read), `names` (the full name of the metric read in each of those files, e.g. `spirals.means.val_acc` for
+`val_acc`; absent from tables written before it) and `bold` (whether the number is set in bold: only where its group
+is significantly better than every other group on that metric, by Welch t-tests with Holm's correction). The table
+itself opens with one comment line `% research-mcp-table: {json}` holding `label`, `metrics`, `groups`, `use` and
+`alpha`. The LaTeX before the comment (the printed cell, e.g. `$0.912 \pm 0.004$`) is returned by the parser as
+`printed`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import atomic_write
 from research_mcp.model import ToolModel
+from research_mcp.tools.metrics._names import plain_name
 from research_mcp.tools.metrics._records import Limits
 from research_mcp.tools.metrics._series import Direction, direction_of
 from research_mcp.tools.metrics._sources import RunBook
@@ -67,6 +70,9 @@ class CellProvenance(ToolModel):
     sources: list[str]
     values: list[float]
     files: list[str]
+    names: list[str] = Field(
+        default_factory=list[str], description="The full name of the metric read from each of `files`, in order."
+    )
     bold: bool
     printed: str = Field(description="The LaTeX printed for this cell.")
 
@@ -154,7 +160,7 @@ def results_table(
     columns: list[tuple[str, Direction | None, list[CellProvenance]]] = []
     for metric in metrics:
         override = (higher_is_better or {}).get(metric)
-        plain = metric.rpartition(":")[2]
+        plain = plain_name(metric)
         direction = direction_of(plain) if override is None else ("max" if override else "min")
         found = gather(ws, plan, metric, use, direction, limits or Limits(), strict=False)
         notes += found.warnings
@@ -189,7 +195,8 @@ def results_table(
                     std=None if d is None else d.std,
                     sources=found.sources[g],
                     values=values,
-                    files=found.files[g],
+                    files=[taken.file for taken in found.resolved[g]],
+                    names=[taken.metric for taken in found.resolved[g]],
                     bold=bold,
                     printed=printed,
                 )  # fmt: skip
@@ -228,7 +235,7 @@ def _render(
         f"  \\label{{tab:{label}}}",
         f"  \\begin{{tabular}}{{l{'c' * len(columns)}}}",
         r"    \toprule",
-        "    Method & " + " & ".join(escape(m.rpartition(":")[2]) + arrows[d] for m, d, _ in columns) + r" \\",
+        "    Method & " + " & ".join(escape(plain_name(m)) + arrows[d] for m, d, _ in columns) + r" \\",
         r"    \midrule",
     ]
     for row, group in enumerate(names):
