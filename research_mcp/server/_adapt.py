@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,14 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import anyio.to_thread
 import pydantic
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import ListRootsResult, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ListRootsResult, ToolAnnotations
 
-from research_mcp.errors import ResearchError, os_error_message
+from research_mcp.errors import NotFoundError, PaperNotFoundError, ResearchError, RunNotFoundError, os_error_message
 from research_mcp.server.state import AppState, ResolvedWorkspace
 from research_mcp.workspace import Workspace
 
@@ -37,11 +40,17 @@ __all__ = [
     "AppContext",
     "AppState",
     "ResolvedWorkspace",
+    "CompletionHook",
     "MappedTool",
+    "PromptSpec",
+    "Registry",
+    "ResourceSpec",
     "ToolRegistry",
     "ToolSpec",
     "WorkspaceParam",
     "in_thread",
+    "known_workspace",
+    "map_resource_errors",
     "need_workspace",
     "error_text",
     "state_of",
@@ -94,6 +103,11 @@ def workspace_of(ctx: AppContext, found: ResolvedWorkspace | ListRootsResult) ->
 def need_workspace(ctx: AppContext, found: ResolvedWorkspace | ListRootsResult) -> Workspace:
     """The call's workspace, or a `WorkspaceError` saying how to set one."""
     return workspace_of(ctx, found).require()
+
+
+def known_workspace(ctx: AppContext) -> Workspace:
+    """The workspace of a resource read, which carries no roots: see `AppState.known_workspace`."""
+    return state_of(ctx).known_workspace().require()
 
 
 def state_of(ctx: AppContext) -> AppState:
@@ -198,11 +212,46 @@ class ToolSpec:
         )
 
 
-class ToolRegistry:
-    """Collects a family's adapters as `ToolSpec`s; the server builds them (or lists them from the cache)."""
+@dataclass(frozen=True)
+class PromptSpec:
+    """A recipe as registered: the SDK's `Prompt` is built from it on first use."""
+
+    fn: Callable[..., Awaitable[Any]]
+    name: str
+    title: str | None
+    description: str
+
+    def build(self) -> Prompt:
+        return Prompt.from_function(_map_prompt_errors(self.name, self.fn), name=self.name, title=self.title,
+                                    description=self.description)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """A resource template as registered: `fn` takes `ctx` and the template's variables by name."""
+
+    fn: Callable[..., Awaitable[Any]]
+    uri_template: str
+    name: str
+    title: str | None
+    description: str
+    mime_type: str
+    params: tuple[str, ...]
+
+
+CompletionHook = Callable[[AppState, Workspace, str], Awaitable[list[str]]]
+"""Completes one argument (a run id, a paper id) from its typed prefix, in the workspace: the candidates."""
+
+
+class Registry:
+    """Collects a family's tools, prompts, resource templates and argument completions; the server builds them
+    (or lists them from the stored listing) for the families its toolsets turn on."""
 
     def __init__(self) -> None:
         self.specs: list[ToolSpec] = []
+        self.prompts: list[PromptSpec] = []
+        self.resources: list[ResourceSpec] = []
+        self.completions: dict[str, CompletionHook] = {}
 
     def tool(
         self, annotations: ToolAnnotations, *, title: str | None = None
@@ -214,3 +263,75 @@ class ToolRegistry:
             return fn
 
         return decorator
+
+    def prompt(self, *, title: str | None = None) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """A recipe: its arguments are the function's (short, each with a `Field(description=...)`), its text the
+        function's result; a `ResearchError` it raises reaches the client as its message."""
+
+        def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+            self.prompts.append(PromptSpec(fn, fn.__name__, title, inspect.cleandoc(fn.__doc__ or "")))
+            return fn
+
+        return decorator
+
+    def resource(
+        self, uri_template: str, *, mime_type: str = "text/plain", title: str | None = None
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """A resource template (`run://{run_id}`): the function takes `ctx` and each variable as a `str`, and
+        returns text or bytes; resources are read-only, so `--read-only` keeps them."""
+
+        def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+            params = tuple(name for name in inspect.signature(fn).parameters if name != "ctx")
+            if set(params) != set(re.findall(r"{(\w+)}", uri_template)):
+                raise TypeError(f"{fn.__name__}: parameters {params} do not match the variables of {uri_template}")
+            description = inspect.cleandoc(fn.__doc__ or "")
+            self.resources.append(ResourceSpec(fn, uri_template, fn.__name__, title, description, mime_type, params))
+            return fn
+
+        return decorator
+
+    def completion(self, argument: str) -> Callable[[CompletionHook], CompletionHook]:
+        """Complete the prompt and resource arguments named `argument` (in any family) with this hook."""
+
+        def decorator(fn: CompletionHook) -> CompletionHook:
+            self.completions[argument] = fn
+            return fn
+
+        return decorator
+
+
+ToolRegistry = Registry
+
+
+def _map_prompt_errors(name: str, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A prompt's failure as a protocol error carrying the sentence (the SDK would say only 'Error rendering')."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except MCPError:
+            raise
+        except Exception as exc:
+            code = INVALID_PARAMS if isinstance(exc, ResearchError | pydantic.ValidationError) else INTERNAL_ERROR
+            raise MCPError(code=code, message=error_text(name, exc)) from exc
+
+    return wrapper
+
+
+def map_resource_errors(name: str, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A resource's failure as the SDK's `ResourceError` carrying the sentence; a missing run or paper as
+    `ResourceNotFoundError`."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except ResourceError:
+            raise
+        except (RunNotFoundError, PaperNotFoundError, NotFoundError) as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        except Exception as exc:
+            raise ResourceError(error_text(name, exc)) from exc
+
+    return wrapper

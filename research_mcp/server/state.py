@@ -66,6 +66,16 @@ class AppState:
                 return ResolvedWorkspace(None, str(exc))
         return ResolvedWorkspace(found, None)
 
+    def known_workspace(self) -> ResolvedWorkspace:
+        """The workspace for a request that carries no client roots (a resource read, a completion): the setting
+        or the current folder, else the one the client's roots named last."""
+        found = self.resolve_workspace(None)
+        if found.workspace is None:
+            for key, ws in reversed(self._workspaces.items()):
+                if key is not None and os.path.isdir(ws.root):
+                    return ResolvedWorkspace(ws, None)
+        return found
+
     def store(self, ws: Workspace) -> Store:
         from research_mcp.store import Store
 

@@ -61,7 +61,7 @@ async def test_read_only_start_from_the_listing_offers_only_read_only_tools(sett
 
 async def test_a_broken_listing_is_rebuilt(settings: Settings) -> None:
     built = await _listing(settings)
-    _stored(settings).write_text('{"families": {"files": [{"name"')  # cut mid-write
+    _stored(settings).write_text('{"families": {"files": {"tools": [{"name"')  # cut mid-write
     assert await _listing(settings) == built
     assert json.loads(_stored(settings).read_text())["families"]["files"]
 
@@ -70,7 +70,7 @@ async def test_a_listing_whose_schemas_differ_is_dropped_at_first_call(settings:
     await _listing(settings)
     stored = _stored(settings)
     data = json.loads(stored.read_text())
-    for entry in data["families"]["files"]:
+    for entry in data["families"]["files"]["tools"]:
         if entry["name"] == "list_files":
             entry["input_schema"]["properties"]["depth"]["maximum"] = 99
     stored.write_text(json.dumps(data))
@@ -97,8 +97,8 @@ async def test_a_listed_tool_that_no_longer_exists_is_answered_not_crashed(setti
     await _listing(settings)
     stored = _stored(settings)
     data = json.loads(stored.read_text())
-    ghost = dict(data["families"]["files"][0], name="ghost_tool")
-    data["families"]["files"].append(ghost)
+    ghost = dict(data["families"]["files"]["tools"][0], name="ghost_tool")
+    data["families"]["files"]["tools"].append(ghost)
     stored.write_text(json.dumps(data))
     async with Client(build_server(settings)) as client:
         result = await client.call_tool("ghost_tool", {})
