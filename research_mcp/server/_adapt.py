@@ -22,6 +22,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ListRootsResult, ToolAnnotations
 
 from research_mcp.errors import ResearchError
+from research_mcp.server._schema import compact_tool
 from research_mcp.server.state import AppState, ResolvedWorkspace
 from research_mcp.workspace import Workspace
 
@@ -120,12 +121,14 @@ class ToolSpec:
     annotations: ToolAnnotations
 
     def build(self) -> Tool:
-        return Tool.from_function(
-            _map_errors(self.fn),
-            name=self.name,
-            title=self.title,
-            description=self.description,
-            annotations=self.annotations,
+        return compact_tool(
+            Tool.from_function(
+                _map_errors(self.fn),
+                name=self.name,
+                title=self.title,
+                description=self.description,
+                annotations=self.annotations,
+            )
         )
 
 
