@@ -1,4 +1,5 @@
-"""The stored tool listing: a second start lists the same tools without building them, and they still work."""
+"""The stored tool listing: a second start lists the same tools without building them, and they still work;
+clients with file tools of their own are not listed ours."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_types import Implementation
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
@@ -91,3 +93,53 @@ def test_a_warm_start_imports_no_adapter_module(settings: Settings, tmp_path: Pa
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "research_mcp.server.files" in first
     assert second.strip() == "[]"
+
+
+FILE_TOOLS = {"read_file", "write_file", "list_files", "edit_file", "grep"}
+
+
+async def _names_and_read(settings: Settings, client_name: str) -> tuple[set[str], bool]:
+    """The tools a client of that name is listed, and whether its read_file call was answered."""
+    info = Implementation(name=client_name, version="1.0")
+    async with Client(build_server(settings), client_info=info) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        read = await client.call_tool("read_file", {"path": "notes.txt"})
+    return names, not read.is_error
+
+
+@pytest.mark.parametrize("name", ["claude-code", "cursor-vscode", "Visual Studio Code", "codex-mcp-client"])
+async def test_clients_with_file_tools_of_their_own_are_not_listed_ours_but_may_call_them(
+    settings: Settings, workspace: Path, name: str
+) -> None:
+    (workspace / "notes.txt").write_text("hello\n")
+    names, answered = await _names_and_read(settings, name)
+    assert not names & FILE_TOOLS and {"lab_info", "run_experiment", "search_papers"} <= names
+    assert answered
+
+
+@pytest.mark.parametrize("name", ["claude-ai", "a-client-nobody-knows"])
+async def test_claude_desktop_and_unknown_clients_are_listed_the_file_tools(
+    settings: Settings, workspace: Path, name: str
+) -> None:
+    (workspace / "notes.txt").write_text("hello\n")
+    names, answered = await _names_and_read(settings, name)
+    assert FILE_TOOLS <= names and answered
+
+
+async def test_the_file_tools_setting_forces_them_on_or_off_for_every_client(
+    settings: Settings, workspace: Path
+) -> None:
+    (workspace / "notes.txt").write_text("hello\n")
+    names, _ = await _names_and_read(settings.model_copy(update={"file_tools": "on"}), "cursor-vscode")
+    assert FILE_TOOLS <= names
+    names, answered = await _names_and_read(settings.model_copy(update={"file_tools": "off"}), "claude-ai")
+    assert not names & FILE_TOOLS and "lab_info" in names
+    assert not answered  # off: not part of the server at all
+
+
+def test_the_file_tools_flag_reaches_the_settings(tmp_path: Path) -> None:
+    from research_mcp.cli import _parser, _settings
+
+    args = _parser().parse_args(["serve", "--workspace", str(tmp_path), "--file-tools", "off"])
+    assert _settings(args).file_tools == "off"
+    assert _settings(_parser().parse_args(["serve", "--workspace", str(tmp_path)])).file_tools == "auto"
