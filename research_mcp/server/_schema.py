@@ -7,7 +7,8 @@ field name again, `anyOf [X, {"type": "null"}]` plus `"default": null` for every
 built tool, keeping what they accept:
 
 - input: an optional field whose default is null becomes plain X, since leaving it out already says "none",
-  and the SDK validates arguments against its own pydantic model, never against the listed schema;
+  and a length cap no real value reaches is left out: the SDK validates arguments against its own pydantic
+  model, never against the listed schema;
 - output: structured content is dumped with every field, nulls included, and clients validate it against
   the schema, so a nullable field stays nullable, written `"type": [T, "null"]`. Defaults and descriptions go:
   the model reads the tool's description, not its output schema, and a default says nothing of a result.
@@ -32,6 +33,9 @@ _LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _ONE = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 _DROPPED_IN_OUTPUT = ("default", "description", "examples")
+GUARD_LENGTH = 1000
+"""An input's `maxLength` from this up is a guard no real value reaches (4096 for a path): the arguments model
+still enforces it, the listing leaves it out."""
 OUTPUT_BUDGET = 800
 """Most characters of an output schema (compact JSON) before its largest nested objects lose their fields."""
 
@@ -73,6 +77,8 @@ def _compact(node: dict[str, Any], *, output: bool) -> dict[str, Any]:
         if key == "title" or (output and key in _DROPPED_IN_OUTPUT):
             continue
         if key == "additionalProperties" and value is True:
+            continue
+        if not output and key == "maxLength" and isinstance(value, int) and value >= GUARD_LENGTH:
             continue
         if key in _MAPS and isinstance(value, dict):
             out[key] = {name: _compact_any(sub, output=output) for name, sub in cast(dict[str, Any], value).items()}

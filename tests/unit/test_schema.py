@@ -108,7 +108,7 @@ class Arguments(BaseModel):
     query: str = Field(max_length=50, description="Keywords.")
     limit: float = Field(10, ge=1.0, le=50.0)
     workdir: str | None = Field(".", description="null: inline files only.")
-    image: str | None = Field(None, description="Docker image.")
+    image: str | None = Field(None, description="Docker image.", max_length=4096)
     env: dict[str, str] | None = None
 
 
