@@ -39,6 +39,7 @@ from evals.bench.measure import (
 )
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 BASELINE_SCRIPT = HERE / "baseline_server.py"
 DEFAULT_OUT = HERE / "results" / "latest.json"
 SANDBOX_OUT = HERE / "results" / "sandbox.json"
@@ -95,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _launches(python: str, workspace: Path, data_dir: Path) -> dict[str, Launch]:
     """Both servers start with the venv's python by absolute path, from the same folder, with the same env."""
-    env = {"RESEARCH_MCP_DATA_DIR": str(data_dir)}  # keep the user's own data folder out of it
+    # keep the user's own data folder out of it; import research_mcp from this checkout, whichever one the venv's
+    # editable install points at
+    env = {"RESEARCH_MCP_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)}
     serve = ["serve", "--workspace", str(workspace)]
     launches = {
         BASELINE: Launch(LABELS[BASELINE], [python, str(BASELINE_SCRIPT)], workspace, env),
@@ -109,7 +112,7 @@ def _launches(python: str, workspace: Path, data_dir: Path) -> dict[str, Launch]
     data_dir.mkdir(parents=True, exist_ok=True)
     blocked = data_dir / "listing-blocked"
     blocked.touch()
-    first = {"RESEARCH_MCP_DATA_DIR": str(blocked)}
+    first = {**env, "RESEARCH_MCP_DATA_DIR": str(blocked)}
     launches[FIRST] = Launch(LABELS[FIRST], [python, "-m", "research_mcp", *serve], workspace, first)
     return launches
 
