@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
     serve.add_argument("--toolsets", help=f"comma-separated tool families to offer (default all: {','.join(TOOLSETS)})")
     serve.add_argument("--read-only", action="store_true", default=None, help="offer only read-only tools")
+    serve.add_argument(
+        "--file-tools",
+        choices=["auto", "on", "off"],
+        help="list read_file, write_file, ... to clients without file tools of their own (auto, the default), "
+        "to every client (on), or to none (off)",
+    )
     serve.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     sandbox = commands.add_parser("sandbox", help="manage the sandbox (the offline Docker image)")
@@ -65,6 +71,8 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["toolsets"] = chosen
     if getattr(args, "read_only", None):
         overrides["read_only"] = True
+    if getattr(args, "file_tools", None) is not None:
+        overrides["file_tools"] = args.file_tools
     try:
         return Settings(**overrides)
     except ValueError as exc:  # pydantic's ValidationError: a bad RESEARCH_MCP_* value

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default_factory=lambda: list(TOOLSETS), description="Tool families to offer."
     )
     read_only: bool = Field(default=False, description="Offer only the tools annotated readOnlyHint.")
+    file_tools: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="List the files toolset to clients without file tools of their own (auto), to all (on), or none.",
+    )
     token: SecretStr | None = Field(default=None, description="Bearer token streamable HTTP requests must carry.")
 
     arxiv_url: str = "https://export.arxiv.org/api/query"

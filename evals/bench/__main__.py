@@ -1,5 +1,8 @@
 """`python -m evals.bench`: run the three measurements, print a table, write the JSON result file.
 
+Section 3 lists the tools twice: as any client gets them, and as the default listing of a client with file tools
+of its own (`listing.FILE_TOOLS_CLIENT`); its targets are in `listing.py`.
+
 `python -m evals.bench --sandbox` runs section 4 instead (`sandbox.py`): the overhead of a sandboxed run of
 `python3 -c pass` per backend, against the raw `docker run` and `bwrap`; its result goes to `results/sandbox.json`.
 Exits 0 whatever the verdicts, unless `--strict` is given; then a missed target exits 1.
@@ -22,11 +25,13 @@ from typing import Any, TextIO
 
 import anyio
 
+from evals.bench.listing import FILE_TOOLS_CLIENT, verdicts
 from evals.bench.measure import (
     Call,
     Launch,
     Spawned,
     cold_start,
+    list_tools_as,
     still_running,
     summary,
     tool_calls,
@@ -34,6 +39,7 @@ from evals.bench.measure import (
 )
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 BASELINE_SCRIPT = HERE / "baseline_server.py"
 DEFAULT_OUT = HERE / "results" / "latest.json"
 SANDBOX_OUT = HERE / "results" / "sandbox.json"
@@ -90,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _launches(python: str, workspace: Path, data_dir: Path) -> dict[str, Launch]:
     """Both servers start with the venv's python by absolute path, from the same folder, with the same env."""
-    env = {"RESEARCH_MCP_DATA_DIR": str(data_dir)}  # keep the user's own data folder out of it
+    # keep the user's own data folder out of it; import research_mcp from this checkout, whichever one the venv's
+    # editable install points at
+    env = {"RESEARCH_MCP_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)}
     serve = ["serve", "--workspace", str(workspace)]
     launches = {
         BASELINE: Launch(LABELS[BASELINE], [python, str(BASELINE_SCRIPT)], workspace, env),
@@ -104,7 +112,7 @@ def _launches(python: str, workspace: Path, data_dir: Path) -> dict[str, Launch]
     data_dir.mkdir(parents=True, exist_ok=True)
     blocked = data_dir / "listing-blocked"
     blocked.touch()
-    first = {"RESEARCH_MCP_DATA_DIR": str(blocked)}
+    first = {**env, "RESEARCH_MCP_DATA_DIR": str(blocked)}
     launches[FIRST] = Launch(LABELS[FIRST], [python, "-m", "research_mcp", *serve], workspace, first)
     return launches
 
@@ -116,6 +124,7 @@ async def _measure(args: argparse.Namespace, launches: dict[str, Launch], errlog
         per_call = await tool_calls(
             launches[RESEARCH], launches[BASELINE], CALLS, args.calls, args.warmup, errlog, spawned
         )
+        default_listing = await list_tools_as(launches[RESEARCH], FILE_TOOLS_CLIENT, errlog, spawned)
     finally:
         left = still_running(spawned.processes)
         for pid in left:  # the SDK's shutdown should have ended them all; this is only a safety net
@@ -139,8 +148,14 @@ async def _measure(args: argparse.Namespace, launches: dict[str, Launch], errlog
     calls["target_ratio"] = TOOL_CALL_TARGET
     calls["passed"] = calls["ratio"] <= TOOL_CALL_TARGET
 
-    sizes = tools_list_size(answers[launches[RESEARCH].label])
+    toolsets = _toolsets()
+    sizes = tools_list_size(answers[launches[RESEARCH].label], toolsets)
     sizes["baseline"] = tools_list_size(answers[launches[BASELINE].label])
+    default = tools_list_size(default_listing, toolsets)
+    sizes["default"] = {key: value for key, value in default.items() if key != "per_tool"}
+    sizes["default"]["client"] = FILE_TOOLS_CLIENT
+    sizes["targets"] = verdicts(sizes, default)
+    sizes["passed"] = all(target["passed"] for target in sizes["targets"].values())
     return {
         "cold_start": cold,
         "tool_call": calls,
@@ -150,6 +165,13 @@ async def _measure(args: argparse.Namespace, launches: dict[str, Launch], errlog
             "left_running": left,
         },
     }
+
+
+def _toolsets() -> dict[str, str]:
+    """Tool name -> the toolset (family) that registers it."""
+    from research_mcp.server._manifest import FAMILIES, collect
+
+    return {spec.name: family for family in FAMILIES for spec in collect(family)}
 
 
 def _meta(started: float) -> dict[str, Any]:
@@ -212,12 +234,31 @@ def render(result: dict[str, Any]) -> str:
         f"3. tools/list answer: {sizes['tools']} tools, {sizes['answer_chars']:,} chars "
         f"(tools array {sizes['tools_chars']:,}; baseline: {sizes['baseline']['tools']} tool, "
         f"{sizes['baseline']['answer_chars']:,} chars)",
-        f"   {'tool':14}{'total':>8}{'description':>13}{'inputSchema':>13}{'outputSchema':>14}",
+        "   model = what a client puts in its model's context: name + description + inputSchema as compact JSON",
+        f"   {'tool':18}{'toolset':>11}{'model':>8}{'total':>8}{'description':>13}{'inputSchema':>13}"
+        f"{'outputSchema':>14}",
     ]
     for tool in sizes["per_tool"]:
         lines.append(
-            f"   {tool['name']:14}{tool['total']:8,}{tool['description']:13,}"
+            f"   {tool['name']:18}{tool['toolset']:>11}{tool['model']:8,}{tool['total']:8,}{tool['description']:13,}"
             f"{tool['inputSchema']:13,}{tool['outputSchema']:14,}"
+        )
+    lines.append(f"   {'toolset':18}{'tools':>11}{'model':>8}{'total':>8}")
+    for name, toolset in sizes["per_toolset"].items():
+        lines.append(f"   {name:18}{toolset['tools']:11}{toolset['model']:8,}{toolset['total']:8,}")
+    default = sizes["default"]
+    lines += [
+        f"   {'every tool (any other client)':32}{sizes['tools']:5} tools{sizes['model_chars']:9,} model chars "
+        f"({sizes['model_chars_per_tool']:,.0f} a tool){sizes['answer_chars']:9,} answer chars "
+        f"({sizes['answer_chars_per_tool']:,.0f} a tool)",
+        f"   {'default listing (' + default['client'] + ')':32}{default['tools']:5} tools{default['model_chars']:9,} "
+        f"model chars ({default['model_chars_per_tool']:,.0f} a tool){default['answer_chars']:9,} answer chars "
+        f"({default['answer_chars_per_tool']:,.0f} a tool)",
+    ]
+    for target in sizes["targets"].values():
+        lines.append(
+            f"   {target['what']:46}{target['value']:10,.0f}   target <= {target['target']:,}   "
+            f"{_verdict(target['passed'])}"
         )
     left = result["processes"]["left_running"]
     lines += [
@@ -288,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = list(os.getloadavg())
     meta["duration_s"] = time.time() - started
     result = {"meta": meta, **result}
-    result["passed"] = result["cold_start"]["passed"] and result["tool_call"]["passed"]
+    result["passed"] = (
+        result["cold_start"]["passed"] and result["tool_call"]["passed"] and result["tools_list"]["passed"]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(render(result))

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.types import ListToolsResult
+from mcp.types import Implementation, ListToolsResult
 
 __all__ = [
     "CALL_TIMEOUT_S",
@@ -28,6 +28,8 @@ __all__ = [
     "Spawned",
     "child_pids",
     "cold_start",
+    "list_tools_as",
+    "model_chars",
     "percentile",
     "still_running",
     "summary",
@@ -132,8 +134,12 @@ def summary(samples_s: Sequence[float]) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def _session(launch: Launch, errlog: TextIO) -> AsyncGenerator[ClientSession]:
-    async with stdio_client(launch.params(), errlog=errlog) as (read, write), ClientSession(read, write) as session:
+async def _session(launch: Launch, errlog: TextIO, client_name: str | None = None) -> AsyncGenerator[ClientSession]:
+    info = None if client_name is None else Implementation(name=client_name, version="0")
+    async with (
+        stdio_client(launch.params(), errlog=errlog) as (read, write),
+        ClientSession(read, write, client_info=info) as session,
+    ):
         await session.initialize()
         yield session
 
@@ -212,22 +218,54 @@ def _chars(value: Any) -> int:
     return 0 if value is None else len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
-def tools_list_size(listed: ListToolsResult) -> dict[str, Any]:
-    """Characters of the whole answer, of its `tools` array, and per tool of each part the model reads."""
+def model_chars(tool: dict[str, Any]) -> int:
+    """What a client puts in its model's context for one listed tool (a `tools/list` entry as JSON): the characters
+    of its name and description plus its input schema as compact JSON (separators `,` and `:`, no ASCII escaping)."""
+    return len(tool["name"]) + len(tool.get("description") or "") + _chars(tool.get("inputSchema"))
+
+
+def tools_list_size(listed: ListToolsResult, toolsets: dict[str, str] | None = None) -> dict[str, Any]:
+    """Characters of the whole answer, of its `tools` array, and per tool of each part the model reads; with
+    `toolsets` (tool name -> toolset), the tools and model characters of each toolset."""
     tools = [tool.model_dump(mode="json", by_alias=True, exclude_unset=True) for tool in listed.tools]
-    per_tool = [
+    per_tool: list[dict[str, Any]] = [
         {
             "name": tool["name"],
+            "toolset": (toolsets or {}).get(tool["name"], "?"),
             "total": _chars(tool),
+            "model": model_chars(tool),
             "description": len(tool.get("description") or ""),
             "inputSchema": _chars(tool.get("inputSchema")),
             "outputSchema": _chars(tool.get("outputSchema")),
         }
         for tool in tools
     ]
+    by_toolset: dict[str, dict[str, int]] = {}
+    for tool in per_tool:
+        entry = by_toolset.setdefault(tool["toolset"], {"tools": 0, "model": 0, "total": 0})
+        entry["tools"] += 1
+        entry["model"] += tool["model"]
+        entry["total"] += tool["total"]
+    answer = len(listed.model_dump_json(by_alias=True, exclude_unset=True))
+    model = sum(tool["model"] for tool in per_tool)
+    count = max(len(tools), 1)
     return {
         "tools": len(tools),
-        "answer_chars": len(listed.model_dump_json(by_alias=True, exclude_unset=True)),
+        "answer_chars": answer,
+        "answer_chars_per_tool": answer / count,
         "tools_chars": _chars(tools),
+        "model_chars": model,
+        "model_chars_per_tool": model / count,
+        "model_chars_max": max((tool["model"] for tool in per_tool), default=0),
+        "per_toolset": by_toolset,
         "per_tool": per_tool,
     }
+
+
+async def list_tools_as(launch: Launch, client_name: str, errlog: TextIO, spawned: Spawned) -> ListToolsResult:
+    """The `tools/list` answer a client that names itself `client_name` at `initialize` gets."""
+    before = child_pids()
+    with anyio.fail_after(SESSION_TIMEOUT_S):
+        async with _session(launch, errlog, client_name) as session:
+            spawned.note_new_children(before)
+            return await session.list_tools()

@@ -30,6 +30,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ListRootsResult, ToolAnnotations
 
 from research_mcp.errors import NotFoundError, PaperNotFoundError, ResearchError, RunNotFoundError, os_error_message
+from research_mcp.server._schema import compact_tool
 from research_mcp.server.state import AppState, ResolvedWorkspace
 from research_mcp.workspace import Workspace
 
@@ -203,12 +204,14 @@ class ToolSpec:
     annotations: ToolAnnotations
 
     def build(self) -> Tool:
-        return MappedTool.from_function(
-            _map_errors(self.name, self.fn),
-            name=self.name,
-            title=self.title,
-            description=self.description,
-            annotations=self.annotations,
+        return compact_tool(
+            MappedTool.from_function(
+                _map_errors(self.name, self.fn),
+                name=self.name,
+                title=self.title,
+                description=self.description,
+                annotations=self.annotations,
+            )
         )
 
 

@@ -378,16 +378,18 @@ class ToolCache:
         self.path.unlink(missing_ok=True)
 
 
-def tools_for(families: Sequence[str], data_dir: Path, *, read_only: bool) -> list[Tool]:
-    """Every tool of the families, in order, listed from the cache where possible; read-only ones if asked."""
+def tools_for(families: Sequence[str], data_dir: Path, *, read_only: bool) -> dict[str, list[Tool]]:
+    """Every tool of the families by family, listed from the cache where possible; read-only ones if asked."""
     cache = ToolCache(data_dir)
-    tools = [tool for family in families for tool in cache.tools(family)]
+    tools = {family: cache.tools(family) for family in families}
     cache.save()
-    return _read_only(tools) if read_only else tools
+    if read_only:
+        return {family: [tool for tool in found if _read_only(tool)] for family, found in tools.items()}
+    return tools
 
 
-def _read_only(tools: list[Tool]) -> list[Tool]:
-    return [tool for tool in tools if tool.annotations is not None and tool.annotations.read_only_hint]
+def _read_only(tool: Tool) -> bool:
+    return tool.annotations is not None and bool(tool.annotations.read_only_hint)
 
 
 def register_all(server: MCPServer[Any], families: Sequence[str], data_dir: Path, *, read_only: bool,

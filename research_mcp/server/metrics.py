@@ -34,23 +34,22 @@ from research_mcp.workspace import Workspace
 
 __all__ = ["register"]
 
-Source = Annotated[str, Field(description="A run id (list_runs) or a workspace path.", min_length=1, max_length=4096)]
+Source = Annotated[str, Field(description="A run id or workspace path.", min_length=1, max_length=4096)]
 Groups = Annotated[
-    dict[str, list[Source]] | None,
-    Field(description="Group name -> run ids or workspace paths, e.g. {'baseline': [...], 'method': [...]}."),
+    dict[str, list[Annotated[str, Field(min_length=1, max_length=4096)]]] | None,
+    Field(description="e.g. {'baseline': [run ids or paths], 'method': [...]}"),
 ]
-RunIds = Annotated[list[str] | None, Field(description="Run ids, grouped by their label (or config: group_by).")]
-Labels = Annotated[list[str] | None, Field(description="Compare every run carrying one of these labels.")]
-GroupBy = Annotated[Literal["label", "config"], Field(description="How run_ids are grouped.")]
+RunIds = Annotated[list[str] | None, Field(description="Grouped by label or config (group_by).")]
+Labels = Annotated[list[str] | None, Field(description="Every run with one of these labels.")]
+GroupBy = Literal["label", "config"]
 UseParam = Annotated[
     Literal["last", "best", "min", "max", "all"],
-    Field(description="Which value of each run counts: the last logged (default), the best, min, max, or 'all' "
-    "points as samples (an AI Scientist per-seed list)."),
+    Field(description="The value of a run that counts; all: every point is a sample."),
 ]  # fmt: skip
-Alpha = Annotated[float, Field(gt=0, lt=0.5, description="Significance level, after Holm's correction.")]
+Alpha = Annotated[float, Field(gt=0, lt=0.5, description="After Holm's correction.")]
 Metric = Annotated[
     str,
-    Field(description="Metric name as read_metrics shows it; 'file:name' when several files have it.", min_length=1),
+    Field(description="As read_metrics names it ('file:name' if ambiguous).", min_length=1),
 ]
 
 
@@ -83,19 +82,16 @@ def register(tools: ToolRegistry) -> None:
         ctx: AppContext,
         ws: WorkspaceParam,
         source: Source,
-        metrics: Annotated[
-            list[str] | None, Field(description="Metric names or globs ('val_*'); all when omitted.")
-        ] = None,
-        max_points: Annotated[int, Field(ge=2, le=1000, description="Points per downsampled series.")] = 200,
+        metrics: Annotated[list[str] | None, Field(description="Names or globs ('val_*'); default all.")] = None,
+        max_points: Annotated[int, Field(ge=2, le=1000, description="Per series.")] = 200,
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="Metric -> true if higher is better; overrides the name.")
+            dict[str, bool] | None, Field(description="metric -> higher is better; else guessed from the name.")
         ] = None,
-        offset: Annotated[int, Field(ge=0, description="Metrics to skip (from next_offset).")] = 0,
+        offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ReadMetricsResult:
-        """Read the metrics a run (or any workspace file or folder) logged: AI Scientist final_info.json, JSON, JSONL,
-        CSV/TSV, TensorBoard event files, MLflow mlruns/ and MLPerf :::MLLOG logs. Per metric: last, best (direction
-        from the name, or given), min, max, points, step range and a downsampled series that keeps extremes. Report
-        numbers from here, never from memory. Bad lines are skipped and named in warnings."""
+        """Read the metrics a run or workspace file/folder logged (final_info.json, JSON, JSONL, CSV/TSV, TensorBoard,
+        MLflow, MLPerf logs): per metric last, best, min, max, steps and a downsampled series. Report numbers from
+        here, never from memory."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         return await in_thread(
@@ -113,15 +109,12 @@ def register(tools: ToolRegistry) -> None:
         labels: Labels = None,
         group_by: GroupBy = "label",
         use: UseParam = "last",
-        higher_is_better: Annotated[
-            bool | None, Field(description="Overrides the direction guessed from the name.")
-        ] = None,
-        baseline: Annotated[str | None, Field(description="Test each group only against this one.")] = None,
+        higher_is_better: Annotated[bool | None, Field(description="Else guessed from the name.")] = None,
+        baseline: Annotated[str | None, Field(description="Test groups only against this one.")] = None,
         alpha: Alpha = 0.05,
     ) -> CompareRunsResult:
-        """Compare groups of runs (seeds of one configuration each) on one metric: per group n, mean, std and a 95%
-        confidence interval; pairwise Welch t-tests with effect size (Hedges' g); which differences stay significant
-        after Holm's correction, and a verdict. With one run per group it says no significance can be claimed."""
+        """Compare groups of runs (seeds of one configuration each) on one metric: n, mean, std and 95% CI per group;
+        Welch t-tests, Hedges' g and Holm-corrected significance between groups; a verdict."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         return await in_thread(
@@ -133,23 +126,18 @@ def register(tools: ToolRegistry) -> None:
     async def plot_metrics(
         ctx: AppContext,
         ws: WorkspaceParam,
-        metrics: Annotated[list[Metric], Field(min_length=1, max_length=6, description="One panel per metric.")],
-        sources: Annotated[list[Source] | None, Field(description="Runs or paths, one curve each (kind=line).")] = None,
+        metrics: Annotated[list[Metric], Field(min_length=1, max_length=6, description="One panel each.")],
+        sources: Annotated[list[Source] | None, Field(description="One curve each (kind=line).")] = None,
         groups: Groups = None,
-        kind: Annotated[
-            Literal["line", "bar"], Field(description="line: curves over steps; bar: group means with 95% CIs.")
-        ] = "line",
-        x: Annotated[
-            Literal["step", "index"], Field(description="x axis of curves: logged step or point number.")
-        ] = "step",
+        kind: Annotated[Literal["line", "bar"], Field(description="bar: group means with 95% CIs.")] = "line",
+        x: Literal["step", "index"] = "step",
         use: UseParam = "last",
-        name: Annotated[str | None, Field(description="File name stem under paper/figures/.", max_length=80)] = None,
+        name: Annotated[str | None, Field(description="File stem under paper/figures/.", max_length=80)] = None,
         title: Annotated[str | None, Field(max_length=200)] = None,
         log_y: bool = False,
     ) -> Annotated[CallToolResult, PlotMetricsResult]:
-        """Plot metrics with matplotlib: curves over steps of runs or paths, or bars of group means with 95%
-        confidence intervals (baseline vs method). Returns the image to look at and saves it as PDF (TrueType fonts
-        embedded) and PNG under paper/figures/ for LaTeX; an existing figure of the same name is replaced."""
+        """Plot metrics: curves over steps of runs, or bars of group means with 95% CIs. Returns the image and saves
+        it as PDF and PNG under paper/figures/ for LaTeX, replacing a figure of the same name."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         result, png = await in_thread(
@@ -170,21 +158,20 @@ def register(tools: ToolRegistry) -> None:
         ctx: AppContext,
         ws: WorkspaceParam,
         metrics: Annotated[list[Metric], Field(min_length=1, max_length=12, description="The columns.")],
-        caption: Annotated[str, Field(description="The caption, as LaTeX.", min_length=1, max_length=2000)],
-        label: Annotated[str, Field(description="File name and \\label{tab:<label>}, e.g. 'main'.", max_length=80)],
+        caption: Annotated[str, Field(description="LaTeX.", min_length=1, max_length=2000)],
+        label: Annotated[str, Field(description="File name and \\label{tab:<label>}.", max_length=80)],
         groups: Groups = None,
         run_ids: RunIds = None,
         labels: Labels = None,
         group_by: GroupBy = "label",
         use: UseParam = "last",
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="Metric -> true if higher is better; overrides the name.")
+            dict[str, bool] | None, Field(description="metric -> higher is better; else guessed from the name.")
         ] = None,
         alpha: Alpha = 0.05,
     ) -> ResultsTableResult:
-        """Write a booktabs LaTeX table of mean ± std per group (rows) and metric (columns) to
-        paper/tables/<label>.tex. Bold only where a group is significantly better than every other (Welch, Holm).
-        Every number carries a LaTeX comment naming its runs, values and statistic, for the audit to trace."""
+        """Write a booktabs table of mean ± std per group (rows) and metric (columns) to paper/tables/<label>.tex;
+        bold only where significantly best (Welch, Holm). Each number carries a comment naming its runs."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         result = await in_thread(

@@ -1,4 +1,5 @@
-"""`python -m evals.bench` runs end to end with tiny counts: three sections of positive numbers, no server left;
+"""`python -m evals.bench` runs end to end with tiny counts: three sections of positive numbers, the listing
+within its targets, no server left;
 `--sandbox` times runs on both backends against raw docker and bwrap and leaves no run, supervisor or launcher."""
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ def test_the_bench_measures_all_three_sections_quickly_and_leaves_no_server_runn
     assert sizes["answer_chars"] > sizes["tools_chars"] > 0
     for tool in sizes["per_tool"]:
         assert tool["total"] > tool["description"] + tool["inputSchema"] + tool["outputSchema"] > 0, tool
+        assert tool["description"] + tool["inputSchema"] < tool["model"] < tool["total"] and tool["toolset"] != "?"
+    assert sum(toolset["tools"] for toolset in sizes["per_toolset"].values()) == sizes["tools"]
+    assert sizes["default"]["tools"] == sizes["tools"] - sizes["per_toolset"]["files"]["tools"]
+    assert {key: target["passed"] for key, target in sizes["targets"].items()} == dict.fromkeys(
+        ("model_chars_per_tool", "model_chars_max", "answer_chars_per_tool", "tools", "model_chars"), True
+    )
+    assert "target <= 24,000" in done.stdout and result["passed"] == (
+        cold["passed"] and calls["passed"] and sizes["passed"]
+    )
 
     spawned = result["processes"]["spawned"]
     assert len(spawned) >= 2 * 3 + 2  # a warm-up and 2 timed starts of each server, plus the two call sessions

@@ -1,4 +1,5 @@
-"""The stored tool listing: a second start lists the same tools without building them, and they still work."""
+"""The stored tool listing: a second start lists the same tools without building them, and they still work;
+clients with file tools of their own are not listed ours; the listing stays within its targets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_types import Implementation
 
+from evals.bench.listing import FILE_TOOLS_CLIENT, TARGETS, verdicts
+from evals.bench.measure import model_chars, tools_list_size
 from research_mcp.config import Settings
 from research_mcp.server import build_server
 from research_mcp.server._manifest import LazyTool, ToolCache
@@ -106,3 +110,78 @@ async def test_a_listed_tool_that_no_longer_exists_is_answered_not_crashed(setti
     assert result.is_error and "could not load the tool" in text and "reconnect" in text
     assert "Traceback" not in text
     assert not stored.exists()
+
+
+FILE_TOOLS = {"read_file", "write_file", "list_files", "edit_file", "grep"}
+
+
+async def _names_and_read(settings: Settings, client_name: str, mode: str = "auto") -> tuple[set[str], bool]:
+    """The tools a client of that name is listed, and whether its read_file call was answered."""
+    info = Implementation(name=client_name, version="1.0")
+    async with Client(build_server(settings), client_info=info, mode=mode) as client:  # type: ignore[arg-type]
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        read = await client.call_tool("read_file", {"path": "notes.txt"})
+    return names, not read.is_error
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # the 2026-07-28 envelope, and the initialize handshake
+@pytest.mark.parametrize("name", ["claude-code", "cursor-vscode", "Visual Studio Code", "codex-mcp-client"])
+async def test_clients_with_file_tools_of_their_own_are_not_listed_ours_but_may_call_them(
+    settings: Settings, workspace: Path, name: str, mode: str
+) -> None:
+    (workspace / "notes.txt").write_text("hello\n")
+    names, answered = await _names_and_read(settings, name, mode)
+    assert not names & FILE_TOOLS and {"lab_info", "run_experiment", "search_papers"} <= names
+    assert answered
+
+
+@pytest.mark.parametrize("name", ["claude-ai", "a-client-nobody-knows"])
+async def test_claude_desktop_and_unknown_clients_are_listed_the_file_tools(
+    settings: Settings, workspace: Path, name: str
+) -> None:
+    (workspace / "notes.txt").write_text("hello\n")
+    names, answered = await _names_and_read(settings, name)
+    assert FILE_TOOLS <= names and answered
+
+
+async def test_the_file_tools_setting_forces_them_on_or_off_for_every_client(
+    settings: Settings, workspace: Path
+) -> None:
+    (workspace / "notes.txt").write_text("hello\n")
+    names, _ = await _names_and_read(settings.model_copy(update={"file_tools": "on"}), "cursor-vscode")
+    assert FILE_TOOLS <= names
+    names, answered = await _names_and_read(settings.model_copy(update={"file_tools": "off"}), "claude-ai")
+    assert not names & FILE_TOOLS and "lab_info" in names
+    assert not answered  # off: not part of the server at all
+
+
+def test_the_file_tools_flag_reaches_the_settings(tmp_path: Path) -> None:
+    from research_mcp.cli import _parser, _settings
+
+    args = _parser().parse_args(["serve", "--workspace", str(tmp_path), "--file-tools", "off"])
+    assert _settings(args).file_tools == "off"
+    assert _settings(_parser().parse_args(["serve", "--workspace", str(tmp_path)])).file_tools == "auto"
+
+
+async def _size_as(settings: Settings, client_name: str) -> dict[str, Any]:
+    async with Client(build_server(settings), client_info=Implementation(name=client_name, version="1.0")) as client:
+        return tools_list_size(await client.list_tools())
+
+
+async def test_the_listing_costs_the_model_and_the_client_no_more_than_its_targets(settings: Settings) -> None:
+    everything = await _size_as(settings, "a-client-nobody-knows")
+    default = await _size_as(settings, FILE_TOOLS_CLIENT)
+    assert default["tools"] < everything["tools"]  # the default listing is the one without the files toolset
+    found = verdicts(everything, default)
+    assert set(found) == set(TARGETS)
+    missed = {key: (target["value"], target["target"]) for key, target in found.items() if not target["passed"]}
+    heavy = {tool["name"]: tool["model"] for tool in everything["per_tool"] if tool["model"] > 1600}
+    assert not missed, f"listing targets missed (value, target): {missed}; tools over 1,600 chars: {heavy}"
+
+
+def test_model_characters_are_the_name_the_description_and_the_compact_input_schema() -> None:
+    tool = {"name": "ping", "description": "Answer pong.", "inputSchema": {"type": "object", "properties": {}}}
+    assert model_chars(tool) == len("ping") + len("Answer pong.") + len('{"type":"object","properties":{}}')
+    everything = {"model_chars_per_tool": 801, "model_chars_max": 1600, "answer_chars_per_tool": 1500}
+    found = verdicts(everything, {"tools": 33, "model_chars": 24_000})
+    assert [key for key, target in found.items() if not target["passed"]] == ["model_chars_per_tool", "tools"]
