@@ -1,0 +1,138 @@
+"""Every tool that can take long tells each phase of its work as it starts, through a real MCP client session:
+the test reads the progress notifications the client receives (their messages, not their timing)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from research_mcp.server import build_server
+from tests.integration.test_literature_citations import known_papers
+from tests.integration.test_literature_reading import one_page_pdf, tarball
+from tests.integration.test_literature_tools import (  # the fixtures are shared by being imported
+    QUERY,
+    S2_ID,
+    S2_PATH,
+    _fast_backoff,
+    atom,
+    feed,
+    lit,
+    lit_settings,
+    s2_paper,
+    server,
+)  # fmt: skip
+from tests.replay import ReplayServer, Response, Route
+
+pytestmark = pytest.mark.anyio
+__all__ = ["_fast_backoff", "lit", "server"]  # fixtures
+
+
+@dataclass
+class Told:
+    """What a client was told while one call ran."""
+
+    values: list[float] = field(default_factory=list[float])
+    messages: list[str] = field(default_factory=list[str])
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.values.append(progress)
+        self.messages.append(message or "")
+
+    def find(self, pattern: str) -> list[str]:
+        return [m for m in self.messages if re.fullmatch(pattern, m)]
+
+
+async def told_call(client: Client, tool: str, args: dict[str, Any]) -> tuple[dict[str, Any], Told]:
+    """Call a tool with a progress callback; its answer and what it told, checked to rise with every notification."""
+    told = Told()
+    with anyio.fail_after(60):
+        result = await client.call_tool(tool, args, progress_callback=told)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    assert told.values == sorted(set(told.values)), f"progress must increase with every notification: {told.values}"
+    return result.structured_content, told
+
+
+# --- literature --------------------------------------------------------------------------------------------------
+
+
+async def test_search_papers_tells_each_source_asked_and_the_rate_limit_wait(lit: Client, server: ReplayServer) -> None:
+    server.add(Route("GET", QUERY, feed(atom({"id": "2001.00001", "title": "Graph networks"}))))
+    limited = Response(429, {}, {"Retry-After": "1"})
+    found = Response(200, {"data": [s2_paper("c" * 40, "Graph kernels")]})
+    server.add(Route("GET", "/graph/v1/paper/search", [limited, found]))
+    answer, told = await told_call(lit, "search_papers", {"query": "graph networks"})
+    assert len(answer["papers"]) == 2 and not answer["degraded"]
+    assert told.find("arXiv: search 'graph networks'") and told.find("Semantic Scholar: search 'graph networks'")
+    assert told.find("Semantic Scholar: HTTP 429; attempt 2 of 3")
+    [wait] = told.find(r"Semantic Scholar: waiting (\d\.\d) s for a request slot \(rate limit\)")
+    assert 0.5 <= float(wait.split()[3]) <= 1.0, "the Retry-After's length"
+    cached, again = await told_call(lit, "search_papers", {"query": "graph networks"})
+    assert cached == answer and again.messages == ["answered from the workspace's cache of recent searches"]
+
+
+async def test_paper_graph_tells_the_lookup_the_graph_request_and_the_pacing(
+    workspace: Path, server: ReplayServer
+) -> None:
+    server.add(Route("GET", S2_PATH, Response(200, s2_paper(S2_ID, "Famous", citationCount=3))))
+    citing = [{"citingPaper": s2_paper(f"{i:040x}", f"Citer {i}")} for i in range(3)]
+    server.add(Route("GET", f"{S2_PATH}/citations", Response(200, {"offset": 0, "data": citing})))
+    async with Client(build_server(lit_settings(workspace, server, s2_interval_s=1.5))) as client:
+        answer, told = await told_call(client, "paper_graph", {"paper_id": S2_ID, "limit": 5})
+    assert [p["title"] for p in answer["papers"]] == ["Citer 0", "Citer 1", "Citer 2"]
+    lookup, graph, wait = told.messages
+    assert (
+        lookup == f"Semantic Scholar: look up {S2_ID}" and graph == f"Semantic Scholar: citations of {S2_ID} (first 5)"
+    )
+    assert re.fullmatch(r"Semantic Scholar: waiting [01]\.\d s for a request slot \(rate limit\)", wait), "1.5 s apart"
+
+
+async def test_verify_citations_tells_each_entry_and_each_lookup(
+    lit: Client, server: ReplayServer, workspace: Path
+) -> None:
+    known_papers(server)
+    bib = workspace / "refs.bib"
+    bib.write_text(
+        "@article{kingma, title={Adam: A Method for Stochastic Optimization}, author={Kingma, Diederik P. and Ba, "
+        "Jimmy}, year={2014}, eprint={1412.6980}}\n"
+        "@article{lecun, title={Deep learning}, author={LeCun, Yann}, year={2015}, doi={10.1038/nature14539}}\n"
+        "@misc{ghost, title={A Paper Nobody Wrote}}\n"
+    )
+    answer, told = await told_call(lit, "verify_citations", {"path": "refs.bib"})
+    assert {e["key"]: e["status"] for e in answer["entries"]} == {
+        "kingma": "verified", "lecun": "verified", "ghost": "not_found"
+    }  # fmt: skip
+    assert sorted(told.find(r"entry \d/3: \w+")) == ["entry 1/3: kingma", "entry 2/3: lecun", "entry 3/3: ghost"]
+    assert told.find("arXiv: look up 1412.6980") and told.find("Semantic Scholar: look up DOI:10.1038/nature14539")
+    assert told.find("Semantic Scholar: match the title 'A Paper Nobody Wrote'")
+
+
+async def test_read_paper_tells_the_lookup_the_downloads_and_the_conversions(lit: Client, server: ReplayServer) -> None:
+    paper = "2408.06292"
+    server.add(Route("GET", re.compile(r"/graph/v1/paper/.*"), Response(404, {"error": "not found"})))
+    server.add(Route("GET", QUERY, feed(atom({"id": paper, "title": "StyleFusion", "year": 2024}))))
+    server.add(Route("GET", f"/e-print/{paper}v1", Response(200, tarball({"fig.txt": b"no tex here"}))))
+    pdf = one_page_pdf("Fallback text")
+    server.add(Route("GET", f"/pdf/{paper}v1", Response(200, pdf)))
+    answer, told = await told_call(lit, "read_paper", {"paper_id": paper})
+    assert answer["kind"] == "pdf"
+    assert told.find(f"arXiv: look up {paper}") and told.find(f"Semantic Scholar: look up ARXIV:{paper}")
+    steps = [
+        f"arXiv: download the e-print of {paper}v1",
+        rf"arXiv: received the e-print of {paper}v1 \(\d+ B\)",
+        f"unpacking the e-print of {paper}v1",
+        "converting the LaTeX source to text",
+        f"arXiv: download the pdf of {paper}v1",
+        rf"arXiv: received the pdf of {paper}v1 \({len(pdf)} B\)",
+        "extracting the text of the PDF",
+    ]
+    at = [next(i for i, m in enumerate(told.messages) if re.fullmatch(step, m)) for step in steps]
+    assert at == sorted(at), "told in the order the steps run"
+    _, later = await told_call(lit, "read_paper", {"paper_id": paper, "offset": 0})
+    assert later.messages == [], "a paper read before is neither looked up nor fetched again"
