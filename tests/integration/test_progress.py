@@ -3,6 +3,7 @@ the test reads the progress notifications the client receives (their messages, n
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,14 @@ from tests.integration.test_literature_tools import (  # the fixtures are shared
     s2_paper,
     server,
 )  # fmt: skip
+from tests.integration.test_repos_tools import arxiv_feed, repos_settings
 from tests.replay import ReplayServer, Response, Route
+from tests.unit.test_repos_fetch import git_daemon
+from tests.unit.test_repos_find import item, search_answer
+from tests.unit.test_repos_github import archive_routes, commit_json, repo_json
 
 pytestmark = pytest.mark.anyio
-__all__ = ["_fast_backoff", "lit", "server"]  # fixtures
+__all__ = ["_fast_backoff", "git_daemon", "lit", "server"]  # fixtures
 
 
 @dataclass
@@ -136,3 +141,67 @@ async def test_read_paper_tells_the_lookup_the_downloads_and_the_conversions(lit
     assert at == sorted(at), "told in the order the steps run"
     _, later = await told_call(lit, "read_paper", {"paper_id": paper, "offset": 0})
     assert later.messages == [], "a paper read before is neither looked up nor fetched again"
+
+
+# --- repos -------------------------------------------------------------------------------------------------------
+
+
+async def test_find_code_tells_the_paper_lookup_each_linked_repository_and_each_search(
+    workspace: Path, server: ReplayServer
+) -> None:
+    server.add(Route("GET", re.compile(r"/graph/v1/paper/.*"), Response(404, {"error": "Paper not found"})))
+    server.add(Route("GET", "/api/query", arxiv_feed("2106.09685", "LoRA", "An abstract.", "Code: github.com/ms/LoRA")))
+    server.add(Route("GET", "/repos/ms/LoRA", Response(200, item("ms/LoRA", 9000, "2021-06-18"))))
+    server.add(Route("GET", "/search/repositories", search_answer(item("x/lora-copy", 3, "2022-01-01"))))
+    async with Client(build_server(repos_settings(workspace, server))) as client:
+        answer, told = await told_call(client, "find_code", {"paper_id": "arXiv:2106.09685"})
+    assert [c["repo"] for c in answer["candidates"]] == ["ms/LoRA", "x/lora-copy"]
+    both_sources = sorted(told.messages[:2])  # asked at once
+    assert both_sources == ["Semantic Scholar: look up ARXIV:2106.09685", "arXiv: look up 2106.09685"]
+    assert told.messages[2:] == [
+        "GitHub: look up ms/LoRA, linked from the paper",
+        'GitHub: arXiv id search: "2106.09685" in:name,description,readme',
+        'GitHub: title search: "LoRA" in:name,description,readme',
+    ]
+
+
+async def test_fetch_repo_tells_the_bytes_received_as_the_download_goes(workspace: Path, server: ReplayServer) -> None:
+    full_name, sha = "me/big", "abcdef0" + "1" * 33
+    body = tarball({f"me-big-{sha[:7]}/README.md": b"# big\n", f"me-big-{sha[:7]}/weights.bin": os.urandom(9 << 20)})
+    server.add(Route("GET", f"/repos/{full_name}", Response(200, repo_json(full_name))))
+    server.add(Route("GET", f"/repos/{full_name}/commits/main", Response(200, commit_json(sha))))
+    server.add(*archive_routes(full_name, sha, body, f"/{full_name}/legacy.tar.gz/{sha}"))
+    async with Client(build_server(repos_settings(workspace, server))) as client:
+        answer, told = await told_call(client, "fetch_repo", {"repo": full_name})
+        again, reused = await told_call(client, "fetch_repo", {"repo": full_name, "ref": sha})
+    assert answer["download_bytes"] == len(body) and answer["summary"]["files"] == 2
+    whole = f"{len(body) / (1 << 20):.1f} MiB"
+    assert told.messages[:3] == [
+        "GitHub: look up me/big",
+        "GitHub: resolve 'main' of me/big to a commit",
+        "GitHub: download the tarball of me/big@abcdef0",
+    ]
+    received = told.find(r"GitHub: received ([\d.]+) MiB of " + re.escape(whole))
+    assert len(received) >= 2, f"the bytes as they come, not only at the end: {told.messages}"
+    assert told.messages[3 + len(received) :] == [
+        f"GitHub: received {whole}, the whole tarball",
+        f"unpacking {whole}, every member checked first",
+        "summarising 2 files",
+        "repos/me__big@abcdef0: 2 files",
+    ]
+    assert again["reused"] and reused.messages == [
+        "reusing repos/me__big@abcdef0: commit abcdef0 was fetched before",
+        "repos/me__big@abcdef0: 2 files",
+    ]
+
+
+async def test_fetch_repo_tells_a_clone_from_another_host(
+    workspace: Path, server: ReplayServer, git_daemon: tuple[str, str, str]
+) -> None:
+    url, tip, _ = git_daemon
+    async with Client(build_server(repos_settings(workspace, server))) as client:
+        answer, told = await told_call(client, "fetch_repo", {"repo": url})
+    assert answer["commit"] == tip
+    assert told.messages[0] == f"git: shallow clone of {url}"
+    assert told.messages[-2:] == ["summarising the clone", f"{answer['path']}: {answer['summary']['files']} files"]
+    assert all(re.fullmatch(r"git: [\d.]+ (B|KiB|MiB) on disk so far", m) for m in told.messages[1:-2])
