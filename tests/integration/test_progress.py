@@ -7,13 +7,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
 from mcp import Client
 
+from research_mcp.config import Settings
 from research_mcp.server import build_server
+from tests.conftest import open_for_sandbox
+from tests.integration.test_latex_compile import BIB, doc, good_paper, write
 from tests.integration.test_literature_citations import known_papers
 from tests.integration.test_literature_reading import one_page_pdf, tarball
 from tests.integration.test_literature_tools import (  # the fixtures are shared by being imported
@@ -205,3 +208,42 @@ async def test_fetch_repo_tells_a_clone_from_another_host(
     assert told.messages[0] == f"git: shallow clone of {url}"
     assert told.messages[-2:] == ["summarising the clone", f"{answer['path']}: {answer['summary']['files']} files"]
     assert all(re.fullmatch(r"git: [\d.]+ (B|KiB|MiB) on disk so far", m) for m in told.messages[1:-2])
+
+
+# --- latex -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.latex
+@pytest.mark.parametrize("sandbox", [pytest.param("bwrap", marks=pytest.mark.bwrap), "off"])
+async def test_compile_paper_tells_each_latexmk_pass_the_bibliography_and_the_preview(
+    workspace: Path, tmp_path: Path, sandbox: Literal["bwrap", "off"]
+) -> None:
+    good_paper(workspace)
+    open_for_sandbox(tmp_path, workspace / "paper")
+    settings = Settings(workspace=workspace, toolsets=["latex"], latex_sandbox=sandbox)
+    async with Client(build_server(settings)) as client:
+        answer, told = await told_call(client, "compile_paper", {"preview_page": 1})
+    assert answer["ok"] and answer["toolchain"] == "latexmk" and answer["sandboxed"] is (sandbox == "bwrap")
+    assert told.messages[:4] == [
+        "latexmk: compiling main.tex" + (" in the sandbox" if sandbox == "bwrap" else ""),
+        "latexmk: pdflatex run 1",
+        "latexmk: bibtex run 1",
+        "latexmk: pdflatex run 2",
+    ]
+    assert all(re.fullmatch(r"latexmk: (pdflatex|bibtex) run \d", m) for m in told.messages[4:-1]), told.messages
+    assert told.messages[-1] == "pdftoppm: page 1 as an image"
+
+
+@pytest.mark.latex
+async def test_compile_paper_without_latexmk_tells_each_program_it_runs(workspace: Path) -> None:
+    preamble = "\\usepackage[backend=biber]{biblatex}\n\\addbibresource{refs.bib}\n"
+    write(workspace / "paper/main.tex", doc("See \\cite{knuth}.\n\\printbibliography", preamble))
+    write(workspace / "paper/refs.bib", BIB)
+    settings = Settings(
+        workspace=workspace, toolsets=["latex"], latex_sandbox="off"
+    )  # unsandboxed biblatex: no latexmk
+    async with Client(build_server(settings)) as client:
+        answer, told = await told_call(client, "compile_paper", {})
+    assert answer["ok"] and answer["toolchain"].startswith("pdflatex+biber+pdflatex")
+    runs = answer["toolchain"].count("pdflatex")
+    assert told.messages == ["pdflatex run 1", "biber", *(f"pdflatex run {n}" for n in range(2, runs + 1))]
