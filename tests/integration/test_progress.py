@@ -3,6 +3,7 @@ the test reads the progress notifications the client receives (their messages, n
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from mcp import Client
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
+from research_mcp.server._manifest import FAMILIES, collect
 from tests.conftest import open_for_sandbox
 from tests.integration.test_latex_compile import BIB, doc, good_paper, write
 from tests.integration.test_literature_citations import known_papers
@@ -65,6 +67,19 @@ async def told_call(client: Client, tool: str, args: dict[str, Any]) -> tuple[di
     assert result.structured_content is not None
     assert told.values == sorted(set(told.values)), f"progress must increase with every notification: {told.values}"
     return result.structured_content, told
+
+
+def test_every_tool_that_asks_an_outside_service_sends_progress() -> None:
+    silent = [
+        spec.name
+        for family in FAMILIES
+        for spec in collect(family)
+        if spec.annotations.open_world_hint and "progress_of(ctx)" not in inspect.getsource(spec.fn)
+    ]
+    assert silent == [], (
+        "these tools wait on the network but pass no progress_of(ctx) to their domain code, so a client sees "
+        f"nothing while they wait: {silent}"
+    )
 
 
 # --- literature --------------------------------------------------------------------------------------------------
@@ -119,6 +134,17 @@ async def test_verify_citations_tells_each_entry_and_each_lookup(
     assert sorted(told.find(r"entry \d/3: \w+")) == ["entry 1/3: kingma", "entry 2/3: lecun", "entry 3/3: ghost"]
     assert told.find("arXiv: look up 1412.6980") and told.find("Semantic Scholar: look up DOI:10.1038/nature14539")
     assert told.find("Semantic Scholar: match the title 'A Paper Nobody Wrote'")
+
+
+async def test_cite_tells_each_paper_looked_up(lit: Client, server: ReplayServer, workspace: Path) -> None:
+    known_papers(server)
+    answer, told = await told_call(lit, "cite", {"paper_ids": ["arXiv:1412.6980", "10.1038/nature14539"]})
+    assert answer["keys"] == ["kingma2014adam", "lecun2015deep"]
+    assert sorted(told.messages) == [
+        "Semantic Scholar: look up ARXIV:1412.6980",
+        "Semantic Scholar: look up DOI:10.1038/nature14539",
+        "arXiv: look up 1412.6980",
+    ]
 
 
 async def test_read_paper_tells_the_lookup_the_downloads_and_the_conversions(lit: Client, server: ReplayServer) -> None:
