@@ -9,16 +9,24 @@ thread) to the domain function:
 Each line becomes a `notifications/progress` whose `progress` counts the lines sent so far, so it increases with
 every notification as the protocol requires; the line itself is the message. No total is sent: phases differ in
 kind (a source asked, a wait, bytes received), so a fraction would mislead.
+
+Progress is a courtesy: a notification that cannot be sent (the client went away, the stream closed) is logged
+and dropped, and the call goes on; it must never turn a good answer into an error.
 """
 
 from __future__ import annotations
 
+import logging
+
+import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
 from research_mcp.server._adapt import AppContext
 
 __all__ = ["CallProgress", "progress_of"]
+
+logger = logging.getLogger(__name__)
 
 
 class CallProgress:
@@ -36,11 +44,18 @@ class CallProgress:
 
     async def __call__(self, message: str) -> None:
         self._sent += 1  # only ever on the event loop, so no lock
-        await self._ctx.report_progress(self._sent, None, message)
+        try:
+            await self._ctx.report_progress(self._sent, None, message)
+        except Exception:  # the boundary of a courtesy: cancellation still passes (it is a BaseException)
+            logger.warning("progress not sent: %s", message, exc_info=True)
 
     def blocking(self, message: str) -> None:
-        """Send from sync code in another thread (a worker, or a thread it started); returns once sent."""
-        anyio.from_thread.run(self, message, token=self._token)
+        """Send from sync code in another thread (a worker, or a thread it started); returns once sent. Never call
+        it on the event loop's own thread: async code awaits the object itself."""
+        try:
+            anyio.from_thread.run(self, message, token=self._token)
+        except anyio.RunFinishedError:  # the server is shutting down; the call's answer will not be read either
+            logger.warning("progress not sent, the event loop has ended: %s", message)
 
 
 def progress_of(ctx: AppContext) -> CallProgress:

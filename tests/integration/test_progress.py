@@ -8,15 +8,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
+import anyio.to_thread
 import pytest
 from mcp import Client
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
 from research_mcp.server._manifest import FAMILIES, collect
+from research_mcp.server._progress import progress_of
 from tests.conftest import open_for_sandbox
 from tests.integration.test_latex_compile import BIB, doc, good_paper, write
 from tests.integration.test_literature_citations import known_papers
@@ -80,6 +82,26 @@ def test_every_tool_that_asks_an_outside_service_sends_progress() -> None:
         "these tools wait on the network but pass no progress_of(ctx) to their domain code, so a client sees "
         f"nothing while they wait: {silent}"
     )
+
+
+class ClosedStream:
+    """A context whose client has gone: every notification fails."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        self.tries += 1
+        raise anyio.BrokenResourceError
+
+
+async def test_a_notification_that_cannot_be_sent_never_fails_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    stream = ClosedStream()
+    progress = progress_of(cast(Any, stream))
+    await progress("from async code")
+    await anyio.to_thread.run_sync(progress.blocking, "from a worker thread")
+    assert stream.tries == 2 and progress.sent == 2
+    assert "progress not sent: from async code" in caplog.text and "from a worker thread" in caplog.text
 
 
 # --- literature --------------------------------------------------------------------------------------------------
