@@ -165,6 +165,8 @@ def _cited_keys(tex: str) -> list[str]:
 def _sources(ws: Workspace, path: str) -> tuple[Path, list[Path], list[str] | None]:
     """The file, the .bib files to read, and (for a .tex) the keys it cites."""
     target = ws.resolve(path, must_exist=True)
+    if not target.is_file():
+        raise BadInputError(f"{path!r} is a folder; give a .bib file, or the .tex file whose citations to check.")
     if target.suffix == ".bib":
         return target, [target], None
     if target.suffix != ".tex":
