@@ -16,6 +16,9 @@ What a compile does, in order:
 3. Promotes the PDF to `<paper>/<name>.pdf` only when the compile succeeded, and keeps every distinct good PDF
    as `<paper>/.versions/<name>-vNNN.pdf`; a failed compile never touches them.
 4. Reads the log and the .blg into diagnostics (see `logparse`), with install hints for missing packages.
+
+Each program is told to the caller's progress as it starts ("latexmk: pdflatex run 2", "bibtex"): latexmk's output
+is read as it is written, since only latexmk knows which program it runs next.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, LatexError
 from research_mcp.latex import logparse, versions
 from research_mcp.latex._flatten import strip_comment
+from research_mcp.latex._latexmk_progress import telling_runs
 from research_mcp.latex._preflight import BUILD_DIR, bcf_refusals, preflight, source_line
 from research_mcp.latex._process import run_with_deadline
 from research_mcp.latex.logparse import Diagnostic
 from research_mcp.latex.packages import MissingFile, lookup
 from research_mcp.latex.versions import VERSIONS_DIR
 from research_mcp.model import ToolModel
+from research_mcp.progress import BlockingProgress, no_blocking_progress
 from research_mcp.sandbox.bwrap import Bind, Sandbox, can_stage, sandbox_user, unreachable
 
 __all__ = ["CompileOptions", "CompilePaperResult", "Compiled", "TexTools", "compile_paper", "install_hint"]
@@ -172,8 +177,10 @@ def compile_paper(
     tools: TexTools,
     options: CompileOptions | None = None,
     preview_page: int | None = None,
+    progress: BlockingProgress = no_blocking_progress,
 ) -> Compiled:
-    """Compile `main` (an absolute path already resolved inside the workspace `root`)."""
+    """Compile `main` (an absolute path already resolved inside the workspace `root`); each program run (every
+    latexmk pass, the bibliography, the preview) is told to `progress` as it starts."""
     options = options or CompileOptions()
     if tools.pdflatex is None:
         raise LatexError(f"pdflatex was not found, so nothing can be compiled. {install_hint()}")
@@ -208,7 +215,7 @@ def compile_paper(
     with _locked(layout):
         _prepare_build(layout)
         deadline = started + options.timeout_s
-        outcome = _run_toolchain(layout, tools, options, deadline, uses_biblatex)
+        outcome = _run_toolchain(layout, tools, options, deadline, uses_biblatex, progress)
         result.toolchain = outcome.toolchain
         _read_outputs(layout, result, outcome.terminal)
         timed_out = outcome.code is None
@@ -238,7 +245,7 @@ def compile_paper(
             result.pdf = layout.rel(pdf)
     png = None
     if preview_page is not None:
-        png = _preview(layout, tools, options, result, preview_page, started + options.timeout_s + 5)
+        png = _preview(layout, tools, options, result, preview_page, started + options.timeout_s + 5, progress)
     result.note = _note(result)
     result.duration_s = round(time.monotonic() - started, 3)
     return Compiled(result, png)
@@ -356,9 +363,10 @@ def _run(
 
 
 def _run_toolchain(
-    layout: _Layout, tools: TexTools, options: CompileOptions, deadline: float, uses_biblatex: bool
-) -> _Outcome:
-    """Run latexmk, or pdflatex and the bibliography program in order."""
+    layout: _Layout, tools: TexTools, options: CompileOptions, deadline: float, uses_biblatex: bool,
+    progress: BlockingProgress,
+) -> _Outcome:  # fmt: skip
+    """Run latexmk, or pdflatex and the bibliography program in order; each program is told as it starts."""
     paper_in = layout.inner(layout.paper)
     out_path = layout.build / ".terminal.txt"
     pdflatex = [tools.pdflatex or "pdflatex", "-no-shell-escape", "-file-line-error", "-interaction=nonstopmode"]
@@ -368,10 +376,13 @@ def _run_toolchain(
         if tools.latexmk is not None and (layout.sandboxed or not uses_biblatex):
             command = " ".join([*pdflatex, "%O", "%S"])
             argv = [tools.latexmk, "-norc", "-pdf", f"-pdflatex={command}", f"-outdir={BUILD_DIR}", layout.main.name]
-            code = _run(layout, tools, options, argv, layout.paper, deadline, fd)
+            progress(f"latexmk: compiling {layout.main.name}" + (" in the sandbox" if layout.sandboxed else ""))
+            with telling_runs(out_path, progress):
+                code = _run(layout, tools, options, argv, layout.paper, deadline, fd)
             return _Outcome(code, _read_capped(out_path), "latexmk")
         steps = ["pdflatex"]
         latex = [*pdflatex, "-recorder", f"-output-directory={BUILD_DIR}", layout.main.name]
+        progress("pdflatex run 1")
         code = _run(layout, tools, options, latex, layout.paper, deadline, fd)
         aux = layout.build / f"{layout.stem}.aux"
         bcf = layout.build / f"{layout.stem}.bcf"
@@ -380,10 +391,12 @@ def _run_toolchain(
             if refused:
                 return _Outcome(1, _read_capped(out_path), "+".join(steps), refused)
             steps.append("biber")
+            progress("biber")
             biber = [tools.biber, f"--input-directory={BUILD_DIR}", f"--output-directory={BUILD_DIR}", layout.stem]
             code = _run(layout, tools, options, biber, layout.paper, deadline, fd)
         elif code == 0 and aux.is_file() and "\\bibdata" in aux.read_text(errors="replace") and tools.bibtex:
             steps.append("bibtex")
+            progress("bibtex")
             env = ["/usr/bin/env", f"BIBINPUTS={paper_in}:", f"BSTINPUTS={paper_in}:"]
             code = _run(layout, tools, options, [*env, tools.bibtex, layout.stem], layout.build, deadline, fd)
         code = None if code is None else 0  # bibliography errors are read from the .blg
@@ -391,6 +404,7 @@ def _run_toolchain(
             if code != 0:
                 break
             steps.append("pdflatex")
+            progress(f"pdflatex run {steps.count('pdflatex')}")
             code = _run(layout, tools, options, latex, layout.paper, deadline, fd)
             if not _RERUN.search(_read_capped(layout.build / f"{layout.stem}.log")):
                 break
@@ -487,8 +501,9 @@ def _paper_file(layout: _Layout, name: str | None) -> str | None:
 
 
 def _preview(
-    layout: _Layout, tools: TexTools, options: CompileOptions, result: CompilePaperResult, page: int, deadline: float
-) -> bytes | None:
+    layout: _Layout, tools: TexTools, options: CompileOptions, result: CompilePaperResult, page: int, deadline: float,
+    progress: BlockingProgress,
+) -> bytes | None:  # fmt: skip
     if not result.ok or result.pdf is None:
         result.blocked.append("No preview: the compile failed, and a preview of an older PDF would mislead.")
         return None
@@ -496,6 +511,7 @@ def _preview(
         raise LatexError("pdftoppm is missing, so no page can be previewed: `apt-get install -y poppler-utils`.")
     if not 1 <= page <= (result.pages or 1):
         raise BadInputError(f"preview_page {page} is out of range: the PDF has {result.pages} pages.")
+    progress(f"pdftoppm: page {page} as an image")
     pdf = layout.root / result.pdf
     staged = layout.build / f"{layout.stem}.pdf"
     prefix = layout.build / f"{layout.stem}-page{page}"

@@ -22,6 +22,7 @@ from research_mcp.server._adapt import (
     need_workspace,
     state_of,
 )
+from research_mcp.server._progress import progress_of
 
 __all__ = ["register"]
 
@@ -69,8 +70,9 @@ def register(tools: ToolRegistry) -> None:
         tools_found = TexTools.find(settings.tex_bin)
         options = CompileOptions(timeout_s=settings.latex_timeout_s, sandbox=settings.latex_sandbox)
         compiled = await in_thread(
-            tex.compile_paper, workspace.root, path, tools=tools_found, options=options, preview_page=preview_page
-        )
+            tex.compile_paper, workspace.root, path, tools=tools_found, options=options, preview_page=preview_page,
+            progress=progress_of(ctx).blocking,
+        )  # fmt: skip
         result = compiled.result
         content: list[ContentBlock] = [TextContent(type="text", text=result.model_dump_json())]
         if compiled.png is not None:

@@ -193,3 +193,11 @@ async def test_verify_citations_pages_and_refuses_other_files(
     assert tex["bib_files"] == ["citations.bib"] and tex["missing"] == [] and tex["total"] > 0
     (workspace / "notes.txt").write_text("x")
     assert "neither a .bib nor a .tex" in error_text(await lit.call_tool("verify_citations", {"path": "notes.txt"}))
+
+
+async def test_verify_citations_on_a_folder_says_to_give_a_file(lit: Client, workspace: Path) -> None:
+    (workspace / "refs.bib").mkdir()
+    (workspace / "draft.tex").mkdir()
+    for folder in ("refs.bib", "draft.tex"):
+        text = error_text(await lit.call_tool("verify_citations", {"path": folder}))
+        assert f"'{folder}' is a folder; give a .bib file" in text

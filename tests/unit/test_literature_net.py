@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import anyio
@@ -55,7 +56,7 @@ async def test_transient_failures_are_retried_at_most_three_times(monkeypatch: p
         raise HttpFailure(503)
 
     with pytest.raises(LiteratureError, match=r"Demo failed \(HTTP 503\)"):
-        await with_policy("Demo", Pacer(0), failing, budget_s=10)
+        await with_policy("Demo", Pacer(0), failing, budget_s=10, what="fail")
     assert len(calls) == 3
 
     async def broken(timeout_s: float) -> None:
@@ -63,7 +64,7 @@ async def test_transient_failures_are_retried_at_most_three_times(monkeypatch: p
         raise MalformedResponse("cut")
 
     with pytest.raises(LiteratureError, match="does not parse"):
-        await with_policy("Demo", Pacer(0), broken, budget_s=10)
+        await with_policy("Demo", Pacer(0), broken, budget_s=10, what="break")
     assert len(calls) == 4, "a malformed answer is not retried"
 
 
@@ -77,7 +78,7 @@ async def test_a_call_deadline_bounds_every_request_inside_it() -> None:
 
     start = time.monotonic()
     with call_deadline(1.0), pytest.raises(RateLimitedError, match="retry after 20 s"):
-        await with_policy("Demo", pacer, never, budget_s=40)
+        await with_policy("Demo", pacer, never, budget_s=40, what="wait")
     assert time.monotonic() - start < 0.5
 
     async def slow(timeout_s: float) -> None:
@@ -85,4 +86,42 @@ async def test_a_call_deadline_bounds_every_request_inside_it() -> None:
         await anyio.sleep(5)
 
     with call_deadline(0.6), pytest.raises(LiteratureError, match="did not answer"):
-        await with_policy("Demo", Pacer(0), slow, budget_s=40)
+        await with_policy("Demo", Pacer(0), slow, budget_s=40, what="dawdle")
+
+
+@pytest.mark.anyio
+async def test_every_request_retry_and_wait_is_told_to_the_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_net, "BACKOFF_S", 0.2)
+    told: list[str] = []
+
+    async def progress(message: str) -> None:
+        told.append(message)
+
+    answers = iter([HttpFailure(503, "busy"), HttpFailure(429, retry_after_s=0.3), None])
+
+    async def flaky(timeout_s: float) -> str:
+        failure = next(answers)
+        if failure is not None:
+            raise failure
+        return "ok"
+
+    pacer = Pacer(0.0)
+    assert await with_policy("Demo", pacer, flaky, budget_s=10, what="look up x", progress=progress) == "ok"
+    assert told[:2] == ["Demo: look up x", "Demo: HTTP 503: busy; attempt 2 of 3 in 0.2 s"]
+    assert told[2] == "Demo: HTTP 429; attempt 3 of 3", "a Retry-After is waited out in the pacer, told next"
+    assert told[3].startswith("Demo: waiting 0.") and told[3].endswith(" s for a request slot (rate limit)")
+    assert len(told) == 4
+
+    told.clear()
+    paced = Pacer(0.5)
+    paced.reserve(1)  # another call took the slot just now
+
+    async def answer(timeout_s: float) -> str:
+        return "ok"
+
+    await with_policy("Demo", paced, answer, budget_s=10, what="search 'y'", progress=progress)
+    assert (
+        told[0] == "Demo: search 'y'"
+        and re.fullmatch(r"Demo: waiting 0\.\d s for a request slot \(rate limit\)", told[1])
+        and len(told) == 2
+    )

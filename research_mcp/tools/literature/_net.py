@@ -7,6 +7,10 @@ retry policy (tenacity), and the translation of every failure into a message the
 A 429's `Retry-After` blocks the pacer for everyone. Transient failures (429, 5xx, timeouts, dropped connections)
 are retried at most `MAX_ATTEMPTS` times and only while the call's deadline allows; then the call fails with
 "rate limited by <source>, retry after N s" or says what went wrong, instead of hanging.
+
+Every request, retry and wait is told to the call's `Progress` as it starts ("arXiv: search 'x'", "arXiv: waiting
+2.9 s for a request slot (rate limit)", "Semantic Scholar: HTTP 503; attempt 2 of 3 in 1.0 s"), so a client sees
+why a call takes long and can keep its request timeout alive.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TypeVar
 import anyio
 
 from research_mcp.errors import LiteratureError, RateLimitedError
+from research_mcp.progress import Progress, no_progress
 
 __all__ = [
     "CALL_BUDGET_S",
@@ -59,6 +64,8 @@ BACKOFF_S = 1.0
 """First wait before retrying a failure that named no Retry-After; doubled each time, at most 4x."""
 _SLACK_S = 0.05
 """Added to each paced interval, so requests arrive at least the interval apart despite network jitter."""
+_TOLD_WAIT_S = 0.1
+"""Waits at least this long are told to the call's progress; shorter ones are jitter no one would notice."""
 
 
 class HttpFailure(Exception):
@@ -146,12 +153,14 @@ class Pacer:
         with self._lock:
             self._next = max(self._next, self._clock() + seconds)
 
-    async def acquire(self, source: str, max_wait_s: float) -> None:
+    async def acquire(self, source: str, max_wait_s: float, progress: Progress = no_progress) -> None:
         delay = self.reserve(max_wait_s)
         if delay is None:
             raise RateLimitedError(source, self.wait_needed())
         if delay > 0:
             logger.debug("%s: waiting %.2f s for a request slot", source, delay)
+            if delay >= _TOLD_WAIT_S:
+                await progress(f"{source}: waiting {delay:.1f} s for a request slot (rate limit)")
             await anyio.sleep(delay)
 
 
@@ -182,9 +191,18 @@ def _transient(exc: BaseException) -> _Transient | None:
     return None
 
 
-async def with_policy(source: str, pacer: Pacer, request: Callable[[float], Awaitable[T]], *, budget_s: float) -> T:
+async def with_policy(
+    source: str,
+    pacer: Pacer,
+    request: Callable[[float], Awaitable[T]],
+    *,
+    budget_s: float,
+    what: str,
+    progress: Progress = no_progress,
+) -> T:
     """Run `request(timeout_s)` under the pacer, retrying transient failures within `budget_s`; every failure
-    leaves as a `LiteratureError` (a `RateLimitedError` for rate limits) that says what to do."""
+    leaves as a `LiteratureError` (a `RateLimitedError` for rate limits) that says what to do. `what` names the
+    request for `progress`, which is told as it is sent and before every wait."""
     from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
     deadline = time.monotonic() + budget_s
@@ -209,19 +227,27 @@ async def with_policy(source: str, pacer: Pacer, request: Callable[[float], Awai
             return True
         return time.monotonic() + (state.upcoming_sleep or 0.0) + pacer.wait_needed() >= deadline - 1.0
 
+    async def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        pause = state.upcoming_sleep or 0.0
+        after = f" in {pause:.1f} s" if pause >= _TOLD_WAIT_S else ""
+        await progress(f"{source}: {exc}; attempt {state.attempt_number + 1} of {MAX_ATTEMPTS}{after}")
+
     retrying = AsyncRetrying(
         stop=lambda state: state.attempt_number >= MAX_ATTEMPTS or too_late(state),
         wait=wait,
         retry=retry_if_exception(lambda exc: _transient(exc) is not None),
+        before_sleep=before_sleep,
         reraise=True,
     )
+    await progress(f"{source}: {what}")
     try:
         async for attempt in retrying:
             with attempt:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TransportFailure(f"no answer within {budget_s:.0f} s")
-                await pacer.acquire(source, remaining - 0.5)
+                await pacer.acquire(source, remaining - 0.5, progress)
                 remaining = deadline - time.monotonic()
                 try:
                     with anyio.fail_after(max(0.5, remaining)):

@@ -13,6 +13,7 @@ import anyio.to_thread
 
 from research_mcp.config import Settings
 from research_mcp.errors import LiteratureError
+from research_mcp.progress import Progress, format_bytes, no_progress
 from research_mcp.tools.literature._net import (
     CALL_BUDGET_S,
     HttpFailure,
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 ARXIV = "arXiv"
 MAX_PAGE = 100
+_TELL_EVERY_BYTES = 4 << 20
+"""A download tells its progress each time this many more bytes have come."""
 
 
 def _arxiv() -> Any:
@@ -110,13 +113,15 @@ def _error_entry(body: bytes) -> str:
 
 
 class ArxivSource:
-    """Searches and id look-ups on arXiv's API; one HTTP request per call, paced and retried by `_net`."""
+    """Searches and id look-ups on arXiv's API; one HTTP request per call, paced and retried by `_net`, each told
+    to `progress`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, progress: Progress = no_progress) -> None:
         self.url = settings.arxiv_url
         self.files_url = settings.arxiv_files_url.rstrip("/")
         self.timeout_s = settings.literature_timeout_s
         self.pacer: Pacer = pacer_for(ARXIV, self.url, settings.arxiv_interval_s)
+        self.progress = progress
 
     def _run(self, search: Any, timeout_s: float) -> list[Paper]:
         arxiv = _arxiv()
@@ -141,11 +146,11 @@ class ArxivSource:
         finally:
             session.close()
 
-    async def _ask(self, search: Any, budget_s: float) -> list[Paper]:
+    async def _ask(self, search: Any, budget_s: float, what: str) -> list[Paper]:
         async def request(timeout_s: float) -> list[Paper]:
             return await anyio.to_thread.run_sync(self._run, search, timeout_s, abandon_on_cancel=True)
 
-        return await with_policy(ARXIV, self.pacer, request, budget_s=budget_s)
+        return await with_policy(ARXIV, self.pacer, request, budget_s=budget_s, what=what, progress=self.progress)
 
     async def search(
         self,
@@ -165,12 +170,13 @@ class ArxivSource:
             text = f"({text}) AND submittedDate:[{start} TO {end}]"
         criterion = arxiv.SortCriterion.SubmittedDate if sort == "date" else arxiv.SortCriterion.Relevance
         search = arxiv.Search(query=text, max_results=min(limit, MAX_PAGE), sort_by=criterion)
-        return await self._ask(search, budget_s)
+        return await self._ask(search, budget_s, f"search {query.strip()[:100]!r}")
 
     async def by_ids(self, ids: list[str], *, budget_s: float = CALL_BUDGET_S) -> list[Paper]:
         if not ids:
             return []
-        return await self._ask(_arxiv().Search(id_list=ids, max_results=len(ids)), budget_s)
+        what = "look up " + ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        return await self._ask(_arxiv().Search(id_list=ids, max_results=len(ids)), budget_s, what)
 
     async def by_title(self, title: str, limit: int = 5, *, budget_s: float = CALL_BUDGET_S) -> list[Paper]:
         words = re.sub(r"[^\w\s-]", " ", title).split()
@@ -195,7 +201,9 @@ class ArxivSource:
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
                         raise HttpFailure(response.status_code, f"GET {kind}/{arxiv_id}", retry_after)
                     chunks: list[bytes] = []
-                    size = 0
+                    size = told = 0
+                    declared = response.headers.get("Content-Length", "")
+                    of = f" of {format_bytes(int(declared))}" if declared.isdigit() else ""
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
                         if size > max_bytes:
@@ -203,10 +211,17 @@ class ArxivSource:
                                 f"The {kind} of {arxiv_id} is larger than {max_bytes >> 20} MiB; not downloaded."
                             )
                         chunks.append(chunk)
+                        if size - told >= _TELL_EVERY_BYTES:
+                            told = size
+                            await self.progress(f"{ARXIV}: received {format_bytes(size)}{of} of the {kind}")
+                    await self.progress(f"{ARXIV}: received the {kind} of {arxiv_id} ({format_bytes(size)})")
                     return b"".join(chunks), response.headers.get("Content-Type", "")
             except httpx.TimeoutException as exc:
                 raise TransportFailure(f"no answer within {timeout_s:.0f} s") from exc
             except httpx.TransportError as exc:  # refused, reset, body cut short
                 raise TransportFailure(f"{type(exc).__name__}: {exc}") from exc
 
-        return await with_policy(ARXIV, self.pacer, request, budget_s=CALL_BUDGET_S)
+        return await with_policy(
+            ARXIV, self.pacer, request, budget_s=CALL_BUDGET_S, what=f"download the {kind} of {arxiv_id}",
+            progress=self.progress,
+        )  # fmt: skip

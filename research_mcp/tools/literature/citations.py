@@ -16,6 +16,7 @@ from pydantic import Field
 from research_mcp.config import Settings
 from research_mcp.errors import BadInputError, LiteratureError, PaperNotFoundError, ResearchError
 from research_mcp.model import ToolModel
+from research_mcp.progress import Progress, no_progress
 from research_mcp.store import Store
 from research_mcp.tools.literature import library
 from research_mcp.tools.literature._net import call_deadline
@@ -55,7 +56,7 @@ _VENUE_STOP = frozenset("of the on in and for proceedings conference journal int
 # --- cite ----------------------------------------------------------------------------------------------------------
 
 
-async def _papers_for(settings: Settings, store: Store, paper_ids: Sequence[str]) -> list[Paper]:
+async def _papers_for(settings: Settings, store: Store, paper_ids: Sequence[str], progress: Progress) -> list[Paper]:
     """The metadata of each paper: from the library when it has it, else looked up (all at once, paced)."""
     found: dict[str, Paper] = {}
     failures: dict[str, str] = {}
@@ -67,7 +68,7 @@ async def _papers_for(settings: Settings, store: Store, paper_ids: Sequence[str]
             found[raw] = await anyio.to_thread.run_sync(lambda: library.save_paper(store, stored))
             return
         try:
-            found[raw] = (await get_paper(settings, store, raw)).paper
+            found[raw] = (await get_paper(settings, store, raw, progress)).paper
         except ResearchError as exc:
             failures[raw] = str(exc)
 
@@ -81,9 +82,11 @@ async def _papers_for(settings: Settings, store: Store, paper_ids: Sequence[str]
 
 
 async def cite(
-    settings: Settings, store: Store, ws: Workspace, paper_ids: Sequence[str], bib_path: str = "paper/references.bib"
-) -> CiteResult:
-    """Add BibTeX entries built from API metadata to the workspace's .bib; return the keys to \\cite."""
+    settings: Settings, store: Store, ws: Workspace, paper_ids: Sequence[str], bib_path: str = "paper/references.bib",
+    progress: Progress = no_progress,
+) -> CiteResult:  # fmt: skip
+    """Add BibTeX entries built from API metadata to the workspace's .bib; return the keys to \\cite. Each look-up
+    and wait is told to `progress`."""
     with call_deadline():
         if not bib_path.endswith(".bib"):
             raise BadInputError(f"bib_path {bib_path!r} must end in .bib.")
@@ -94,7 +97,7 @@ async def cite(
             parse_paper_id(raw)  # refuse bad ids before any network call
         target = ws.resolve(bib_path)
         present = await anyio.to_thread.run_sync(_present, target, asked)  # the .bib has these by DOI / arXiv id
-        papers = await _papers_for(settings, store, [raw for raw in asked if raw not in present])
+        papers = await _papers_for(settings, store, [raw for raw in asked if raw not in present], progress)
 
         def write() -> CiteResult:
             existing = read_bib(target, MAX_BIB_BYTES)
@@ -162,6 +165,8 @@ def _cited_keys(tex: str) -> list[str]:
 def _sources(ws: Workspace, path: str) -> tuple[Path, list[Path], list[str] | None]:
     """The file, the .bib files to read, and (for a .tex) the keys it cites."""
     target = ws.resolve(path, must_exist=True)
+    if not target.is_file():
+        raise BadInputError(f"{path!r} is a folder; give a .bib file, or the .tex file whose citations to check.")
     if target.suffix == ".bib":
         return target, [target], None
     if target.suffix != ".tex":
@@ -222,7 +227,7 @@ def compare(entry: BibEntry, paper: Paper) -> list[str]:
     return differences
 
 
-async def _check(settings: Settings, store: Store, entry: BibEntry) -> CheckedEntry:
+async def _check(settings: Settings, store: Store, entry: BibEntry, progress: Progress) -> CheckedEntry:
     ids = entry_ids(entry)
     tries = [ids[k] for k in ("doi", "arxiv") if k in ids]
     title = " ".join(decode_latex(entry.fields.get("title", "")).split())
@@ -233,7 +238,7 @@ async def _check(settings: Settings, store: Store, entry: BibEntry) -> CheckedEn
     last_problem = "no source knows it"
     for raw in tries:
         try:
-            paper = (await get_paper(settings, store, raw)).paper
+            paper = (await get_paper(settings, store, raw, progress)).paper
         except PaperNotFoundError as exc:
             last_problem = str(exc)
             continue
@@ -250,9 +255,11 @@ async def _check(settings: Settings, store: Store, entry: BibEntry) -> CheckedEn
 
 
 async def verify_citations(
-    settings: Settings, store: Store, ws: Workspace, path: str, *, offset: int = 0, limit: int = 20
-) -> VerifyCitationsResult:
-    """Look up every entry (DOI, then arXiv id, then exact title) and classify it; a page of entries per call."""
+    settings: Settings, store: Store, ws: Workspace, path: str, *, offset: int = 0, limit: int = 20,
+    progress: Progress = no_progress,
+) -> VerifyCitationsResult:  # fmt: skip
+    """Look up every entry (DOI, then arXiv id, then exact title) and classify it; a page of entries per call.
+    Each entry is told to `progress` as its check starts ("entry 3/12: key"), and so is each source asked."""
     with call_deadline():
         target, bibs, cited = await anyio.to_thread.run_sync(_sources, ws, path)
         entries: list[BibEntry] = []
@@ -275,7 +282,8 @@ async def verify_citations(
             async with limiter:
                 if time.monotonic() > deadline:
                     return
-                checked[index] = await _check(settings, store, entry)
+                await progress(f"entry {offset + index + 1}/{len(entries)}: {entry.key}")
+                checked[index] = await _check(settings, store, entry, progress)
 
         async with anyio.create_task_group() as tg:
             for index, entry in enumerate(page):

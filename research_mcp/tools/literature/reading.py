@@ -22,6 +22,7 @@ from research_mcp.config import Settings
 from research_mcp.errors import BadInputError, LatexError, LiteratureError
 from research_mcp.latex.models import Section
 from research_mcp.model import ToolModel
+from research_mcp.progress import Progress, no_progress
 from research_mcp.store import Store
 from research_mcp.tools.literature import library
 from research_mcp.tools.literature._net import call_deadline
@@ -185,8 +186,9 @@ def _pdf_text(pdf: Path) -> tuple[str, list[StoredSection], list[str]]:
 # --- the tool ----------------------------------------------------------------------------------------------------
 
 
-async def _fetch_and_convert(arxiv: ArxivSource, paper: Paper, folder: Path) -> None:
-    """Download the e-print (else the PDF), convert it, and write text.md and outline.json, all or nothing."""
+async def _fetch_and_convert(arxiv: ArxivSource, paper: Paper, folder: Path, progress: Progress) -> None:
+    """Download the e-print (else the PDF), convert it, and write text.md and outline.json, all or nothing; each
+    step is told to `progress` as it starts."""
     assert paper.arxiv_id is not None
     asked = paper.arxiv_id + (f"v{paper.arxiv_version}" if paper.arxiv_version else "")
     data, _ = await arxiv.download("e-print", asked, MAX_DOWNLOAD_BYTES)
@@ -197,10 +199,12 @@ async def _fetch_and_convert(arxiv: ArxivSource, paper: Paper, folder: Path) -> 
 
     work = await anyio.to_thread.run_sync(make_work)
     try:
+        await progress(f"unpacking the e-print of {asked}")
         kind = await anyio.to_thread.run_sync(extract_eprint, data, work / "source")
         converted: tuple[str, list[StoredSection], list[str]] | None = None
         warnings: list[str] = []
         if kind != "pdf":
+            await progress("converting the LaTeX source to text")
             try:
                 converted = await anyio.to_thread.run_sync(_latex_text, work / "source")
             except LatexError as exc:
@@ -212,6 +216,7 @@ async def _fetch_and_convert(arxiv: ArxivSource, paper: Paper, folder: Path) -> 
                 pdf_data, _ = await arxiv.download("pdf", asked, MAX_DOWNLOAD_BYTES)
                 pdf = work / "paper.pdf"
                 await anyio.to_thread.run_sync(pdf.write_bytes, pdf_data)
+            await progress("extracting the text of the PDF")
             converted = await anyio.to_thread.run_sync(_pdf_text, pdf)
             text_kind = "pdf"
         text, outline, notes = converted
@@ -238,13 +243,15 @@ async def read_paper(
     section: int | str | None = None,
     offset: int | None = None,
     max_chars: int | None = None,
+    progress: Progress = no_progress,
 ) -> ReadPaperResult:
-    """The outline of a paper (first call), or the text of a section or a character range, paged."""
+    """The outline of a paper (first call), or the text of a section or a character range, paged. The look-up, the
+    download and the conversion of a paper not yet read are told to `progress` as they start."""
     with call_deadline():
         ref = parse_paper_id(paper_id)
         paper = await anyio.to_thread.run_sync(library.load_paper, store, ref)
         if paper is None or paper.arxiv_id is None:
-            paper = (await get_paper(settings, store, paper_id)).paper
+            paper = (await get_paper(settings, store, paper_id, progress)).paper
         if paper.arxiv_id is None:
             raise LiteratureError(
                 f"{paper.id} has no arXiv version; read_paper reads arXiv papers (LaTeX source or PDF). "
@@ -255,7 +262,7 @@ async def read_paper(
             lambda: (folder / "text.md").is_file() and (folder / "outline.json").is_file()
         )
         if not stored:
-            await _fetch_and_convert(ArxivSource(settings), paper, folder)
+            await _fetch_and_convert(ArxivSource(settings, progress), paper, folder, progress)
 
         def load() -> tuple[str, _Stored]:
             text = (folder / "text.md").read_text(encoding="utf-8")

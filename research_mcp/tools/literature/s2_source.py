@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar, cast
 import anyio.to_thread
 
 from research_mcp.config import Settings
+from research_mcp.progress import Progress, no_progress
 from research_mcp.tools.literature._net import (
     CALL_BUDGET_S,
     HttpFailure,
@@ -134,9 +135,11 @@ def _requester_class() -> type[Any]:
 
 
 class S2Source:
-    """Searches, look-ups and the citation graph on Semantic Scholar, paced and retried by `_net`."""
+    """Searches, look-ups and the citation graph on Semantic Scholar, paced and retried by `_net`, each request told
+    to `progress`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, progress: Progress = no_progress) -> None:
+        self.progress = progress
         self.url = settings.s2_url.rstrip("/")
         key = settings.s2_api_key.get_secret_value() if settings.s2_api_key else None
         self.key = key or None
@@ -154,13 +157,13 @@ class S2Source:
         client._requester = _requester_class()(min(self.timeout_s, timeout_s), retry=False)
         return client
 
-    async def _ask(self, call: Callable[[Any], Awaitable[T]], budget_s: float) -> T:
+    async def _ask(self, call: Callable[[Any], Awaitable[T]], budget_s: float, what: str) -> T:
         await anyio.to_thread.run_sync(tls_context)  # loaded once, off the event loop
 
         async def request(timeout_s: float) -> T:
             return await call(self.client(timeout_s))
 
-        return await with_policy(S2, self.pacer, request, budget_s=budget_s)
+        return await with_policy(S2, self.pacer, request, budget_s=budget_s, what=what, progress=self.progress)
 
     async def search(
         self, query: str, limit: int, *, year_from: int | None = None, year_to: int | None = None,
@@ -175,7 +178,7 @@ class S2Source:
             found = await client.search_paper(text, year=year, fields=SEARCH_FIELDS, limit=min(limit, 100))
             return cast(list[dict[str, Any]], found.raw_data)
 
-        raw = await self._ask(call, budget_s)
+        raw = await self._ask(call, budget_s, f"search {text[:100]!r}")
         return [p for p in map(paper_from_s2, raw) if p is not None]
 
     async def paper(self, s2_form: str, *, budget_s: float = CALL_BUDGET_S) -> Paper | None:
@@ -189,7 +192,7 @@ class S2Source:
                 return None
             return cast(dict[str, Any], found.raw_data)
 
-        raw = await self._ask(call, budget_s)
+        raw = await self._ask(call, budget_s, f"look up {s2_form}")
         return None if raw is None else paper_from_s2(raw)
 
     async def match_title(self, title: str, *, budget_s: float = CALL_BUDGET_S) -> Paper | None:
@@ -207,7 +210,7 @@ class S2Source:
                 return None
             return cast(dict[str, Any], found.raw_data)
 
-        raw = await self._ask(call, budget_s)
+        raw = await self._ask(call, budget_s, f"match the title {text[:100]!r}")
         return None if raw is None else paper_from_s2(raw)
 
     async def graph(
@@ -233,7 +236,7 @@ class S2Source:
             rows = cast(list[dict[str, Any]], page.raw_data)
             return [cast(dict[str, Any], row.get(key) or {}) for row in rows]
 
-        raw = await self._ask(call, budget_s)
+        raw = await self._ask(call, budget_s, f"{direction} of {s2_form} (first {limit})")
         if raw is None:
             return []
         return [p for p in map(paper_from_s2, raw) if p is not None]

@@ -22,6 +22,7 @@ from pydantic import Field, TypeAdapter
 from research_mcp.config import Settings
 from research_mcp.errors import BadInputError, LiteratureError, PaperNotFoundError, ResearchError
 from research_mcp.model import ToolModel
+from research_mcp.progress import Progress, no_progress
 from research_mcp.store import Store
 from research_mcp.tools.literature import library
 from research_mcp.tools.literature._net import call_deadline
@@ -115,8 +116,11 @@ async def _both(
 # --- get_paper -------------------------------------------------------------------------------------------------------
 
 
-async def get_paper(settings: Settings, store: Store, paper_id: str) -> GetPaperResult:
-    """Full metadata of one paper named by any id form, from arXiv and Semantic Scholar, kept in the library.
+async def get_paper(
+    settings: Settings, store: Store, paper_id: str, progress: Progress = no_progress
+) -> GetPaperResult:
+    """Full metadata of one paper named by any id form, from arXiv and Semantic Scholar, kept in the library;
+    each source asked and each wait is told to `progress`.
 
     Raises `PaperNotFoundError` when no source knows it, and a `LiteratureError` when the sources failed and the
     library has no copy."""
@@ -129,7 +133,7 @@ async def get_paper(settings: Settings, store: Store, paper_id: str) -> GetPaper
             return GetPaperResult(paper=stored)
         problems: list[SourceProblem] = []
         try:
-            found = await _resolve(settings, ref, problems)
+            found = await _resolve(settings, ref, problems, progress)
         except LiteratureError as exc:
             if isinstance(exc, PaperNotFoundError):
                 raise
@@ -158,8 +162,8 @@ def _problem(source: Source, exc: ResearchError) -> SourceProblem:
     return SourceProblem(source=source, problem=str(exc))
 
 
-async def _resolve(settings: Settings, ref: PaperRef, problems: list[SourceProblem]) -> Paper:
-    arxiv, s2 = ArxivSource(settings), S2Source(settings)
+async def _resolve(settings: Settings, ref: PaperRef, problems: list[SourceProblem], progress: Progress) -> Paper:
+    arxiv, s2 = ArxivSource(settings, progress), S2Source(settings, progress)
     if ref.kind == "title":
         return await _resolve_title(arxiv, s2, ref, problems)
     asked = ref.value + (f"v{ref.version}" if ref.version else "")
@@ -237,8 +241,10 @@ async def search_papers(
     sort: Literal["relevance", "date"] = "relevance",
     limit: int = 10,
     offset: int = 0,
+    progress: Progress = no_progress,
 ) -> SearchPapersResult:
-    """Both sources at once, merged and de-duplicated, paged; from the library when every source failed."""
+    """Both sources at once, merged and de-duplicated, paged; from the library when every source failed. Each source
+    asked and each wait is told to `progress`."""
     with call_deadline():
         text = " ".join(query.split())
         if not text:
@@ -272,8 +278,9 @@ async def search_papers(
 
         hit = await anyio.to_thread.run_sync(cached)
         if hit is not None:
+            await progress("answered from the workspace's cache of recent searches")
             return hit
-        arxiv, s2 = ArxivSource(settings), S2Source(settings)
+        arxiv, s2 = ArxivSource(settings, progress), S2Source(settings, progress)
 
         async def from_arxiv() -> list[Paper]:
             return await arxiv.search(text, want, year_from=year_from, year_to=year_to, sort=sort)
@@ -294,6 +301,7 @@ async def search_papers(
                 lists.append(outcome)
                 full = full or len(outcome) >= want
         if not lists:
+            await progress("every source failed: searching the workspace's library")
             return await _from_library(store, text, problems, limit, offset, year_from, year_to)
         merged = [p for p in dedupe(lists) if _in_years(p, year_from, year_to)]
         if sort == "date":
@@ -345,14 +353,16 @@ async def _from_library(
 
 
 async def paper_graph(
-    settings: Settings, store: Store, paper_id: str, direction: Direction, *, limit: int = 20, offset: int = 0
-) -> PaperGraphResult:
-    """Papers citing, cited by or recommended for a paper, from Semantic Scholar; bounded and paged."""
+    settings: Settings, store: Store, paper_id: str, direction: Direction, *, limit: int = 20, offset: int = 0,
+    progress: Progress = no_progress,
+) -> PaperGraphResult:  # fmt: skip
+    """Papers citing, cited by or recommended for a paper, from Semantic Scholar; bounded and paged. Each source
+    asked and each wait is told to `progress`."""
     with call_deadline():
         cap = MAX_GRAPH[direction]
         if offset >= cap:
             raise BadInputError(f"offset goes up to {cap - 1} for {direction}; the graph is not paged further.")
-        found = await get_paper(settings, store, paper_id)
+        found = await get_paper(settings, store, paper_id, progress)
         paper = found.paper
         if paper.s2_id:
             s2_form = paper.s2_id
@@ -363,7 +373,7 @@ async def paper_graph(
         else:  # pragma: no cover - every stored paper has one of the three
             raise PaperNotFoundError(paper_id)
         want = min(offset + limit, cap)
-        s2 = S2Source(settings)
+        s2 = S2Source(settings, progress)
         key = _key("graph", s2_form, direction, want)
         papers, was_cached = await _through_cache(
             store, key, "semantic_scholar", settings.search_cache_ttl_s, lambda: s2.graph(s2_form, direction, want)

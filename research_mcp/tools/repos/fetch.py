@@ -25,6 +25,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, NotFoundError, RepoError
 from research_mcp.model import ToolModel
+from research_mcp.progress import BlockingProgress, format_bytes, no_blocking_progress
 from research_mcp.tools.repos.archive import ArchiveLimits, unpack_tarball
 from research_mcp.tools.repos.gitclone import GitSource, clone, parse_git_url, redact
 from research_mcp.tools.repos.github import GitHubClient, web_host
@@ -196,36 +197,41 @@ def fetch_repo(
     *,
     github: GitHubClient | None,
     store: Store | None,
+    progress: BlockingProgress = no_blocking_progress,
 ) -> FetchRepoResult:
-    """Fetch `spec` into the workspace (or reuse the folder that holds its commit) and summarise it."""
+    """Fetch `spec` into the workspace (or reuse the folder that holds its commit) and summarise it; each request,
+    the bytes received, the unpacking and the summary are told to `progress` as they start."""
     repos = ws.resolve(REPOS_DIR)
     if os.path.lexists(repos) and not repos.is_dir():
         raise RepoError(f"'{REPOS_DIR}' in the workspace is a file; move it away so repositories can go there.")
     try:
         repos.mkdir(exist_ok=True)
-        return _fetch(ws, repos, spec, limits, github, store)
+        return _fetch(ws, repos, spec, limits, github, store, progress)
     except OSError as exc:
         raise RepoError(f"Cannot write under '{REPOS_DIR}/' ({exc}). Free some space or check permissions.") from exc
 
 
 def _fetch(
-    ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits, github: GitHubClient | None, store: Store | None
-) -> FetchRepoResult:
+    ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits, github: GitHubClient | None, store: Store | None,
+    progress: BlockingProgress,
+) -> FetchRepoResult:  # fmt: skip
     if spec.ref is not None and _SHA.match(spec.ref):
         sha = spec.ref.lower()
         found = _find_existing(repos, ws, spec, sha)
         if found is not None:
+            progress(f"reusing {ws.relative(found)}: commit {sha[:7]} was fetched before")
             return _result(ws, found, _read_manifest(ws, found.name), reused=True, requests=0, commit=sha)
     if spec.git is not None:
-        return _fetch_git(ws, repos, spec, limits)
+        return _fetch_git(ws, repos, spec, limits, progress)
     if github is None:
         raise RepoError("No GitHub client is configured; set RESEARCH_MCP_GITHUB_URL.")
-    return _fetch_github(ws, repos, spec, limits, github, store)
+    return _fetch_github(ws, repos, spec, limits, github, store, progress)
 
 
 def _fetch_github(
-    ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits, github: GitHubClient, store: Store | None
-) -> FetchRepoResult:
+    ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits, github: GitHubClient, store: Store | None,
+    progress: BlockingProgress,
+) -> FetchRepoResult:  # fmt: skip
     deadline = time.monotonic() + limits.timeout_s
     key = f"github-ref:{github.base_url}:{spec.full_name.lower()}@{spec.ref or ''}"
     cached = store.cache_get(key) if store is not None else None
@@ -233,11 +239,15 @@ def _fetch_github(
         sha = cached[1].decode()
         found = _find_existing(repos, ws, spec, sha)
         if found is not None:
+            progress(f"reusing {ws.relative(found)}: {spec.ref or 'the default branch'} was resolved to it just now")
             return _result(ws, found, _read_manifest(ws, found.name), reused=True, requests=0, commit=sha)
+    progress(f"GitHub: look up {spec.full_name}")
     facts = github.repo(spec.full_name)
     canonical = RepoSpec(*facts.full_name.split("/", 1), ref=spec.ref)
     _check_deadline(deadline, spec)
-    sha = github.commit_of(facts.full_name, spec.ref or str(facts.get("default_branch") or "HEAD"))
+    ref = spec.ref or str(facts.get("default_branch") or "HEAD")
+    progress(f"GitHub: resolve {ref!r} of {facts.full_name} to a commit")
+    sha = github.commit_of(facts.full_name, ref)
     requests = 2
     if store is not None:
         store.cache_put(key, "github", 200, sha.encode(), ttl_s=REF_TTL_S)
@@ -254,6 +264,7 @@ def _fetch_github(
     }
     found = _find_existing(repos, ws, canonical, sha)
     if found is not None:
+        progress(f"reusing {ws.relative(found)}: commit {sha[:7]} was fetched before")
         return _result(
             ws, found, _read_manifest(ws, found.name) or manifest, reused=True, requests=requests, commit=sha
         )
@@ -263,10 +274,12 @@ def _fetch_github(
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=repos))
     try:
         archive = staging / "archive.tar.gz"
+        progress(f"GitHub: download the tarball of {facts.full_name}@{sha[:7]}")
         size = github.download_tarball(
-            facts.full_name, sha, archive, max_bytes=limits.max_download_bytes, deadline=deadline
+            facts.full_name, sha, archive, max_bytes=limits.max_download_bytes, deadline=deadline, progress=progress
         )
         requests += 1
+        progress(f"unpacking {format_bytes(size)}, every member checked first")
         unpacked = unpack_tarball(
             archive, staging / "tree", ArchiveLimits(limits.max_unpacked_bytes, limits.max_files, deadline)
         )
@@ -275,6 +288,7 @@ def _fetch_github(
                 f"GitHub sent the tarball of commit {unpacked.commit[:12]} for {sha[:12]}; nothing was kept. Try again."
             )
         manifest |= {"download_bytes": size, "fetched_at": time.time(), "files": unpacked.files}
+        progress(f"summarising {unpacked.files} files")
         return _place(ws, repos, staging, folder, manifest, requests)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -285,12 +299,15 @@ def _check_deadline(deadline: float, spec: RepoSpec) -> None:
         raise RepoError(f"GitHub answered too slowly for {spec.full_name}; nothing was downloaded. Try again.")
 
 
-def _fetch_git(ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits) -> FetchRepoResult:
+def _fetch_git(
+    ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits, progress: BlockingProgress
+) -> FetchRepoResult:
     assert spec.git is not None
     deadline = time.monotonic() + limits.timeout_s
     _clean_stale_staging(repos)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=repos))
     try:
+        progress(f"git: shallow clone of {redact(spec.git.url)}")
         sha = clone(
             spec.git,
             spec.ref,
@@ -299,9 +316,11 @@ def _fetch_git(ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits) 
             max_unpacked_bytes=limits.max_unpacked_bytes,
             max_files=limits.max_files,
             deadline=deadline,
+            progress=progress,
         )
         found = _find_existing(repos, ws, spec, sha)
         if found is not None:
+            progress(f"reusing {ws.relative(found)}: commit {sha[:7]} was fetched before")
             return _result(ws, found, _read_manifest(ws, found.name), reused=True, requests=1, commit=sha)
         manifest: dict[str, Any] = {
             "repo": f"{spec.git.host}/{spec.owner}/{spec.name}",
@@ -311,6 +330,7 @@ def _fetch_git(ws: Workspace, repos: Path, spec: RepoSpec, limits: FetchLimits) 
             "ref": spec.ref,
             "fetched_at": time.time(),
         }
+        progress("summarising the clone")
         return _place(ws, repos, staging, _folder_name(spec, sha), manifest, 1)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, GitHubRateLimitError, RepoError
 from research_mcp.model import ToolModel
+from research_mcp.progress import BlockingProgress, no_blocking_progress
 from research_mcp.tools.repos.github import GitHubClient, RepoFacts
 
 if TYPE_CHECKING:
@@ -212,9 +213,11 @@ def find_code(
     offset: int = 0,
     today: date | None = None,
     deadline: float | None = None,
+    progress: BlockingProgress = no_blocking_progress,
 ) -> FindCodeResult:
     """Rank candidate repositories for `paper` and/or a free `query`; past `deadline` (`time.monotonic()`) no
-    further request is sent and the answer says what was left out."""
+    further request is sent and the answer says what was left out. Each look-up and search is told to `progress`
+    as it starts."""
     if paper is None and not (query and query.strip()):
         raise BadInputError("Give paper_id (an arXiv id, DOI or title) or query (words to search GitHub for).")
     now = today or datetime.now(UTC).date()
@@ -237,6 +240,7 @@ def find_code(
                 add(None, name, "paper link (not looked up: rate limit or time limit)")
                 continue
             try:
+                progress(f"GitHub: look up {name}, linked from the paper")
                 add(github.repo(name), name, "paper link")
             except GitHubRateLimitError as exc:
                 limited = exc
@@ -259,6 +263,7 @@ def find_code(
             notes.append(f"time limit reached: {reason} not done; call again (answers so far are cached)")
             break
         try:
+            progress(f"GitHub: {reason}: {text}")
             items, remaining = _cached_search(github, store, text, SEARCH_PAGE)
         except RepoError as exc:
             if not hits:

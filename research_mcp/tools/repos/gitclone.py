@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from research_mcp.errors import BadInputError, ConfigError, RepoError, UnsafeArchiveError
+from research_mcp.progress import BlockingProgress, format_bytes, no_blocking_progress
 
 __all__ = ["GitSource", "clone", "parse_git_url", "redact"]
 
@@ -94,8 +95,12 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-def _run(argv: list[str], cwd: Path | None, watch: Path, max_bytes: int, deadline: float) -> None:
-    """Run one git command in its own process group, killed past the deadline or the size cap."""
+def _run(
+    argv: list[str], cwd: Path | None, watch: Path, max_bytes: int, deadline: float,
+    progress: BlockingProgress = no_blocking_progress,
+) -> None:  # fmt: skip
+    """Run one git command in its own process group, killed past the deadline or the size cap; the size on disk is
+    told to `progress` each time it is measured and has grown."""
     env = {
         **os.environ,
         "GIT_TERMINAL_PROMPT": "0",
@@ -110,6 +115,7 @@ def _run(argv: list[str], cwd: Path | None, watch: Path, max_bytes: int, deadlin
         )  # fmt: skip
         why = None
         next_size = time.monotonic() + _SIZE_EVERY_S
+        told = 0
         try:
             while proc.poll() is None:
                 now = time.monotonic()
@@ -117,8 +123,12 @@ def _run(argv: list[str], cwd: Path | None, watch: Path, max_bytes: int, deadlin
                     why = "took longer than the time limit (RESEARCH_MCP_REPO_TIMEOUT_S)"
                 elif now > next_size:
                     next_size = now + _SIZE_EVERY_S
-                    if _tree_bytes(watch) > max_bytes:
+                    size = _tree_bytes(watch)
+                    if size > max_bytes:
                         why = f"grew past {max_bytes} bytes (RESEARCH_MCP_MAX_REPO_UNPACKED_BYTES)"
+                    elif size > told:
+                        told = size
+                        progress(f"git: {format_bytes(size)} on disk so far")
                 if why:
                     break
                 time.sleep(_POLL_S)
@@ -144,8 +154,10 @@ def clone(
     max_unpacked_bytes: int,
     max_files: int,
     deadline: float,
+    progress: BlockingProgress = no_blocking_progress,
 ) -> str:
-    """Clone `source` at `ref` (default branch when None) into the new folder `dest`, drop `.git`; the commit sha."""
+    """Clone `source` at `ref` (default branch when None) into the new folder `dest`, drop `.git`; the commit sha.
+    The size on disk is told to `progress` about once a second while git runs."""
     if shutil.which("git") is None:
         raise ConfigError("git is not installed, so only GitHub repositories can be fetched. Install git.")
     if ref is not None and (ref.startswith("-") or not ref.strip() or any(ch.isspace() for ch in ref)):
@@ -155,13 +167,13 @@ def clone(
         dest.mkdir()
         _run([*git, "init", "--quiet", str(dest)], None, dest, max_unpacked_bytes, deadline)
         _run([*git, "-C", str(dest), "fetch", "--quiet", "--depth=1", "--", source.url, ref], None, dest,
-             max_unpacked_bytes, deadline)  # fmt: skip
+             max_unpacked_bytes, deadline, progress)  # fmt: skip
         _run([*git, "-C", str(dest), "checkout", "--quiet", "--detach", "FETCH_HEAD"], None, dest,
              max_unpacked_bytes, deadline)  # fmt: skip
     else:
         branch = [] if ref is None else ["--branch", ref]
         argv = [*git, "clone", "--quiet", "--depth=1", "--single-branch", "--no-tags", *branch, "--", source.url]
-        _run([*argv, str(dest)], None, dest.parent, max_unpacked_bytes, deadline)
+        _run([*argv, str(dest)], None, dest.parent, max_unpacked_bytes, deadline, progress)
     head = subprocess.run(
         ["git", "-C", str(dest), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
     )

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit
 
 from research_mcp.errors import GitHubRateLimitError, RepoError
+from research_mcp.progress import BlockingProgress, format_bytes, no_blocking_progress
 
 if TYPE_CHECKING:
     from github import Github
@@ -29,6 +30,9 @@ __all__ = ["GitHubClient", "RepoFacts", "rate_limit_message", "web_host"]
 logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 16
+_TELL_EVERY_BYTES = 4 << 20
+_TELL_EVERY_S = 1.0
+"""A download tells how much has come each time this many more bytes came, or this long passed."""
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 _LIMITS = {  # resource -> (without a token, with a token, period)
     "core": (60, 5000, "hour"),
@@ -221,12 +225,17 @@ class GitHubClient:
         total = found.get("total_count")
         return items, total if isinstance(total, int) else len(items), int(remaining) if remaining.isdigit() else None
 
-    def download_tarball(self, full_name: str, sha: str, dest: Path, *, max_bytes: int, deadline: float) -> int:
+    def download_tarball(
+        self, full_name: str, sha: str, dest: Path, *, max_bytes: int, deadline: float,
+        progress: BlockingProgress = no_blocking_progress,
+    ) -> int:  # fmt: skip
         """Stream the tarball of a commit into `dest` (following GitHub's redirect), within a size cap and a
-        deadline; the bytes written. `dest` is left for the caller to remove on failure."""
+        deadline; the bytes written, told to `progress` as they come. `dest` is left for the caller to remove on
+        failure."""
         url = f"/repos/{full_name}/tarball/{sha}"
         what = f"the tarball of {full_name}@{sha[:7]}"
-        written = 0
+        written = told = 0
+        told_at = time.monotonic()
         with self._errors(what), open(dest, "wb") as out:
             stream: Any = self._gh.requester.getStream  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
             _, headers, chunks = cast(tuple[int, dict[str, Any], Iterator[bytes]], stream(url, chunk_size=_CHUNK_BYTES))
@@ -236,6 +245,7 @@ class GitHubClient:
                     f"{full_name}@{sha[:7]} is a {int(declared)}-byte download, over the {max_bytes}-byte cap; "
                     "nothing was kept. Raise RESEARCH_MCP_MAX_REPO_BYTES to fetch it."
                 )
+            of = f" of {format_bytes(int(declared))}" if declared.isdigit() else ""
             for chunk in chunks:
                 written += len(chunk)
                 if written > max_bytes:
@@ -249,4 +259,8 @@ class GitHubClient:
                         "nothing was kept. Try again, or raise RESEARCH_MCP_REPO_TIMEOUT_S (at most 45 s)."
                     )
                 out.write(chunk)
+                if written - told >= _TELL_EVERY_BYTES or time.monotonic() - told_at >= _TELL_EVERY_S:
+                    told, told_at = written, time.monotonic()
+                    progress(f"GitHub: received {format_bytes(written)}{of}")
+        progress(f"GitHub: received {format_bytes(written)}, the whole tarball")
         return written

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio.to_thread
 
 from research_mcp.errors import BadInputError, LiteratureError, ResearchError
+from research_mcp.progress import Progress, no_progress
 from research_mcp.tools.repos.find import PaperFacts, PaperLookup
 from research_mcp.workspace import Workspace
 
@@ -140,17 +141,19 @@ def facts_of(paper_id: str, paper: Paper, texts: tuple[str, ...] = ()) -> PaperF
 
 
 async def lookup_paper(
-    settings: Settings, ws: Workspace | None, store: Store | None, paper_id: str, *, timeout_s: float
-) -> PaperFacts:
+    settings: Settings, ws: Workspace | None, store: Store | None, paper_id: str, *, timeout_s: float,
+    progress: Progress = no_progress,
+) -> PaperFacts:  # fmt: skip
     """The paper's metadata from the literature tools (arXiv, Semantic Scholar, kept in the library) plus the
-    LaTeX source read_paper saved; when they cannot answer within `timeout_s`, from the library alone or the id."""
+    LaTeX source read_paper saved; when they cannot answer within `timeout_s`, from the library alone or the id.
+    Each source asked and each wait is told to `progress`."""
     if ws is None or store is None:
         return query_only_lookup(paper_id)
     from research_mcp.tools.literature.service import get_paper
 
     try:
         with anyio.fail_after(timeout_s):
-            found = await get_paper(settings, store, paper_id)
+            found = await get_paper(settings, store, paper_id, progress)
     except (LiteratureError, TimeoutError) as exc:
         logger.info("find_code: no literature answer for %r (%s); using the library or the id", paper_id, exc)
         return await anyio.to_thread.run_sync(library_lookup(store), paper_id)
