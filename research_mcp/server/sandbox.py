@@ -25,6 +25,8 @@ __all__ = ["register"]
 RUNS_CODE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 STOPS_RUN = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 MAX_WAIT_S = 50.0
+KEEPALIVE_S = 2.0
+"""Longest a waiting call goes without a progress notification, though the run's log is quiet."""
 RunId = Annotated[str, Field(description="A run id from run_experiment or list_runs.", min_length=1, max_length=64)]
 WaitS = Annotated[
     float, Field(ge=0, le=MAX_WAIT_S, description="Wait up to this many seconds for the run to end (max 50).")
@@ -32,19 +34,21 @@ WaitS = Annotated[
 
 
 async def _watch(ctx: AppContext, ws: WorkspaceParam, run_id: str, wait_s: float) -> RunStatusResult:
-    """Wait (bounded) for a run to end, sending the latest log line as progress; then its status."""
+    """Wait (bounded) for a run to end, sending the latest log line as progress when it changes and the state
+    and elapsed time at least every KEEPALIVE_S while the log is quiet; then its status."""
     runs = state_of(ctx).runs(need_workspace(ctx, ws))
     run = await in_thread(runs.get, run_id)
-    deadline = anyio.current_time() + wait_s
+    started = anyio.current_time()
+    deadline, sent_at = started + wait_s, -float("inf")
     last = ""
     while run.state in ACTIVE and anyio.current_time() < deadline:
         await state_of(ctx).wait_for(runs, run_id, min(WAIT_TICK_S, max(0.0, deadline - anyio.current_time())))
         run, line = await in_thread(last_line, runs, run_id)  # the cheap look; files are listed once, at the end
-        line = line or run.state
-        if line != last:
-            last = line
-            elapsed = wait_s - max(0.0, deadline - anyio.current_time())
-            await ctx.report_progress(round(elapsed, 1), wait_s, f"{run.state}: {line[:200]}")
+        line, now = line or run.state, anyio.current_time()
+        if line != last or now - sent_at >= KEEPALIVE_S:
+            last, sent_at = line, now
+            elapsed = min(wait_s, now - started)
+            await ctx.report_progress(round(elapsed, 1), wait_s, f"{run.state} ({elapsed:.0f} s): {line[:200]}")
     return await in_thread(status_of, runs, run_id)
 
 

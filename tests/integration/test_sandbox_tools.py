@@ -274,6 +274,27 @@ async def test_waiting_streams_the_latest_log_line_as_progress(lab: Client) -> N
     assert len(steps) >= 2 and steps[-1].endswith("step 5")
 
 
+async def test_a_quiet_run_still_gets_a_progress_notification_every_few_seconds(lab: Client) -> None:
+    at: list[tuple[float, str]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        at.append((time.monotonic(), message or ""))
+
+    with anyio.fail_after(90):
+        called = time.monotonic()
+        result = await lab.call_tool(
+            "run_experiment",
+            {"command": "sleep 6", "workdir": None, "files": {"a": ""}, "wait_s": 30},
+            progress_callback=on_progress,
+        )
+        returned = time.monotonic()
+    assert result.structured_content is not None and result.structured_content["run"]["state"] == "succeeded"
+    running = [message for _, message in at if message.startswith("running")]
+    assert len(running) >= 2, at
+    times = [called, *(t for t, _ in at), returned]
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 3.5, at
+
+
 @pytest.fixture
 def other_netns() -> Iterator[tuple[str, int]]:
     """A network namespace made for this test, joined to the host by a veth pair, with a listener inside.
