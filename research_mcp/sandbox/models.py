@@ -3,19 +3,47 @@ without loading the run manager, the backends or the store."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from research_mcp.model import ToolModel
 
-__all__ = ["ACTIVE", "FINISHED", "METRIC_PATTERNS", "WAIT_TICK_S", "Run", "RunState", "is_metric_file"]
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "METRIC_PATTERNS",
+    "WAIT_TICK_S",
+    "Command",
+    "Cpus",
+    "GpuCount",
+    "Label",
+    "MemoryGb",
+    "Note",
+    "PythonEnvName",
+    "Run",
+    "RunState",
+    "TimeoutS",
+    "is_metric_file",
+]
 
 RunState = Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"]
 ACTIVE: tuple[RunState, ...] = ("queued", "starting", "running")
 FINISHED: tuple[RunState, ...] = ("succeeded", "failed", "cancelled", "lost")
 WAIT_TICK_S = 0.25
 """Longest a caller waiting for a run sleeps between two looks while it goes on (its end wakes it at once)."""
+
+# The limits of a run request, written once: `runs.RunRequest` and the `run_experiment` adapter both read them
+# (the adapter adds its descriptions), so the tool's schema refuses what the request would refuse.
+Command = Annotated[str, Field(min_length=1, max_length=20_000)]
+GpuCount = Annotated[int, Field(ge=0, le=64)]
+Cpus = Annotated[float | None, Field(gt=0, le=1024)]
+MemoryGb = Annotated[float | None, Field(gt=0, le=4096)]
+TimeoutS = Annotated[float, Field(gt=0, le=7 * 24 * 3600)]
+PythonEnvName = Annotated[str | None, Field(max_length=4096)]
+Label = Annotated[str | None, Field(max_length=200)]
+Note = Annotated[str | None, Field(max_length=4000)]
+
 METRIC_PATTERNS = ("final_info", ".json", ".jsonl", ".csv", ".tsv", "tfevents", "metrics", "MLmodel")
 
 

@@ -17,15 +17,30 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
+from research_mcp.config import BackendChoice
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
 from research_mcp.model import ToolModel
 from research_mcp.sandbox.base import Backend, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
-from research_mcp.sandbox.models import ACTIVE, FINISHED, WAIT_TICK_S, Run, RunState
+from research_mcp.sandbox.models import (
+    ACTIVE,
+    FINISHED,
+    WAIT_TICK_S,
+    Command,
+    Cpus,
+    GpuCount,
+    Label,
+    MemoryGb,
+    Note,
+    PythonEnvName,
+    Run,
+    RunState,
+    TimeoutS,
+)
 from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
@@ -39,25 +54,25 @@ _STARTING_GRACE_S = 120.0
 
 
 class RunRequest(ToolModel):
-    """What `run_experiment` asks for, validated."""
+    """What `run_experiment` asks for, validated. Its limits live in `models`, where the adapter reads them too."""
 
-    command: str = Field(min_length=1, max_length=20_000)
+    command: Command
     workdir: str | None = "."
     files: dict[str, str] | None = None
-    backend: Literal["auto", "docker", "local"] = "auto"
+    backend: BackendChoice = "auto"
     image: str | None = None
-    gpus: int = Field(0, ge=0, le=64, description="How many GPUs; which ones is chosen when the run starts.")
-    cpus: float | None = Field(None, gt=0, le=1024)
-    memory_gb: float | None = Field(None, gt=0, le=4096)
-    timeout_s: float = Field(3600, gt=0, le=7 * 24 * 3600)
+    gpus: Annotated[GpuCount, Field(description="How many GPUs; which ones is chosen when the run starts.")] = 0
+    cpus: Cpus = None
+    memory_gb: MemoryGb = None
+    timeout_s: TimeoutS = 3600
     env: dict[str, str] = Field(default_factory=dict[str, str])
     network: bool = False
-    python_env: str | None = Field(None, max_length=4096)
-    label: str | None = Field(None, max_length=200)
+    python_env: PythonEnvName = None
+    label: Label = None
     config: dict[str, Any] | None = None
     seed: int | None = None
     parent: str | None = None
-    note: str | None = Field(None, max_length=4000)
+    note: Note = None
 
 
 def new_run_id() -> str:

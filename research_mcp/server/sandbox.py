@@ -8,7 +8,19 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from research_mcp.sandbox.models import ACTIVE, WAIT_TICK_S
+from research_mcp.config import BackendChoice
+from research_mcp.sandbox.models import (
+    ACTIVE,
+    WAIT_TICK_S,
+    Command,
+    Cpus,
+    GpuCount,
+    Label,
+    MemoryGb,
+    Note,
+    PythonEnvName,
+    TimeoutS,
+)
 from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, last_line, logs_of, status_of
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
@@ -57,37 +69,36 @@ def register(tools: ToolRegistry) -> None:
     async def run_experiment(
         ctx: AppContext,
         ws: WorkspaceParam,
-        command: Annotated[str, Field(description="Shell command, e.g. 'python train.py --lr 0.1'.", min_length=1)],
+        command: Annotated[Command, Field(description="Shell command, e.g. 'python train.py --lr 0.1'.")],
         workdir: Annotated[
             str | None, Field(description="Workspace folder to snapshot and run in; null for inline files only.")
         ] = ".",
         files: Annotated[
             dict[str, str] | None, Field(description="Extra files to add to the snapshot: relative name -> text.")
         ] = None,
-        backend: Literal["auto", "docker", "local"] = "auto",
+        backend: BackendChoice = "auto",
         image: Annotated[str | None, Field(description="Docker image (docker backend); default from settings.")] = None,
         gpus: Annotated[
-            int, Field(ge=0, le=64, description="Number of GPUs; free ones are pinned to the run when it starts.")
+            GpuCount, Field(description="Number of GPUs; free ones are pinned to the run when it starts.")
         ] = 0,
-        cpus: Annotated[float | None, Field(gt=0, le=1024, description="CPU cores the run may use.")] = None,
-        memory_gb: Annotated[float | None, Field(gt=0, le=4096, description="Memory limit in GiB.")] = None,
-        timeout_s: Annotated[float, Field(gt=0, le=604_800, description="Wall-clock limit; then it is killed.")] = 3600,
+        cpus: Annotated[Cpus, Field(description="CPU cores the run may use.")] = None,
+        memory_gb: Annotated[MemoryGb, Field(description="Memory limit in GiB.")] = None,
+        timeout_s: Annotated[TimeoutS, Field(description="Wall-clock limit; then it is killed.")] = 3600,
         env: Annotated[dict[str, str] | None, Field(description="Environment variables for the run.")] = None,
         network: Annotated[bool, Field(description="Give the run network access (off by default).")] = False,
         python_env: Annotated[
-            str | None,
+            PythonEnvName,
             Field(
                 description="Python environment to run with: a virtualenv/conda folder of the workspace ('.venv') or "
                 "a name from the python_envs setting; its bin/ comes first on PATH. Default: the sandbox's python3.",
-                max_length=4096,
             ),
         ] = None,
         wait_s: WaitS = 0,
-        label: Annotated[str | None, Field(description="Group name for comparing runs, e.g. 'baseline'.")] = None,
+        label: Annotated[Label, Field(description="Group name for comparing runs, e.g. 'baseline'.")] = None,
         config: Annotated[dict[str, Any] | None, Field(description="The run's settings, a small JSON object.")] = None,
         seed: Annotated[int | None, Field(description="Random seed, recorded for grouping.")] = None,
         parent: Annotated[str | None, Field(description="Run id this one improves, debugs or ablates.")] = None,
-        note: Annotated[str | None, Field(description="Why this run: the hypothesis or the change.")] = None,
+        note: Annotated[Note, Field(description="Why this run: the hypothesis or the change.")] = None,
     ) -> RunStatusResult:
         """Run an experiment in the sandbox (no network, limited memory/CPU, only its own folder writable).
         Snapshots the code (workdir and/or inline files) into runs/<id>/code with its hash and returns the run id

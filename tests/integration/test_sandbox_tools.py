@@ -385,3 +385,34 @@ async def test_list_runs_filters_by_status(lab: Client) -> None:
     failed = await call(lab, "list_runs", {"status": "failed"})
     assert [r["id"] for r in failed["runs"]] == [started["run"]["id"]]
     assert (await call(lab, "list_runs", {"status": "succeeded"}))["total"] == 0
+
+
+LIMIT_KEYS = ("minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
+
+
+def limits_of(prop: dict[str, Any]) -> dict[str, Any]:
+    """The limits a JSON schema property sets, also inside the anyOf of a nullable one."""
+    found = {key: prop[key] for key in LIMIT_KEYS if key in prop}
+    for option in prop.get("anyOf", []):
+        found |= limits_of(option)
+    return found
+
+
+async def test_run_experiment_takes_every_run_request_field_with_the_same_limits(tmp_path: Path) -> None:
+    from research_mcp.sandbox.runs import RunRequest
+
+    async with Client(build_server(Settings(workspace=tmp_path)), raise_exceptions=True) as client:
+        [tool] = [t for t in (await client.list_tools()).tools if t.name == "run_experiment"]
+    adapter: dict[str, dict[str, Any]] = tool.input_schema["properties"]
+    request: dict[str, dict[str, Any]] = RunRequest.model_json_schema()["properties"]
+    assert set(request) <= set(adapter)
+    assert {name: limits_of(adapter[name]) for name in request} == {name: limits_of(p) for name, p in request.items()}
+    assert limits_of(adapter["label"]) == {"maxLength": 200}  # the comparison above compares something
+
+
+async def test_an_overlong_label_is_refused_with_a_message_naming_it(tmp_path: Path) -> None:
+    async with Client(build_server(Settings(workspace=tmp_path))) as client:
+        result = await client.call_tool("run_experiment", {"command": "true", "label": "x" * 201})
+    assert result.is_error
+    text = " ".join(getattr(block, "text", "") for block in result.content)
+    assert "label" in text and "200" in text and not (tmp_path / "runs").exists()
