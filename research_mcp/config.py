@@ -88,7 +88,10 @@ class Settings(BaseSettings):
         default="auto", description="Sandbox backend for backend='auto': docker when its engine answers, else local."
     )
     max_concurrent_runs: int | None = Field(
-        default=None, ge=1, le=1024, description="Runs at once per workspace; default: the number of CPU cores."
+        default=None,
+        ge=1,
+        le=1024,
+        description="Runs at once per workspace; default: what each backend takes (a run per core).",
     )
     allow_unsandboxed: bool = Field(
         default=False,

@@ -44,6 +44,8 @@ from research_mcp.sandbox.base import (
     LOG_CAP_MARKER,
     SANDBOX_OUTPUTS,
     SANDBOX_WORK,
+    Backend,
+    Capacity,
     RunHandle,
     RunSpec,
     RunStatus,
@@ -219,7 +221,7 @@ def write_capped_log(
 # --- the backend ----------------------------------------------------------------------------------------------
 
 
-class DockerBackend:
+class DockerBackend(Backend):
     """Runs in containers of a local or remote Docker engine (`base.Backend`)."""
 
     name = "docker"
@@ -254,6 +256,13 @@ class DockerBackend:
         self._run_locks: dict[str, threading.Lock] = {}
         self._peaks: dict[str, int] = {}
         self._log_refreshes: dict[str, tuple[float, float]] = {}  # ref -> (monotonic time, seconds it took)
+
+    def capacity(self) -> Capacity:
+        """The cores and GPUs of this machine, where the engine is taken to run: one run per core."""
+        from research_mcp.sandbox.gpus import host_gpus
+
+        cpus = max(1, os.cpu_count() or 1)
+        return Capacity(runs=cpus, cpus=cpus, gpus=list(host_gpus()), pool="host")
 
     def engine(self) -> DockerEngine:
         """The engine client, connected on first use (synchronous: call it from a worker thread)."""
@@ -311,7 +320,9 @@ class DockerBackend:
         except SandboxError:  # no engine to ask: the caller's poll says so
             await anyio.sleep(timeout_s)
             return
-        await anyio.to_thread.run_sync(lambda: engine.wait_exit(handle.ref, timeout_s))
+        # abandoned on cancel: a caller watching many runs stops waiting when the first ends; this thread returns
+        # by itself within timeout_s
+        await anyio.to_thread.run_sync(lambda: engine.wait_exit(handle.ref, timeout_s), abandon_on_cancel=True)
 
     async def adopt(self, spec: RunSpec) -> RunHandle | None:
         """The container a lost `start` created, found by its run label."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from research_mcp.errors import SandboxError
-from research_mcp.sandbox.base import RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.bwrap import NOBODY, can_stage, sandbox_user, unreachable
 from research_mcp.sandbox.cgroups import RunCgroup
 from research_mcp.sandbox.supervisor import build_sandbox, gpu_devices, proc_starttime
@@ -45,7 +45,7 @@ _NETWORK = (
 )
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """Runs in bubblewrap on this machine, as uid/gid `uid`:`gid` when the server is root."""
 
     name = "local"
@@ -64,6 +64,13 @@ class LocalBackend:
         self.python = python
         self.start_timeout_s = start_timeout_s
         self.cancel_timeout_s = cancel_timeout_s
+
+    def capacity(self) -> Capacity:
+        """This machine's cores and GPUs: one run per core."""
+        from research_mcp.sandbox.gpus import host_gpus
+
+        cpus = max(1, os.cpu_count() or 1)
+        return Capacity(runs=cpus, cpus=cpus, gpus=list(host_gpus()), pool="host")
 
     async def start(self, spec: RunSpec) -> RunHandle:
         import anyio

@@ -416,3 +416,45 @@ async def test_an_overlong_label_is_refused_with_a_message_naming_it(tmp_path: P
     assert result.is_error
     text = " ".join(getattr(block, "text", "") for block in result.content)
     assert "label" in text and "200" in text and not (tmp_path / "runs").exists()
+
+
+async def test_a_run_gets_its_share_of_the_cores_as_the_thread_counts_of_numeric_libraries(lab: Client) -> None:
+    names = (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+    script = f"import os\nprint('threads', *[os.environ.get(n) for n in {names!r}])\n"
+    cores = os.cpu_count() or 1
+    share = str(max(1, cores // min(cores, 4)))  # the lab fixture allows 4 runs at once
+    asks: list[tuple[dict[str, Any], list[str]]] = [
+        ({}, [share] * 5),
+        ({"cpus": 1.5}, ["2"] * 5),
+        ({"env": {"OMP_NUM_THREADS": "7"}}, ["7", *[share] * 4]),
+    ]
+    for extra, expected in asks:
+        started = await call(lab, "run_experiment", {"command": "python3 t.py", "workdir": None,
+                                                     "files": {"t.py": script}, "wait_s": 30, **extra})  # fmt: skip
+        done = await finish(lab, started["run"]["id"])
+        [line] = [line for line in done["log_tail"] if line.startswith("threads")]
+        assert line.split()[1:] == expected, extra
+
+
+@pytest.mark.bwrap
+async def test_a_queued_run_starts_as_soon_as_the_slot_it_waits_for_frees(workspace: Path) -> None:
+    from research_mcp.server.state import PUMP_INTERVAL_S
+
+    settings = Settings(workspace=workspace, backend="local", max_concurrent_runs=1)
+    gaps: list[float] = []
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        for _ in range(3):  # a waiter that looked at every tick would land this close by luck now and then
+            first = await call(client, "run_experiment", {"command": "sleep 0.5", "workdir": None, "files": {"a": ""}})
+            second = await call(client, "run_experiment", {"command": "true", "workdir": None, "files": {"a": ""}})
+            assert second["run"]["state"] == "queued"
+            await finish(client, second["run"]["id"])  # waits on the queued run, not on the one holding the slot
+            ended = (await call(client, "run_status", {"run_id": first["run"]["id"]}))["run"]["ended_at"]
+            started = (await call(client, "run_status", {"run_id": second["run"]["id"]}))["run"]["started_at"]
+            gaps.append(started - ended)
+    assert all(0 <= gap < PUMP_INTERVAL_S / 10 for gap in gaps), gaps
