@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,12 +34,14 @@ from typing import Any, cast
 import anyio.to_thread
 
 from research_mcp.errors import SandboxError
+from research_mcp.probe import PartStatus
 from research_mcp.sandbox._docker_engine import (
     LABEL_RUN,
     NVIDIA_TOOLKIT_URL,
     ContainerGoneError,
     DockerEngine,
     connect,
+    probe_engine,
 )
 from research_mcp.sandbox.base import (
     LOG_CAP_MARKER,
@@ -61,6 +64,7 @@ __all__ = [
     "DockerEngine",
     "connect",
     "create_kwargs",
+    "probe",
     "sandbox_user",
     "write_capped_log",
 ]
@@ -433,6 +437,12 @@ class DockerBackend(Backend):
         engine.remove(ref)
         logger.info("run container %s finished: %s", ref[:12], status.detail)
         return status
+
+
+async def probe(image: str, timeout_s: float, system: str = sys.platform) -> PartStatus:
+    """Whether Docker runs can start here: the engine answers and has the image, or the step that fixes it."""
+    # abandoned when the caller gives up: the thread's own socket timeout ends it soon after
+    return await anyio.to_thread.run_sync(lambda: probe_engine(image, timeout_s + 1, system), abandon_on_cancel=True)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
