@@ -1,5 +1,5 @@
-"""The run as tools show it, and its states: what the server needs at start-up to describe the run tools,
-without loading the run manager, the backends or the store."""
+"""The run as tools show it, its states, and what a run may ask for: what the server needs at start-up to describe
+the run tools, without loading the run manager, the backends or the store."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from research_mcp.config import BackendChoice
 from research_mcp.model import ToolModel
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Note",
     "PythonEnvName",
     "Run",
+    "RunRequest",
     "RunState",
     "TimeoutS",
     "is_metric_file",
@@ -76,3 +78,25 @@ class Run(ToolModel):
 def is_metric_file(path: str) -> bool:
     name = path.rsplit("/", 1)[-1]
     return any(pattern in name for pattern in METRIC_PATTERNS) and not name.endswith(("spec.json", "status.json"))
+
+
+class RunRequest(ToolModel):
+    """What `run_experiment` asks for, validated. Its limits are the types above, which the adapter reads too."""
+
+    command: Command
+    workdir: str | None = "."
+    files: dict[str, str] | None = None
+    backend: BackendChoice = "auto"
+    image: str | None = None
+    gpus: Annotated[GpuCount, Field(description="How many GPUs; which ones is chosen when the run starts.")] = 0
+    cpus: Cpus = None
+    memory_gb: MemoryGb = None
+    timeout_s: TimeoutS = 3600
+    env: dict[str, str] = Field(default_factory=dict[str, str])
+    network: bool = False
+    python_env: PythonEnvName = None
+    label: Label = None
+    config: dict[str, Any] | None = None
+    seed: int | None = None
+    parent: str | None = None
+    note: Note = None

@@ -10,42 +10,32 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import secrets
 import shutil
 import socket
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
-from pydantic import Field
 
-from research_mcp.config import BackendChoice
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
-from research_mcp.model import ToolModel
+from research_mcp.sandbox._files import changed_files, folder_bytes
 from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import (
     ACTIVE,
     FINISHED,
     WAIT_TICK_S,
-    Command,
-    Cpus,
-    GpuCount,
-    Label,
-    MemoryGb,
-    Note,
-    PythonEnvName,
     Run,
+    RunRequest,
     RunState,
-    TimeoutS,
 )
 from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
+from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
@@ -58,6 +48,7 @@ __all__ = [
     "RunManager",
     "RunRequest",
     "RunState",
+    "changed_files",
     "folder_bytes",
     "new_run_id",
 ]
@@ -65,38 +56,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _STARTING_GRACE_S = 120.0
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
-"""The thread counts of the usual numeric libraries (torch reads OMP_NUM_THREADS), set to a run's share of the cores:
-left alone, each run starts a thread per core, and two torch runs on 2 cores took 344 s each against 168 s for both
-one after the other."""
-
-
-class RunRequest(ToolModel):
-    """What `run_experiment` asks for, validated. Its limits live in `models`, where the adapter reads them too."""
-
-    command: Command
-    workdir: str | None = "."
-    files: dict[str, str] | None = None
-    backend: BackendChoice = "auto"
-    image: str | None = None
-    gpus: Annotated[GpuCount, Field(description="How many GPUs; which ones is chosen when the run starts.")] = 0
-    cpus: Cpus = None
-    memory_gb: MemoryGb = None
-    timeout_s: TimeoutS = 3600
-    env: dict[str, str] = Field(default_factory=dict[str, str])
-    network: bool = False
-    python_env: PythonEnvName = None
-    label: Label = None
-    config: dict[str, Any] | None = None
-    seed: int | None = None
-    parent: str | None = None
-    note: Note = None
 
 
 def new_run_id() -> str:
@@ -227,51 +186,31 @@ class RunManager:
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
     def _claim(self) -> list[str]:
-        """Mark as many queued runs `starting` as their backends have free slots (and the workspace cap allows),
-        pinning free GPUs of the backend's pool to each that asks for some (a run waits while its GPUs are busy;
-        later runs that fit may go first), and its share of the cores as its thread count. One transaction: two
-        servers never claim the same run or the same GPU. Sync: call it in a worker thread."""
+        """Mark `starting` the queued runs `slots.assign` gives a slot (with their GPUs and thread counts). One
+        transaction: two servers never claim the same run or the same GPU. Sync: call it in a worker thread."""
         conn = self.store.connection()
         if conn.execute("SELECT 1 FROM runs WHERE state = 'queued' LIMIT 1").fetchone() is None:
             return []  # the idle pump must not take the write lock twice a second
         names = conn.execute("SELECT DISTINCT backend FROM runs WHERE state IN ('queued', 'starting', 'running')")
         capacity = self._capacities(str(row[0]) for row in names.fetchall())
         with self.store.transaction() as conn:
-            busy = conn.execute("SELECT backend, limits FROM runs WHERE state IN ('starting', 'running')").fetchall()
-            free = math.inf if self.max_concurrent is None else self.max_concurrent - len(busy)
-            running = Counter(str(row["backend"]) for row in busy)
-            taken: dict[str, set[int]] = {}  # pool -> GPUs pinned to its busy runs
-            for row in busy:
-                found = capacity.get(row["backend"])
-                pinned: list[int] = json.loads(row["limits"]).get("gpus") or []
-                taken.setdefault(found.pool if found else row["backend"], set()).update(pinned)
-            rows = conn.execute(
-                "SELECT id, backend, limits FROM runs WHERE state = 'queued' ORDER BY created_at, id"
-            ).fetchall()
-            ids: list[str] = []
-            for row in rows:
-                cap = capacity.get(row["backend"])
-                if len(ids) >= free:
-                    break
-                if cap is None or running[row["backend"]] >= cap.runs:
-                    continue
-                limits: dict[str, Any] = json.loads(row["limits"])
-                wanted = int(limits.get("gpu_count") or 0)
-                pinned_now = taken.setdefault(cap.pool, set())
-                idle = [gpu for gpu in cap.gpus if gpu not in pinned_now]
-                if wanted > len(idle):
-                    continue
-                limits["gpus"] = idle[:wanted]
-                pinned_now.update(idle[:wanted])
-                at_once = min(cap.runs, self.max_concurrent or cap.runs)
-                limits["threads"] = math.ceil(limits["cpus"]) if limits.get("cpus") else max(1, cap.cpus // at_once)
-                running[row["backend"]] += 1
+            busy = [
+                Busy(row["backend"], json.loads(row["limits"]).get("gpus") or [])
+                for row in conn.execute("SELECT backend, limits FROM runs WHERE state IN ('starting', 'running')")
+            ]
+            queued = [
+                Waiting(row["id"], row["backend"], json.loads(row["limits"]))
+                for row in conn.execute(
+                    "SELECT id, backend, limits FROM runs WHERE state = 'queued' ORDER BY created_at, id"
+                )
+            ]
+            chosen = assign(busy, queued, capacity, self.max_concurrent)
+            for run in chosen:
                 conn.execute(
                     "UPDATE runs SET state = 'starting', owner = ?, limits = ? WHERE id = ?",
-                    (_owner(), json.dumps(limits), row["id"]),
+                    (_owner(), json.dumps(run.limits), run.id),
                 )
-                ids.append(str(row["id"]))
-        return ids
+        return [run.id for run in chosen]
 
     def _capacities(self, names: Iterable[str]) -> dict[str, Capacity]:
         found: dict[str, Capacity] = {}
@@ -287,8 +226,7 @@ class RunManager:
         found = limits.get("python_env")
         pyenv = None if found is None else PythonEnv.model_validate(found)
         env: dict[str, str] = limits.get("env") or {}
-        threads = limits.get("threads")
-        shared = {name: str(threads) for name in THREAD_VARS} if threads else {}
+        shared = thread_env(limits.get("threads"))
         return RunSpec(
             run_id=row["id"],
             run_dir=self.run_dir(row["id"]),
@@ -596,40 +534,3 @@ class RunManager:
             "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
             (run_id, self.clock(), kind, json.dumps(data)),
         )
-
-
-def changed_files(code: Path, work: Path) -> list[str]:
-    """Files in work/ that are new, or differ from code/ in size or mtime (work/ was copied with its mtimes),
-    as `work/<rel>`. No hashing: it runs on every run_status, and a snapshot may hold hundreds of MiB."""
-    found: list[str] = []
-    for folder, dirs, names in os.walk(work):
-        dirs.sort()
-        for name in sorted(names):
-            path = Path(folder, name)
-            rel = path.relative_to(work).as_posix()
-            try:
-                now = path.lstat()
-                before = (code / rel).lstat()
-            except FileNotFoundError:
-                if path.exists() or path.is_symlink():
-                    found.append(f"work/{rel}")
-                continue
-            if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-                found.append(f"work/{rel}")
-    return sorted(found)
-
-
-def folder_bytes(paths: list[Path]) -> int:
-    """Bytes used by files under these paths (a file or a folder each), symlinks not followed."""
-    total = 0
-    for top in paths:
-        if top.is_file():
-            total += top.stat().st_blocks * 512
-            continue
-        for folder, _, names in os.walk(top):
-            for name in names:
-                try:
-                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-                except OSError:
-                    continue  # the run deleted it meanwhile
-    return total

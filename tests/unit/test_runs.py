@@ -9,10 +9,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
 from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.runs import THREAD_VARS, RunManager, RunRequest
+from research_mcp.sandbox.slots import Busy, Waiting, assign
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
 
@@ -365,3 +368,33 @@ def test_the_registry_has_one_entry_per_backend_name() -> None:
     assert list(REGISTRY) == list(get_args(BackendName))
     assert all(entry.name == name for name, entry in REGISTRY.items())
     assert get_args(BackendChoice) == ("auto", *REGISTRY)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    busy=st.lists(st.tuples(st.sampled_from(["a", "b"]), st.lists(st.integers(0, 3), max_size=2, unique=True))),
+    asks=st.lists(st.tuples(st.sampled_from(["a", "b", "gone"]), st.integers(0, 3), st.none() | st.floats(0.1, 8))),
+    cap=st.none() | st.integers(1, 6),
+)
+def test_assign_never_exceeds_a_slot_a_gpu_or_the_workspace_cap(
+    busy: list[tuple[str, list[int]]], asks: list[tuple[str, int, float | None]], cap: int | None
+) -> None:
+    import math
+
+    capacity = {"a": Capacity(runs=3, cpus=4, gpus=[0, 1, 2, 3]), "b": Capacity(runs=2, cpus=4, gpus=[0, 1, 2, 3])}
+    held = [Busy(name, gpus) for name, gpus in busy]
+    queued = [Waiting(str(i), name, {"gpu_count": n, "cpus": cpus}) for i, (name, n, cpus) in enumerate(asks)]
+    chosen = assign(held, queued, capacity, cap)
+    if cap is not None:
+        assert len(chosen) <= max(0, cap - len(held))
+    for name, size in capacity.items():
+        already = sum(1 for run in held if run.backend == name)
+        assert sum(1 for run in chosen if run.backend == name) <= max(0, size.runs - already)
+    pinned = [gpu for run in chosen for gpu in run.limits["gpus"]]
+    assert len(pinned) == len(set(pinned)) and not set(pinned) & {gpu for run in held for gpu in run.gpus}
+    for run in chosen:
+        assert run.backend != "gone" and len(run.limits["gpus"]) == run.limits["gpu_count"]
+        cpus = run.limits["cpus"]
+        assert run.limits["threads"] == (
+            math.ceil(cpus) if cpus else max(1, 4 // min(capacity[run.backend].runs, cap or 9))
+        )
