@@ -329,11 +329,20 @@ class DockerBackend(Backend):
         await anyio.to_thread.run_sync(lambda: engine.wait_exit(handle.ref, timeout_s), abandon_on_cancel=True)
 
     async def adopt(self, spec: RunSpec) -> RunHandle | None:
-        """The container a lost `start` created, found by its run label."""
+        """The container a lost `start` created, found by its run label; started now if its server died between
+        creating and starting it (else it would wait in `created`, polled as running, forever)."""
         for handle in await self.find_runs(spec.run_dir.parent):
             if handle.data.get("run_id") == spec.run_id:
+                await anyio.to_thread.run_sync(self._start_if_created, handle.ref)
                 return handle
         return None
+
+    def _start_if_created(self, ref: str) -> None:
+        engine = self.engine()
+        attrs = engine.inspect(ref)
+        if attrs is not None and cast(str, attrs["State"]["Status"]) == "created":
+            logger.info("run container %s was created but never started; starting it", ref[:12])
+            engine.start(ref)
 
     async def find_runs(self, under: Path | None = None) -> list[RunHandle]:
         """Handles of every container labelled as a research-mcp run (optionally only runs under `under`)."""
