@@ -76,8 +76,7 @@ async def probe_lab(
     system, timeout_s = sys.platform, settings.probe_timeout_s
     gpus: list[Gpu] = []
     probes: list[tuple[str, Callable[[], Awaitable[Component]]]] = [
-        ("docker", lambda: REGISTRY["docker"].probe(settings)),
-        ("bubblewrap", lambda: REGISTRY["local"].probe(settings)),
+        *((entry.part, lambda entry=entry: entry.probe(settings)) for entry in REGISTRY.values()),
         ("slirp4netns", lambda: local.probe_network(system)),
         ("cgroups", lambda: anyio.to_thread.run_sync(local.probe_cgroups, system, abandon_on_cancel=True)),
         ("nvidia", lambda: nvidia.probe(gpus, system)),
