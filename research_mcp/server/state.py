@@ -139,7 +139,8 @@ async def _pump_forever(runs: RunManager) -> None:
         started = anyio.current_time()
         try:
             await runs.watch(PUMP_INTERVAL_S)
-        except ResearchError as exc:
-            logger.warning("run pump of %s: %s", runs.ws.root, exc)
+        except Exception:  # a backend's wait failing (inside a task group: an ExceptionGroup) must not stop the pump
+            logger.exception("watching the runs of %s failed; pumping on the timer", runs.ws.root)
+            await anyio.sleep(PUMP_INTERVAL_S)
         # a run whose end is seen but cannot be recorded would wake the watch at once: never spin
         await anyio.sleep(max(0.0, _MIN_PUMP_GAP_S - (anyio.current_time() - started)))
