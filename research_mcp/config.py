@@ -15,10 +15,15 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["TOOLSETS", "Settings", "Toolset", "config_toml_path"]
+__all__ = ["TOOLSETS", "BackendChoice", "BackendName", "Settings", "Toolset", "config_toml_path"]
 
 Toolset = Literal["literature", "repos", "sandbox", "metrics", "latex", "review", "files"]
 TOOLSETS: tuple[Toolset, ...] = ("literature", "repos", "sandbox", "metrics", "latex", "review", "files")
+
+BackendName = Literal["docker", "local"]
+"""The sandbox backends, written here once: `research_mcp.sandbox.registry` holds one entry for each (a test checks
+that they agree), and every parameter that names a backend takes `BackendChoice`."""
+BackendChoice = Literal["auto", BackendName]
 
 
 def config_toml_path(workspace: Path) -> Path:
@@ -83,11 +88,14 @@ class Settings(BaseSettings):
         default=30 * 86400, ge=0, description="How long paper metadata is reused (citation graphs: search_cache_ttl_s)."
     )
 
-    backend: Literal["auto", "docker", "local"] = Field(
+    backend: BackendChoice = Field(
         default="auto", description="Sandbox backend for backend='auto': docker when its engine answers, else local."
     )
     max_concurrent_runs: int | None = Field(
-        default=None, ge=1, le=1024, description="Runs at once per workspace; default: the number of CPU cores."
+        default=None,
+        ge=1,
+        le=1024,
+        description="Runs at once per workspace; default: what each backend takes (a run per core).",
     )
     allow_unsandboxed: bool = Field(
         default=False,

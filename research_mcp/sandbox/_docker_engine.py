@@ -3,18 +3,33 @@ each mapping docker's errors to a `SandboxError` that says what to do. The SDK i
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import os
+import shutil
 import socket
+import sys
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote, urlsplit
 
 from research_mcp.errors import SandboxError
+from research_mcp.probe import PartStatus, part, step
 
-__all__ = ["LABEL_RUN", "NVIDIA_TOOLKIT_URL", "ContainerGoneError", "DockerEngine", "connect", "engine_answers"]
+__all__ = [
+    "LABEL_RUN",
+    "NVIDIA_TOOLKIT_URL",
+    "ContainerGoneError",
+    "DockerEngine",
+    "connect",
+    "engine_answers",
+    "probe_engine",
+]
 
 LABEL_RUN = "research-mcp.run"
 NVIDIA_TOOLKIT_URL = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
@@ -34,23 +49,109 @@ def _where(base_url: str | None) -> str:
     return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+_IMAGE_RECIPE = (
+    "Build the sandbox image {image} offline from Debian: `debootstrap --variant=minbase "
+    "--include=python3,python3-numpy bookworm /tmp/rootfs && tar -C /tmp/rootfs -c . | docker import - {image}`"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    path: str | None = None
+    host: str = ""
+    port: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.path if self.path is not None else f"tcp://{self.host}:{self.port}"
+
+
+def _endpoint(docker_host: str, system: str = sys.platform) -> _Endpoint | str:
+    """Where the engine listens (DOCKER_HOST, else the default socket), or why it cannot be asked without the SDK."""
+    if not docker_host:
+        candidates = ["/var/run/docker.sock"]
+        if system == "darwin":
+            candidates.append(str(Path.home() / ".docker" / "run" / "docker.sock"))
+        return _Endpoint(path=next((c for c in candidates if os.path.exists(c)), candidates[0]))
+    parsed = urlsplit(docker_host)
+    if parsed.scheme == "unix" and parsed.path:
+        return _Endpoint(path=parsed.path)
+    if parsed.scheme == "tcp" and parsed.hostname:
+        if os.environ.get("DOCKER_TLS_VERIFY"):
+            return f"DOCKER_HOST={docker_host} uses TLS (DOCKER_TLS_VERIFY), which the doctor does not check"
+        return _Endpoint(host=parsed.hostname, port=parsed.port or 2375)
+    return f"DOCKER_HOST={docker_host} is not a unix:// or tcp:// address; the doctor cannot check it"
+
+
+def _get(endpoint: _Endpoint, path: str, timeout_s: float) -> tuple[int, bytes]:
+    """One raw HTTP/1.0 GET to the engine, without the SDK: (status, body). Blocks up to `timeout_s` per step."""
+    if endpoint.path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(endpoint.path)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
+    data = bytearray()
+    with sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        while len(data) < (1 << 20) and (chunk := sock.recv(1 << 16)):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or not status[1].isdigit():
+        raise ValueError(f"not an HTTP answer from {endpoint.label}: {head[:60]!r}")
+    return int(status[1]), body
+
+
 def engine_answers(base_url: str | None = None, *, timeout_s: float = 1.0) -> bool:
     """Whether an engine answers `/_ping` on a unix socket (DOCKER_HOST's, else the local one), without the SDK.
 
     A tcp:// DOCKER_HOST counts as answering: the user pointed at an engine on purpose, and `connect` says more.
     """
-    where = _where(base_url)
-    if not where.startswith("unix://"):
+    endpoint = _endpoint(base_url or os.environ.get("DOCKER_HOST", ""))
+    if not isinstance(endpoint, _Endpoint) or endpoint.path is None:
         return True
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout_s)
-            sock.connect(where.removeprefix("unix://"))
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            head = sock.recv(64)
-    except OSError:
+        return _get(endpoint, "/_ping", timeout_s)[0] == 200
+    except (OSError, ValueError):
         return False
-    return head.startswith(b"HTTP/1.") and b" 200 " in head
+
+
+def probe_engine(image: str, timeout_s: float, system: str = sys.platform) -> PartStatus:
+    """The doctor's look at the engine (`/_ping`, `/version`, `/images/<image>/json`): a CLI alone runs nothing.
+    Blocks up to `timeout_s` per request."""
+    endpoint = _endpoint(os.environ.get("DOCKER_HOST", ""), system)
+    if isinstance(endpoint, str):
+        return part("docker", "unsupported", endpoint)
+    cli = shutil.which("docker")
+    cli_note = f"docker CLI at {cli}" if cli else "no docker CLI on PATH (not needed)"
+    try:
+        ping, _ = _get(endpoint, "/_ping", timeout_s)
+    except OSError as exc:
+        reason = exc.strerror if exc.strerror else repr(exc)
+        if isinstance(exc, PermissionError):
+            install = "Let your user use the engine: `usermod -aG docker $USER`, then log in again"
+        else:
+            install = step(system, "apt-get install -y docker.io && dockerd &", "Start Docker Desktop")
+        return part(
+            "docker", "unreachable", f"engine not reachable at {endpoint.label} ({reason}); {cli_note}", install
+        )
+    if ping != 200:
+        return part("docker", "error", f"engine at {endpoint.label} answered /_ping with HTTP {ping}")
+    about: dict[str, object] = {}
+    with contextlib.suppress(ValueError):
+        parsed: object = json.loads(_get(endpoint, "/version", timeout_s)[1] or b"{}")
+        about = cast(dict[str, object], parsed) if isinstance(parsed, dict) else {}
+    version = str(about.get("Version") or "") or None
+    found, _ = _get(endpoint, f"/images/{quote(image, safe='/:@')}/json", timeout_s)
+    presence = "present" if found == 200 else "missing"
+    detail = f"engine {version} (API {about.get('ApiVersion')}) at {endpoint.label}; image {image} {presence}"
+    install = None if found == 200 else _IMAGE_RECIPE.format(image=image)
+    return part("docker", "ok", f"{detail}; {cli_note}", install, version)
 
 
 def connect(base_url: str | None = None, *, timeout_s: float = 60) -> DockerEngine:

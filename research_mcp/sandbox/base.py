@@ -18,11 +18,13 @@ Inside the sandbox the working tree is `/work` (the cwd is `/work/<workdir>`) an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from research_mcp.errors import SandboxError
 from research_mcp.sandbox._layout import LOG_CAP_MARKER, SANDBOX_OUTPUTS, SANDBOX_WORK
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "SANDBOX_OUTPUTS",
     "SANDBOX_WORK",
     "Backend",
+    "Capacity",
     "Failure",
     "RunHandle",
     "RunSpec",
@@ -90,10 +93,37 @@ class RunStatus(BaseModel):
     detail: str | None = Field(default=None, description="One line for the model: what the backend saw.")
 
 
+class Capacity(BaseModel):
+    """What a backend can take at once; the run manager claims slots and GPUs against it, never against the host."""
+
+    runs: int = Field(ge=1, description="Runs it takes at once; more wait in the queue.")
+    cpus: int = Field(ge=1, description="Cores its runs share: a run that names no `cpus` gets cpus // runs threads.")
+    gpus: list[int] = Field(default_factory=list[int], description="GPU indices it can give a run.")
+    pool: str = Field(default="host", description="Where its runs execute; backends of one pool share its GPUs.")
+
+
 class Backend(Protocol):
-    """A place runs can happen. Every method may be called from a process that did not call `start`."""
+    """A place runs can happen. Every method may be called from a process that did not call `start`.
+
+    A class gets `start_batch` by naming `Backend` as its base."""
 
     name: str
+
+    def capacity(self) -> Capacity:
+        """How many runs it takes at once, the cores they share and the GPUs it can give. May block briefly (it may
+        ask the machine or the cluster): call it from a worker thread."""
+        ...
+
+    async def start_batch(self, specs: Sequence[RunSpec]) -> list[RunHandle | SandboxError]:
+        """Start several runs in one submission (a cluster's job array): per spec, in order, its handle or why it
+        could not start. Here each is started on its own; a backend with a cheaper way overrides it."""
+        started: list[RunHandle | SandboxError] = []
+        for spec in specs:
+            try:
+                started.append(await self.start(spec))
+            except SandboxError as exc:
+                started.append(exc)
+        return started
 
     async def start(self, spec: RunSpec) -> RunHandle:
         """Start the run and return at once; raise `SandboxError` with what to do when it cannot start."""

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,17 +34,21 @@ from typing import Any, cast
 import anyio.to_thread
 
 from research_mcp.errors import SandboxError
+from research_mcp.probe import PartStatus
 from research_mcp.sandbox._docker_engine import (
     LABEL_RUN,
     NVIDIA_TOOLKIT_URL,
     ContainerGoneError,
     DockerEngine,
     connect,
+    probe_engine,
 )
 from research_mcp.sandbox.base import (
     LOG_CAP_MARKER,
     SANDBOX_OUTPUTS,
     SANDBOX_WORK,
+    Backend,
+    Capacity,
     RunHandle,
     RunSpec,
     RunStatus,
@@ -59,6 +64,7 @@ __all__ = [
     "DockerEngine",
     "connect",
     "create_kwargs",
+    "probe",
     "sandbox_user",
     "write_capped_log",
 ]
@@ -219,7 +225,7 @@ def write_capped_log(
 # --- the backend ----------------------------------------------------------------------------------------------
 
 
-class DockerBackend:
+class DockerBackend(Backend):
     """Runs in containers of a local or remote Docker engine (`base.Backend`)."""
 
     name = "docker"
@@ -254,6 +260,13 @@ class DockerBackend:
         self._run_locks: dict[str, threading.Lock] = {}
         self._peaks: dict[str, int] = {}
         self._log_refreshes: dict[str, tuple[float, float]] = {}  # ref -> (monotonic time, seconds it took)
+
+    def capacity(self) -> Capacity:
+        """The cores and GPUs of this machine, where the engine is taken to run: one run per core."""
+        from research_mcp.sandbox.gpus import host_gpus
+
+        cpus = max(1, os.cpu_count() or 1)
+        return Capacity(runs=cpus, cpus=cpus, gpus=list(host_gpus()), pool="host")
 
     def engine(self) -> DockerEngine:
         """The engine client, connected on first use (synchronous: call it from a worker thread)."""
@@ -311,14 +324,25 @@ class DockerBackend:
         except SandboxError:  # no engine to ask: the caller's poll says so
             await anyio.sleep(timeout_s)
             return
-        await anyio.to_thread.run_sync(lambda: engine.wait_exit(handle.ref, timeout_s))
+        # abandoned on cancel: a caller watching many runs stops waiting when the first ends; this thread returns
+        # by itself within timeout_s
+        await anyio.to_thread.run_sync(lambda: engine.wait_exit(handle.ref, timeout_s), abandon_on_cancel=True)
 
     async def adopt(self, spec: RunSpec) -> RunHandle | None:
-        """The container a lost `start` created, found by its run label."""
+        """The container a lost `start` created, found by its run label; started now if its server died between
+        creating and starting it (else it would wait in `created`, polled as running, forever)."""
         for handle in await self.find_runs(spec.run_dir.parent):
             if handle.data.get("run_id") == spec.run_id:
+                await anyio.to_thread.run_sync(self._start_if_created, handle.ref)
                 return handle
         return None
+
+    def _start_if_created(self, ref: str) -> None:
+        engine = self.engine()
+        attrs = engine.inspect(ref)
+        if attrs is not None and cast(str, attrs["State"]["Status"]) == "created":
+            logger.info("run container %s was created but never started; starting it", ref[:12])
+            engine.start(ref)
 
     async def find_runs(self, under: Path | None = None) -> list[RunHandle]:
         """Handles of every container labelled as a research-mcp run (optionally only runs under `under`)."""
@@ -422,6 +446,12 @@ class DockerBackend:
         engine.remove(ref)
         logger.info("run container %s finished: %s", ref[:12], status.detail)
         return status
+
+
+async def probe(image: str, timeout_s: float, system: str = sys.platform) -> PartStatus:
+    """Whether Docker runs can start here: the engine answers and has the image, or the step that fixes it."""
+    # abandoned when the caller gives up: the thread's own socket timeout ends it soon after
+    return await anyio.to_thread.run_sync(lambda: probe_engine(image, timeout_s + 1, system), abandon_on_cancel=True)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------

@@ -27,16 +27,27 @@ from pathlib import Path
 from typing import Any, cast
 
 from research_mcp.errors import SandboxError
-from research_mcp.sandbox.base import RunHandle, RunSpec, RunStatus
-from research_mcp.sandbox.bwrap import NOBODY, can_stage, sandbox_user, unreachable
+from research_mcp.probe import PartStatus, part, probe_tool, run_probe, version_of
+from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.bwrap import NOBODY, Sandbox, can_stage, sandbox_user, unreachable
 from research_mcp.sandbox.cgroups import RunCgroup
 from research_mcp.sandbox.supervisor import build_sandbox, gpu_devices, proc_starttime
 
-__all__ = ["LocalBackend", "close_launchers"]
+__all__ = ["LocalBackend", "close_launchers", "probe", "probe_cgroups", "probe_network"]
 
 logger = logging.getLogger(__name__)
 
 _INSTALL_BWRAP = "Install bubblewrap: `apt-get install -y bubblewrap`"
+_USERNS_HINT = (
+    "Allow unprivileged user namespaces: `sysctl -w kernel.unprivileged_userns_clone=1` and "
+    "`sysctl -w user.max_user_namespaces=10000` "
+    "(Ubuntu 24.04+: `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`)"
+)
+_SLIRP = (
+    "apt-get install -y slirp4netns  (the network of local runs that ask for one)",
+    "Linux only: on macOS runs that need a network use the docker backend",
+)
+_CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
 _NETWORK = (
     "network=True is refused by the local (bubblewrap) backend here: it gives a run a network only through "
     "slirp4netns (a user-mode network that keeps the host's loopback services, such as databases and the Docker "
@@ -45,7 +56,7 @@ _NETWORK = (
 )
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """Runs in bubblewrap on this machine, as uid/gid `uid`:`gid` when the server is root."""
 
     name = "local"
@@ -64,6 +75,13 @@ class LocalBackend:
         self.python = python
         self.start_timeout_s = start_timeout_s
         self.cancel_timeout_s = cancel_timeout_s
+
+    def capacity(self) -> Capacity:
+        """This machine's cores and GPUs: one run per core."""
+        from research_mcp.sandbox.gpus import host_gpus
+
+        cpus = max(1, os.cpu_count() or 1)
+        return Capacity(runs=cpus, cpus=cpus, gpus=list(host_gpus()), pool="host")
 
     async def start(self, spec: RunSpec) -> RunHandle:
         import anyio
@@ -386,3 +404,75 @@ def _alive(ref: str) -> bool:
 def _cgroup(handle: RunHandle) -> RunCgroup | None:
     data: object = handle.data.get("cgroup")
     return RunCgroup.from_data(data) if isinstance(data, dict) else None  # pyright: ignore[reportUnknownArgumentType]
+
+
+# --- what the doctor asks: can local runs start here, with a network, with limits -----------------------------
+
+
+async def probe(system: str = sys.platform) -> PartStatus:
+    """Start a real sandbox, built as runs build theirs, as an unprivileged uid when we are root (VERIFIED.md
+    section 7.4)."""
+    if not system.startswith("linux"):
+        return part("bubblewrap", "unsupported", f"bubblewrap needs Linux namespaces, not {system}; use docker")
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return part("bubblewrap", "missing", "bwrap not found on PATH", "apt-get install -y bubblewrap")
+    user, how = sandbox_user(), ""
+    setpriv = shutil.which("setpriv") or "setpriv"
+    if user is not None:
+        if shutil.which("setpriv") is None:
+            detail = "running as root: setpriv (util-linux) is needed to start bwrap as an unprivileged user"
+            return part("bubblewrap", "missing", detail, "apt-get install -y util-linux")
+        how = f" as uid {user[0]} (via setpriv)"
+    version = version_of((await run_probe([bwrap, "--version"])).line)
+    argv = Sandbox(command=["/usr/bin/true"], user=user, bwrap=bwrap, setpriv=setpriv, stage=False).argv()
+    out = await run_probe(argv)
+    if out.rc != 0:
+        detail = f"bwrap could not start a namespace{how}: exit {out.rc}: {out.line}"
+        return part("bubblewrap", "error", detail, _USERNS_HINT, version)
+    if user is not None:
+        import anyio.to_thread
+
+        how += (
+            "; folders closed to others on the way to a workspace (as /root is) are bound through a mount namespace"
+            if await anyio.to_thread.run_sync(can_stage)
+            else "; no mount namespace can be made here, so folders on the way to a workspace must be searchable by "
+            "others (chmod o+x)"
+        )
+    return part("bubblewrap", "ok", f"{bwrap} started a namespace{how}", version=version)
+
+
+async def probe_network(system: str = sys.platform) -> PartStatus:
+    """slirp4netns, the only way a local run gets a network."""
+    return await probe_tool("slirp4netns", ["slirp4netns", "--version"], _SLIRP[system == "darwin"])
+
+
+def probe_cgroups(
+    system: str = sys.platform, root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
+) -> PartStatus:
+    """Which mechanism can hold a run's memory, pids and CPU: cgroup v2, cgroup v1, or rlimits only. Blocks briefly."""
+    if not system.startswith("linux"):
+        return part("cgroups", "unsupported", f"cgroups are Linux-only; runs on {system} get rlimits only")
+    wanted = ", ".join(_CGROUP_CONTROLLERS)
+    fallback = "runs are limited by rlimits only (no memory/RSS, pids or CPU-share limit)"
+    if (root / "cgroup.controllers").is_file():  # unified hierarchy
+        own = next((ln[3:] for ln in self_cgroup.read_text().splitlines() if ln.startswith("0::")), "/")
+        here = root / own.strip().lstrip("/")
+        available = (here / "cgroup.controllers").read_text().split() if here.is_dir() else []
+        lacking = [c for c in _CGROUP_CONTROLLERS if c not in available]
+        if not lacking and os.access(here, os.W_OK):
+            return part("cgroups", "ok", f"cgroup v2: {wanted} delegated at {here}")
+        why = f"controllers {', '.join(lacking)} not delegated" if lacking else "not writable"
+        if os.geteuid() == 0:
+            install = f"echo '+memory +pids +cpu' > {here.parent / 'cgroup.subtree_control'}"
+        else:
+            install = "Run the server in a delegated scope: `systemd-run --user --scope -p Delegate=yes research-mcp`"
+        return part("cgroups", "missing", f"cgroup v2 at {here}: {why}; {fallback}", install)
+    mounted = [c for c in _CGROUP_CONTROLLERS if (root / c / "cgroup.procs").is_file()]
+    writable = [c for c in mounted if os.access(root / c, os.W_OK)]
+    if len(writable) == len(_CGROUP_CONTROLLERS):
+        return part("cgroups", "ok", f"cgroup v1: {root}/{{{','.join(writable)}}} writable")
+    if mounted:
+        detail = f"cgroup v1 mounted, but only {', '.join(writable) or 'none'} of {wanted} writable; {fallback}"
+        return part("cgroups", "missing", detail, "Run the server as root")
+    return part("cgroups", "missing", f"no cgroup controllers found; {fallback}")

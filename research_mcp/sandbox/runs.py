@@ -15,49 +15,47 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
+import anyio
+import anyio.to_thread
 
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
-from research_mcp.model import ToolModel
-from research_mcp.sandbox.base import Backend, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox._files import changed_files, folder_bytes
+from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
-from research_mcp.sandbox.models import ACTIVE, FINISHED, WAIT_TICK_S, Run, RunState
+from research_mcp.sandbox.models import (
+    ACTIVE,
+    FINISHED,
+    WAIT_TICK_S,
+    Run,
+    RunRequest,
+    RunState,
+)
 from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
+from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
 
-__all__ = ["ACTIVE", "FINISHED", "Run", "RunManager", "RunRequest", "RunState", "folder_bytes", "new_run_id"]
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "THREAD_VARS",
+    "Run",
+    "RunManager",
+    "RunRequest",
+    "RunState",
+    "changed_files",
+    "folder_bytes",
+    "new_run_id",
+]
 
 logger = logging.getLogger(__name__)
 
 _STARTING_GRACE_S = 120.0
-
-
-class RunRequest(ToolModel):
-    """What `run_experiment` asks for, validated."""
-
-    command: str = Field(min_length=1, max_length=20_000)
-    workdir: str | None = "."
-    files: dict[str, str] | None = None
-    backend: Literal["auto", "docker", "local"] = "auto"
-    image: str | None = None
-    gpus: int = Field(0, ge=0, le=64, description="How many GPUs; which ones is chosen when the run starts.")
-    cpus: float | None = Field(None, gt=0, le=1024)
-    memory_gb: float | None = Field(None, gt=0, le=4096)
-    timeout_s: float = Field(3600, gt=0, le=7 * 24 * 3600)
-    env: dict[str, str] = Field(default_factory=dict[str, str])
-    network: bool = False
-    python_env: str | None = Field(None, max_length=4096)
-    label: str | None = Field(None, max_length=200)
-    config: dict[str, Any] | None = None
-    seed: int | None = None
-    parent: str | None = None
-    note: str | None = Field(None, max_length=4000)
 
 
 def new_run_id() -> str:
@@ -83,7 +81,10 @@ def _owner_gone(owner: str | None) -> bool:
 
 
 class RunManager:
-    """Runs of one workspace. `backends` maps a name to a backend; `choose` picks one for backend="auto"."""
+    """Runs of one workspace. `backends` maps a name to a backend; `choose` picks one for backend="auto".
+
+    Each backend says how many runs it takes at once and which GPUs it can give (`Backend.capacity`);
+    `max_concurrent`, when given, caps the runs of the workspace over every backend."""
 
     def __init__(
         self,
@@ -92,18 +93,16 @@ class RunManager:
         backends: Mapping[str, Callable[[], Backend]],
         *,
         choose: Callable[[], str],
-        max_concurrent: int,
+        max_concurrent: int | None = None,
         max_snapshot_bytes: int = 200 << 20,
         default_image: str | None = None,
         log_cap_bytes: int = 32 << 20,
         max_run_disk_bytes: int | None = None,
         disk_interval_s: float = 1.0,
-        gpu_count: Callable[[], int] = lambda: 0,
         python_envs: Mapping[str, Path] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.python_envs = python_envs or {}
-        self.gpu_count = gpu_count
         self.log_cap_bytes = log_cap_bytes
         self.max_run_disk_bytes = max_run_disk_bytes
         self.disk_interval_s = disk_interval_s
@@ -117,6 +116,7 @@ class RunManager:
         self.max_snapshot_bytes = max_snapshot_bytes
         self.default_image = default_image
         self.clock = clock
+        self._wake: anyio.Event | None = None
 
     def backend(self, name: str) -> Backend:
         found = self._backends.get(name)
@@ -141,13 +141,13 @@ class RunManager:
                 raise BadInputError(f"Environment variable name {key!r} is not valid.")
         if req.parent is not None:
             self.get(req.parent)
-        if req.gpus and req.gpus > self.gpu_count():
-            raise SandboxError(
-                f"The run asks for {req.gpus} GPU(s) but this machine has {self.gpu_count()} (see lab_info); "
-                "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
-            )
         pyenv = None if req.python_env is None else resolve_python_env(self.ws, req.python_env, self.python_envs)
         backend = self._choose() if req.backend == "auto" else req.backend
+        if req.gpus and req.gpus > (has := len(self.backend(backend).capacity().gpus)):
+            raise SandboxError(
+                f"The run asks for {req.gpus} GPU(s) but the {backend} backend can give {has} (see lab_info); "
+                "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
+            )
         run_id = new_run_id()
         folder = self.run_dir(run_id)
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -186,48 +186,54 @@ class RunManager:
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
     def _claim(self) -> list[str]:
-        """Mark as many queued runs `starting` as there are free slots, pinning free GPUs to each that asks for
-        some (a run waits while its GPUs are busy; later runs that fit may go first). One transaction: two
-        servers never claim the same run or the same GPU."""
-        if self.store.connection().execute("SELECT 1 FROM runs WHERE state = 'queued' LIMIT 1").fetchone() is None:
+        """Mark `starting` the queued runs `slots.assign` gives a slot (with their GPUs and thread counts). One
+        transaction: two servers never claim the same run or the same GPU. Sync: call it in a worker thread."""
+        conn = self.store.connection()
+        if conn.execute("SELECT 1 FROM runs WHERE state = 'queued' LIMIT 1").fetchone() is None:
             return []  # the idle pump must not take the write lock twice a second
+        names = conn.execute("SELECT DISTINCT backend FROM runs WHERE state IN ('queued', 'starting', 'running')")
+        capacity = self._capacities(str(row[0]) for row in names.fetchall())
         with self.store.transaction() as conn:
-            busy = conn.execute("SELECT limits FROM runs WHERE state IN ('starting', 'running')").fetchall()
-            free = max(0, self.max_concurrent - len(busy))
-            taken: set[int] = set()
-            for row in busy:
-                pinned: list[int] = json.loads(row["limits"]).get("gpus") or []
-                taken.update(pinned)
-            idle = [gpu for gpu in range(self.gpu_count()) if gpu not in taken] if free else []
-            rows = conn.execute("SELECT id, limits FROM runs WHERE state = 'queued' ORDER BY created_at, id").fetchall()
-            ids: list[str] = []
-            for row in rows:
-                if len(ids) >= free:
-                    break
-                limits: dict[str, Any] = json.loads(row["limits"])
-                wanted = int(limits.get("gpu_count") or 0)
-                if wanted > len(idle):
-                    continue
-                limits["gpus"], idle = idle[:wanted], idle[wanted:]
+            busy = [
+                Busy(row["backend"], json.loads(row["limits"]).get("gpus") or [])
+                for row in conn.execute("SELECT backend, limits FROM runs WHERE state IN ('starting', 'running')")
+            ]
+            queued = [
+                Waiting(row["id"], row["backend"], json.loads(row["limits"]))
+                for row in conn.execute(
+                    "SELECT id, backend, limits FROM runs WHERE state = 'queued' ORDER BY created_at, id"
+                )
+            ]
+            chosen = assign(busy, queued, capacity, self.max_concurrent)
+            for run in chosen:
                 conn.execute(
                     "UPDATE runs SET state = 'starting', owner = ?, limits = ? WHERE id = ?",
-                    (_owner(), json.dumps(limits), row["id"]),
+                    (_owner(), json.dumps(run.limits), run.id),
                 )
-                ids.append(str(row["id"]))
-        return ids
+        return [run.id for run in chosen]
+
+    def _capacities(self, names: Iterable[str]) -> dict[str, Capacity]:
+        found: dict[str, Capacity] = {}
+        for name in names:
+            try:
+                found[name] = self.backend(name).capacity()
+            except SandboxError as exc:  # a backend this server does not have: its runs wait for one that does
+                logger.warning("runs of backend %r wait: %s", name, exc)
+        return found
 
     def _spec(self, row: Any) -> RunSpec:
         limits: dict[str, Any] = json.loads(row["limits"])
         found = limits.get("python_env")
         pyenv = None if found is None else PythonEnv.model_validate(found)
         env: dict[str, str] = limits.get("env") or {}
+        shared = thread_env(limits.get("threads"))
         return RunSpec(
             run_id=row["id"],
             run_dir=self.run_dir(row["id"]),
             command=row["command"],
             workdir=".",  # the snapshot's root is the folder that was asked for
             image=row["image"],
-            env=env if pyenv is None else {**pyenv.env(), **env},
+            env={**shared, **env} if pyenv is None else {**shared, **pyenv.env(), **env},
             ro_paths=[] if pyenv is None else pyenv.ro_paths,
             gpus=limits.get("gpus") or [],
             cpus=limits.get("cpus"),
@@ -238,29 +244,43 @@ class RunManager:
         )
 
     async def start_queued(self) -> list[str]:
-        """Start what the free slots allow; a run that cannot start is failed with the reason."""
-        import anyio.to_thread
-
+        """Start what the free slots allow, each backend's runs in one batch; a run that cannot start is failed
+        with the reason."""
+        claimed = await anyio.to_thread.run_sync(self._claim)
+        if not claimed:
+            return []
+        rows = await anyio.to_thread.run_sync(lambda: [self._row(run_id) for run_id in claimed])
+        batches: dict[str, list[RunSpec]] = {}
+        for row in rows:
+            batches.setdefault(row["backend"], []).append(self._spec(row))
         started: list[str] = []
-        for run_id in await anyio.to_thread.run_sync(self._claim):
-            row = self._row(run_id)
+        for name, specs in batches.items():
             try:
-                handle = await self.backend(row["backend"]).start(self._spec(row))
+                results = await self.backend(name).start_batch(specs)
             except SandboxError as exc:
-                self._finish(run_id, RunStatus(state="exited", failure="error", detail=str(exc)), "failed")
+                results = [exc] * len(specs)
+            started += await anyio.to_thread.run_sync(self._record_starts, specs, results)
+        self._notify()
+        return started
+
+    def _record_starts(self, specs: Sequence[RunSpec], results: Sequence[RunHandle | SandboxError]) -> list[str]:
+        started: list[str] = []
+        for spec, result in zip(specs, results, strict=True):
+            if isinstance(result, SandboxError):
+                self._finish(spec.run_id, RunStatus(state="exited", failure="error", detail=str(result)), "failed")
                 continue
             self.store.connection().execute(
                 "UPDATE runs SET state = 'running', handle = ?, started_at = ? WHERE id = ? AND state = 'starting'",
-                (handle.model_dump_json(), self.clock(), run_id),
+                (result.model_dump_json(), self.clock(), spec.run_id),
             )
-            self._event(run_id, "started", {"backend": handle.backend, "ref": handle.ref})
-            started.append(run_id)
+            self._event(spec.run_id, "started", {"backend": result.backend, "ref": result.ref})
+            started.append(spec.run_id)
         return started
 
     async def refresh(self, run_id: str | None = None) -> None:
         """Poll running runs (one, or all) and record the ones that ended; mark stale `starting` runs lost."""
         where, args = ("state = 'running'", ()) if run_id is None else ("state = 'running' AND id = ?", (run_id,))
-        rows = self.store.connection().execute(f"SELECT * FROM runs WHERE {where}", args).fetchall()
+        rows = await self._sql(f"SELECT * FROM runs WHERE {where}", args)
         for row in rows:
             handle = RunHandle.model_validate_json(row["handle"])
             try:
@@ -270,22 +290,22 @@ class RunManager:
                 continue
             if status.state == "running":
                 if status.peak_memory_bytes is not None:
-                    self.store.connection().execute(
+                    await self._sql(
                         "UPDATE runs SET peak_memory_bytes = ? WHERE id = ?", (status.peak_memory_bytes, row["id"])
                     )
                 await self._check_disk(row["id"], handle)
                 continue
-            self._finish(row["id"], status, None)
+            await self._end(row["id"], status, None)
         await self._adopt_orphans()
+
+    async def _sql(self, query: str, args: Sequence[object] = ()) -> list[Any]:
+        """One statement in a worker thread: SQLite waits on the disk and on other servers' locks."""
+        return await anyio.to_thread.run_sync(lambda: self.store.connection().execute(query, args).fetchall())
 
     async def _adopt_orphans(self) -> None:
         """Runs left `starting` by a server that died in the middle of `start`: adopt what the backend did start,
         queue the rest again. A live owner on this host is left alone; one elsewhere gets a grace period."""
-        rows = (
-            self.store.connection()
-            .execute("SELECT * FROM runs WHERE state = 'starting' AND owner != ?", (_owner(),))
-            .fetchall()
-        )
+        rows = await self._sql("SELECT * FROM runs WHERE state = 'starting' AND owner != ?", (_owner(),))
         for row in rows:
             if not _owner_gone(row["owner"]) and row["created_at"] > self.clock() - _STARTING_GRACE_S:
                 continue
@@ -294,25 +314,26 @@ class RunManager:
             except SandboxError as exc:
                 logger.warning("cannot adopt run %s: %s", row["id"], exc)
                 continue
-            conn = self.store.connection()
-            if handle is not None:
-                conn.execute(
-                    "UPDATE runs SET state = 'running', handle = ?, owner = ?, "
-                    "started_at = coalesce(started_at, ?) WHERE id = ? AND state = 'starting'",
-                    (handle.model_dump_json(), _owner(), self.clock(), row["id"]),
-                )
-                self._event(row["id"], "adopted", {"ref": handle.ref})
-            else:  # nothing of it ran: it goes back in the queue, so no run asked for is lost
-                conn.execute(
-                    "UPDATE runs SET state = 'queued', owner = NULL WHERE id = ? AND state = 'starting'", (row["id"],)
-                )
-                self._event(row["id"], "requeued", {"after": "its server stopped while starting it"})
+            await anyio.to_thread.run_sync(self._adopted, row["id"], handle)
+
+    def _adopted(self, run_id: str, handle: RunHandle | None) -> None:
+        conn = self.store.connection()
+        if handle is not None:
+            conn.execute(
+                "UPDATE runs SET state = 'running', handle = ?, owner = ?, "
+                "started_at = coalesce(started_at, ?) WHERE id = ? AND state = 'starting'",
+                (handle.model_dump_json(), _owner(), self.clock(), run_id),
+            )
+            self._event(run_id, "adopted", {"ref": handle.ref})
+        else:  # nothing of it ran: it goes back in the queue, so no run asked for is lost
+            conn.execute(
+                "UPDATE runs SET state = 'queued', owner = NULL WHERE id = ? AND state = 'starting'", (run_id,)
+            )
+            self._event(run_id, "requeued", {"after": "its server stopped while starting it"})
 
     async def _check_disk(self, run_id: str, handle: RunHandle) -> None:
         """Kill a run whose folder grew past `max_run_disk_bytes`: neither backend has a disk quota, so this
         watchdog (every `disk_check_interval_s` while the run runs) is what bounds a disk fill."""
-        import anyio.to_thread
-
         if self.max_run_disk_bytes is None or self.clock() - self._disk_checked.get(run_id, 0.0) < self.disk_interval_s:
             return
         self._disk_checked[run_id] = self.clock()
@@ -325,11 +346,11 @@ class RunManager:
             "(RESEARCH_MCP_MAX_RUN_DISK_BYTES)"
         )
         # The verdict is recorded before the kill, so whichever poll sees the run end finalises it as a disk kill.
-        self.store.connection().execute(
+        await self._sql(
             "UPDATE runs SET failure = 'disk', detail = ? WHERE id = ? AND state = 'running'", (detail, run_id)
         )
         await self.backend(handle.backend).cancel(handle)
-        self._finish(run_id, await self.backend(handle.backend).poll(handle), None)
+        await self._end(run_id, await self.backend(handle.backend).poll(handle), None)
 
     async def pump(self) -> None:
         await self.refresh()
@@ -339,21 +360,59 @@ class RunManager:
         """Pump until the run is final or `timeout_s` passed; returns it as it is then.
 
         Between pumps it sleeps on the backend's `wait`, so an ending run is seen at once, and at least every
-        `tick_s` (a queued run may get its slot, a caller may want the latest log line)."""
-        import anyio
-
+        `tick_s` (a caller may want the latest log line). A queued run sleeps until this process starts or ends a
+        run (its slot may be free now), at the latest `tick_s`."""
         deadline = anyio.current_time() + timeout_s
         while True:
             await self.pump()
-            row = self._row(run_id)
+            wake = self._wake_event()
+            row = await anyio.to_thread.run_sync(self._row, run_id)
             left = deadline - anyio.current_time()
             if row["state"] in FINISHED or left <= 0:
                 return self._to_run(row)
             if row["handle"] is None:  # nothing to wait on yet: queued (a slot frees at a run's end) or starting
-                await anyio.sleep(min(left, tick_s if row["state"] == "queued" else 0.05))
+                with anyio.move_on_after(min(left, tick_s if row["state"] == "queued" else 0.05)):
+                    await wake.wait()
                 continue
             handle = RunHandle.model_validate_json(row["handle"])
             await self.backend(handle.backend).wait(handle, min(left, tick_s))
+
+    async def watch(self, timeout_s: float) -> None:
+        """Return as soon as a running run may have ended, or this process started or ended one, at the latest
+        after `timeout_s`: the server's pump sleeps on it, so a freed slot goes to the next queued run at once."""
+        wake = self._wake_event()
+        rows = await self._sql("SELECT handle FROM runs WHERE state = 'running'")
+        waits: list[Awaitable[None]] = [wake.wait()]
+        for row in rows:
+            handle = RunHandle.model_validate_json(row["handle"])
+            try:
+                waits.append(self.backend(handle.backend).wait(handle, timeout_s))
+            except SandboxError:
+                continue  # a backend this server does not have; its runs are not ours to watch
+        with anyio.move_on_after(timeout_s):
+            async with anyio.create_task_group() as tg:
+
+                async def first(waiting: Awaitable[None]) -> None:
+                    await waiting
+                    tg.cancel_scope.cancel()
+
+                for waiting in waits:
+                    tg.start_soon(first, waiting)
+
+    def _wake_event(self) -> anyio.Event:
+        if self._wake is None:
+            self._wake = anyio.Event()
+        return self._wake
+
+    def _notify(self) -> None:
+        """Wake whoever sleeps in `wait` or `watch`: a run started or ended here."""
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
+
+    async def _end(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
+        await anyio.to_thread.run_sync(self._finish, run_id, status, state)
+        self._notify()
 
     def _finish(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
         failure: str | None = status.failure
@@ -389,19 +448,12 @@ class RunManager:
     # -- cancel, read ------------------------------------------------------------------------------------------
 
     async def cancel(self, run_id: str) -> Run:
-        run = self.get(run_id)
+        run = await anyio.to_thread.run_sync(self.get, run_id)
         if run.state in FINISHED:
             return run
-        conn = self.store.connection()
-        changed = conn.execute(
-            "UPDATE runs SET state = 'cancelled', failure = 'cancelled', ended_at = ? "
-            "WHERE id = ? AND state = 'queued'",
-            (self.clock(), run_id),
-        ).rowcount
-        if changed:
-            self._event(run_id, "cancelled", {"while": "queued"})
-            return self.get(run_id)
-        row = self._row(run_id)
+        if await anyio.to_thread.run_sync(self._cancel_queued, run_id):
+            return await anyio.to_thread.run_sync(self.get, run_id)
+        row = await anyio.to_thread.run_sync(self._row, run_id)
         if row["handle"] is None:
             raise SandboxError(f"Run {run_id} is starting; call cancel_run again in a moment.")
         handle = RunHandle.model_validate_json(row["handle"])
@@ -409,8 +461,22 @@ class RunManager:
         status = await self.backend(handle.backend).poll(handle)
         if status.state == "running":
             raise SandboxError(f"Run {run_id} did not stop; call cancel_run again or check lab_info.")
-        self._finish(run_id, status.model_copy(update={"failure": "cancelled"}), "cancelled")
-        return self.get(run_id)
+        await self._end(run_id, status.model_copy(update={"failure": "cancelled"}), "cancelled")
+        return await anyio.to_thread.run_sync(self.get, run_id)
+
+    def _cancel_queued(self, run_id: str) -> bool:
+        changed = (
+            self.store.connection()
+            .execute(
+                "UPDATE runs SET state = 'cancelled', failure = 'cancelled', ended_at = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (self.clock(), run_id),
+            )
+            .rowcount
+        )
+        if changed:
+            self._event(run_id, "cancelled", {"while": "queued"})
+        return bool(changed)
 
     def _row(self, run_id: str) -> Any:
         row = self.store.connection().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -468,40 +534,3 @@ class RunManager:
             "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
             (run_id, self.clock(), kind, json.dumps(data)),
         )
-
-
-def changed_files(code: Path, work: Path) -> list[str]:
-    """Files in work/ that are new, or differ from code/ in size or mtime (work/ was copied with its mtimes),
-    as `work/<rel>`. No hashing: it runs on every run_status, and a snapshot may hold hundreds of MiB."""
-    found: list[str] = []
-    for folder, dirs, names in os.walk(work):
-        dirs.sort()
-        for name in sorted(names):
-            path = Path(folder, name)
-            rel = path.relative_to(work).as_posix()
-            try:
-                now = path.lstat()
-                before = (code / rel).lstat()
-            except FileNotFoundError:
-                if path.exists() or path.is_symlink():
-                    found.append(f"work/{rel}")
-                continue
-            if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-                found.append(f"work/{rel}")
-    return sorted(found)
-
-
-def folder_bytes(paths: list[Path]) -> int:
-    """Bytes used by files under these paths (a file or a folder each), symlinks not followed."""
-    total = 0
-    for top in paths:
-        if top.is_file():
-            total += top.stat().st_blocks * 512
-            continue
-        for folder, _, names in os.walk(top):
-            for name in names:
-                try:
-                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-                except OSError:
-                    continue  # the run deleted it meanwhile
-    return total

@@ -9,7 +9,19 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from research_mcp.sandbox.models import ACTIVE, WAIT_TICK_S
+from research_mcp.config import BackendChoice
+from research_mcp.sandbox.models import (
+    ACTIVE,
+    WAIT_TICK_S,
+    Command,
+    Cpus,
+    GpuCount,
+    Label,
+    MemoryGb,
+    Note,
+    PythonEnvName,
+    TimeoutS,
+)
 from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, last_line, logs_of, status_of
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
@@ -29,24 +41,28 @@ __all__ = ["register"]
 RUNS_CODE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 STOPS_RUN = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 MAX_WAIT_S = 50.0
+KEEPALIVE_S = 2.0
+"""Longest a waiting call goes without a progress notification, though the run's log is quiet."""
 RunId = Annotated[str, Field(description="From run_experiment or list_runs.", min_length=1, max_length=64)]
 WaitS = Annotated[float, Field(ge=0, le=MAX_WAIT_S)]
 
 
 async def _watch(ctx: AppContext, ws: WorkspaceParam, run_id: str, wait_s: float) -> RunStatusResult:
-    """Wait (bounded) for a run to end, sending the latest log line as progress; then its status."""
+    """Wait (bounded) for a run to end, sending the latest log line as progress when it changes and the state
+    and elapsed time at least every KEEPALIVE_S while the log is quiet; then its status."""
     runs = state_of(ctx).runs(need_workspace(ctx, ws))
     run = await in_thread(runs.get, run_id)
-    deadline = anyio.current_time() + wait_s
+    started = anyio.current_time()
+    deadline, sent_at = started + wait_s, -float("inf")
     last = ""
     while run.state in ACTIVE and anyio.current_time() < deadline:
         await state_of(ctx).wait_for(runs, run_id, min(WAIT_TICK_S, max(0.0, deadline - anyio.current_time())))
         run, line = await in_thread(last_line, runs, run_id)  # the cheap look; files are listed once, at the end
-        line = line or run.state
-        if line != last:
-            last = line
-            elapsed = wait_s - max(0.0, deadline - anyio.current_time())
-            await ctx.report_progress(round(elapsed, 1), wait_s, f"{run.state}: {line[:200]}")
+        line, now = line or run.state, anyio.current_time()
+        if line != last or now - sent_at >= KEEPALIVE_S:
+            last, sent_at = line, now
+            elapsed = min(wait_s, now - started)
+            await ctx.report_progress(round(elapsed, 1), wait_s, f"{run.state} ({elapsed:.0f} s): {line[:200]}")
     return await in_thread(status_of, runs, run_id)
 
 
@@ -55,30 +71,29 @@ def register(tools: ToolRegistry) -> None:
     async def run_experiment(
         ctx: AppContext,
         ws: WorkspaceParam,
-        command: Annotated[str, Field(description="e.g. 'python train.py --lr 0.1'", min_length=1)],
+        command: Annotated[Command, Field(description="e.g. 'python train.py --lr 0.1'")],
         workdir: Annotated[str | None, Field(description="null: inline files only.")] = ".",
         files: Annotated[dict[str, str] | None, Field(description="name -> text")] = None,
-        backend: Literal["auto", "docker", "local"] = "auto",
+        backend: BackendChoice = "auto",
         image: str | None = None,
-        gpus: Annotated[int, Field(ge=0, le=64)] = 0,
-        cpus: Annotated[float | None, Field(gt=0, le=1024)] = None,
-        memory_gb: Annotated[float | None, Field(gt=0, le=4096)] = None,
-        timeout_s: Annotated[float, Field(gt=0, le=604_800)] = 3600,
+        gpus: GpuCount = 0,
+        cpus: Cpus = None,
+        memory_gb: MemoryGb = None,
+        timeout_s: TimeoutS = 3600,
         env: dict[str, str] | None = None,
         network: bool = False,
         python_env: Annotated[
-            str | None,
+            PythonEnvName,
             Field(
                 description="A venv/conda folder or python_envs name; default: sandbox python3.",
-                max_length=4096,
             ),
         ] = None,
         wait_s: WaitS = 0,
-        label: Annotated[str | None, Field(description="Group name, e.g. 'baseline'.")] = None,
+        label: Annotated[Label, Field(description="Group name, e.g. 'baseline'.")] = None,
         config: Annotated[dict[str, Any] | None, Field(description="The run's settings (small JSON).")] = None,
         seed: int | None = None,
         parent: Annotated[str | None, Field(description="The run this improves or ablates.")] = None,
-        note: Annotated[str | None, Field(description="The hypothesis or change.")] = None,
+        note: Annotated[Note, Field(description="The hypothesis or change.")] = None,
     ) -> RunStatusResult:
         """Run a command on a snapshot of workdir in the sandbox (no network, limited CPU/memory, only its folder
         writable). Returns the run id at once, or waits up to wait_s (max 50). Results go to $RESEARCH_OUT; then

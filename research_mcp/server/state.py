@@ -3,10 +3,8 @@ background pump that starts queued runs and records the ones that end while no t
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +17,6 @@ from research_mcp.errors import ResearchError, WorkspaceError
 from research_mcp.workspace import Workspace, choose_workspace
 
 if TYPE_CHECKING:  # loaded on first use: the server starts without the run manager, backends or store
-    from research_mcp.sandbox.base import Backend
     from research_mcp.sandbox.runs import RunManager
     from research_mcp.store import Store
 
@@ -28,6 +25,8 @@ __all__ = ["PUMP_INTERVAL_S", "AppState", "ResolvedWorkspace"]
 logger = logging.getLogger(__name__)
 
 PUMP_INTERVAL_S = 0.5
+"""Longest the pump sleeps; a run's end, or a run started or ended by this server, wakes it at once."""
+_MIN_PUMP_GAP_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +85,7 @@ class AppState:
 
     def runs(self, ws: Workspace) -> RunManager:
         """The run manager of a workspace; its pump starts with it and runs until the server stops."""
+        from research_mcp.sandbox.registry import choose_backend, factories
         from research_mcp.sandbox.runs import RunManager
 
         found = self.managers.get(ws.root)
@@ -93,14 +93,13 @@ class AppState:
             found = self.managers[ws.root] = RunManager(
                 ws,
                 self.store(ws),
-                _backend_factories(self.settings),
-                choose=lambda: _choose_backend(self.settings),
-                max_concurrent=self.settings.max_concurrent_runs or max(1, os.cpu_count() or 1),
+                factories(self.settings),
+                choose=lambda: choose_backend(self.settings),
+                max_concurrent=self.settings.max_concurrent_runs,
                 max_snapshot_bytes=self.settings.max_snapshot_bytes,
                 default_image=self.settings.docker_image,
                 log_cap_bytes=self.settings.max_log_bytes,
                 max_run_disk_bytes=self.settings.max_run_disk_bytes,
-                gpu_count=_gpu_count,
                 python_envs=self.settings.python_envs,
             )
             if self.task_group is not None:
@@ -147,39 +146,11 @@ async def _pump_forever(runs: RunManager) -> None:
             logger.warning("run pump of %s: %s", runs.ws.root, exc)
         except Exception:  # the pump must outlive any one bad poll; the run stays and is polled again
             logger.exception("run pump of %s failed; retrying", runs.ws.root)
-        await anyio.sleep(PUMP_INTERVAL_S)
-
-
-@functools.cache
-def _gpu_count() -> int:
-    """NVIDIA GPUs on this machine (asked once: `nvidia-smi -L`); 0 without a driver."""
-    import subprocess
-
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU ")) if listing.returncode == 0 else 0
-
-
-def _backend_factories(settings: Settings) -> dict[str, Callable[[], Backend]]:
-    def local() -> Backend:
-        from research_mcp.sandbox.local import LocalBackend
-
-        return LocalBackend(allow_unsandboxed=settings.allow_unsandboxed)
-
-    def docker() -> Backend:
-        from research_mcp.sandbox.docker import DockerBackend
-
-        return DockerBackend(image=settings.docker_image, allow_network=settings.docker_allow_network)
-
-    return {"local": local, "docker": docker}
-
-
-def _choose_backend(settings: Settings) -> str:
-    """For backend="auto": the setting, else docker when its engine answers, else local (bubblewrap)."""
-    if settings.backend != "auto":
-        return settings.backend
-    from research_mcp.sandbox._docker_engine import engine_answers
-
-    return "docker" if engine_answers() else "local"
+        started = anyio.current_time()
+        try:
+            await runs.watch(PUMP_INTERVAL_S)
+        except Exception:  # a backend's wait failing (inside a task group: an ExceptionGroup) must not stop the pump
+            logger.exception("watching the runs of %s failed; pumping on the timer", runs.ws.root)
+            await anyio.sleep(PUMP_INTERVAL_S)
+        # a run whose end is seen but cannot be recorded would wake the watch at once: never spin
+        await anyio.sleep(max(0.0, _MIN_PUMP_GAP_S - (anyio.current_time() - started)))

@@ -310,6 +310,21 @@ async def test_a_restarted_server_finds_an_overdue_run_and_enforces_its_timeout(
     assert status.failure == "timeout" and time.monotonic() - started < 1 + 5
 
 
+async def test_a_container_created_by_a_server_that_died_before_starting_it_is_adopted_and_run(
+    backend: DockerBackend, workspace: Path
+) -> None:
+    from research_mcp.sandbox.docker import create_kwargs, sandbox_user
+
+    spec = make_spec(workspace, "echo adopted")
+    kwargs = create_kwargs(spec, image=IMAGE, user=sandbox_user())
+    await anyio.to_thread.run_sync(lambda: engine(backend).create(kwargs))  # and the server died here
+    restarted = DockerBackend(image=IMAGE)
+    handle = await restarted.adopt(spec)
+    assert handle is not None
+    status = await wait_done(restarted, handle)
+    assert (status.exit_code, status.failure) == (0, None) and "adopted" in log_of(spec)
+
+
 async def test_image_exists_knows_the_base_image() -> None:
     assert await anyio.to_thread.run_sync(lambda: image_exists(IMAGE))
     assert not await anyio.to_thread.run_sync(lambda: image_exists("research-sandbox:does-not-exist"))

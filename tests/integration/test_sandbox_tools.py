@@ -274,6 +274,27 @@ async def test_waiting_streams_the_latest_log_line_as_progress(lab: Client) -> N
     assert len(steps) >= 2 and steps[-1].endswith("step 5")
 
 
+async def test_a_quiet_run_still_gets_a_progress_notification_every_few_seconds(lab: Client) -> None:
+    at: list[tuple[float, str]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        at.append((time.monotonic(), message or ""))
+
+    with anyio.fail_after(90):
+        called = time.monotonic()
+        result = await lab.call_tool(
+            "run_experiment",
+            {"command": "sleep 6", "workdir": None, "files": {"a": ""}, "wait_s": 30},
+            progress_callback=on_progress,
+        )
+        returned = time.monotonic()
+    assert result.structured_content is not None and result.structured_content["run"]["state"] == "succeeded"
+    running = [message for _, message in at if message.startswith("running")]
+    assert len(running) >= 2, at
+    times = [called, *(t for t, _ in at), returned]
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 3.5, at
+
+
 @pytest.fixture
 def other_netns() -> Iterator[tuple[str, int]]:
     """A network namespace made for this test, joined to the host by a veth pair, with a listener inside.
@@ -364,3 +385,86 @@ async def test_list_runs_filters_by_status(lab: Client) -> None:
     failed = await call(lab, "list_runs", {"status": "failed"})
     assert [r["id"] for r in failed["runs"]] == [started["run"]["id"]]
     assert (await call(lab, "list_runs", {"status": "succeeded"}))["total"] == 0
+
+
+LIMIT_KEYS = ("minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
+
+
+def limits_of(prop: dict[str, Any]) -> dict[str, Any]:
+    """The limits a JSON schema property sets, also inside the anyOf of a nullable one."""
+    found = {key: prop[key] for key in LIMIT_KEYS if key in prop}
+    for option in prop.get("anyOf", []):
+        found |= limits_of(option)
+    return found
+
+
+async def test_run_experiment_takes_every_run_request_field_with_the_same_limits(tmp_path: Path) -> None:
+    """The adapter's own schema (what the server validates) has RunRequest's limits; the listed one may leave out
+    a long maxLength to save the model's context, and states no other limit."""
+    from mcp.server.mcpserver.tools import Tool
+
+    from research_mcp.sandbox.runs import RunRequest
+    from research_mcp.server._manifest import collect
+
+    [spec] = [spec for spec in collect("sandbox") if spec.name == "run_experiment"]
+    adapter: dict[str, dict[str, Any]] = Tool.from_function(spec.fn).parameters["properties"]
+    request: dict[str, dict[str, Any]] = RunRequest.model_json_schema()["properties"]
+    assert set(request) <= set(adapter)
+    assert {name: limits_of(adapter[name]) for name in request} == {name: limits_of(p) for name, p in request.items()}
+    assert limits_of(adapter["label"]) == {"maxLength": 200}  # the comparison above compares something
+    async with Client(build_server(Settings(workspace=tmp_path)), raise_exceptions=True) as client:
+        [tool] = [t for t in (await client.list_tools()).tools if t.name == "run_experiment"]
+    listed: dict[str, dict[str, Any]] = tool.input_schema["properties"]
+    for name in request:
+        assert limits_of(listed[name]).items() <= limits_of(adapter[name]).items(), name
+
+
+async def test_an_overlong_label_is_refused_with_a_message_naming_it(tmp_path: Path) -> None:
+    async with Client(build_server(Settings(workspace=tmp_path))) as client:
+        result = await client.call_tool("run_experiment", {"command": "true", "label": "x" * 201})
+    assert result.is_error
+    text = " ".join(getattr(block, "text", "") for block in result.content)
+    assert "label" in text and "200" in text and not (tmp_path / "runs").exists()
+
+
+async def test_a_run_gets_its_share_of_the_cores_as_the_thread_counts_of_numeric_libraries(lab: Client) -> None:
+    names = (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+    script = f"import os\nprint('threads', *[os.environ.get(n) for n in {names!r}])\n"
+    cores = os.cpu_count() or 1
+    share = str(max(1, cores // min(cores, 4)))  # the lab fixture allows 4 runs at once
+    asks: list[tuple[dict[str, Any], list[str]]] = [
+        ({}, [share] * 5),
+        ({"cpus": 1.5}, ["2"] * 5),
+        ({"env": {"OMP_NUM_THREADS": "7"}}, ["7", *[share] * 4]),
+    ]
+    for extra, expected in asks:
+        started = await call(lab, "run_experiment", {"command": "python3 t.py", "workdir": None,
+                                                     "files": {"t.py": script}, "wait_s": 30, **extra})  # fmt: skip
+        done = await finish(lab, started["run"]["id"])
+        [line] = [line for line in done["log_tail"] if line.startswith("threads")]
+        assert line.split()[1:] == expected, extra
+
+
+@pytest.mark.bwrap
+async def test_a_queued_run_starts_as_soon_as_the_slot_it_waits_for_frees(workspace: Path) -> None:
+    from research_mcp.sandbox.models import WAIT_TICK_S
+
+    settings = Settings(workspace=workspace, backend="local", max_concurrent_runs=1)
+    gaps: list[float] = []
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        for _ in range(5):  # a waiter that looked at every tick would land this close by luck now and then
+            first = await call(client, "run_experiment", {"command": "sleep 0.5", "workdir": None, "files": {"a": ""}})
+            second = await call(client, "run_experiment", {"command": "true", "workdir": None, "files": {"a": ""}})
+            assert second["run"]["state"] == "queued"
+            await finish(client, second["run"]["id"])  # waits on the queued run, not on the one holding the slot
+            ended = (await call(client, "run_status", {"run_id": first["run"]["id"]}))["run"]["ended_at"]
+            started = (await call(client, "run_status", {"run_id": second["run"]["id"]}))["run"]["started_at"]
+            gaps.append(started - ended)
+    # the gap is the pump seeing the end and starting the next run (a few ms); a tick's look would be 0 to 250 ms
+    assert all(0 <= gap < WAIT_TICK_S / 2 for gap in gaps), gaps

@@ -20,6 +20,8 @@ import pytest
 from pydantic import SecretStr
 
 from research_mcp.config import Settings
+from research_mcp.sandbox import docker as docker_backend
+from research_mcp.sandbox import gpus, local
 from research_mcp.tools import lab
 from research_mcp.tools.lab import Component, Gpu, LabInfo, format_report, probe_lab
 from research_mcp.workspace import Workspace
@@ -329,7 +331,7 @@ async def test_bubblewrap_that_cannot_make_a_namespace_points_at_user_namespaces
     fake_bin: Path, tmp_path: Path
 ) -> None:
     argv_log = tmp_path / "setpriv-argv"
-    tool(fake_bin, "setpriv", f'echo "$@" > "{argv_log}"\nshift 3\nexec "$@"')
+    tool(fake_bin, "setpriv", f'echo "$@" > "{argv_log}"\nshift 4\nexec "$@"')
     tool(
         fake_bin,
         "bwrap",
@@ -339,18 +341,18 @@ async def test_bubblewrap_that_cannot_make_a_namespace_points_at_user_namespaces
     assert (bwrap.status, bwrap.version) == ("error", "0.8.0") and "bwrap: No permissions" in bwrap.detail
     assert bwrap.install is not None and "user namespaces" in bwrap.install
     if os.geteuid() == 0:  # root starts the sandbox as nobody, as VERIFIED.md section 7.4 requires
-        assert argv_log.read_text().startswith("--reuid=65534 --regid=65534 --clear-groups ")
+        assert argv_log.read_text().startswith("--reuid=65534 --regid=65534 --clear-groups -- ")
 
 
 @pytest.mark.anyio
 async def test_linux_only_parts_are_unsupported_elsewhere_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    bwrap = await lab._probe_bwrap("darwin")
-    cgroups = lab._cgroup_component("darwin")
-    nvidia = await lab._probe_nvidia([], "darwin")
+    bwrap = await local.probe("darwin")
+    cgroups = local.probe_cgroups("darwin")
+    nvidia = await gpus.probe([], "darwin")
     assert [c.status for c in (bwrap, cgroups, nvidia)] == ["unsupported"] * 3
     assert "Linux" in bwrap.detail and "Linux" in cgroups.detail
-    docker = await lab._probe_docker("img", "darwin")
-    assert docker.install == "Start Docker Desktop"
+    engine = await docker_backend.probe("img", 1.0, "darwin")
+    assert engine.install == "Start Docker Desktop"
 
 
 def write(path: Path, text: str) -> None:
@@ -362,7 +364,7 @@ def test_cgroup_v2_with_memory_pids_and_cpu_delegated_is_usable(tmp_path: Path) 
     write(tmp_path / "fs" / "cgroup.controllers", "cpuset cpu io memory pids\n")
     write(tmp_path / "fs" / "user.slice" / "me" / "cgroup.controllers", "cpu memory pids\n")
     write(tmp_path / "self", "0::/user.slice/me\n")
-    found = lab._cgroup_component("linux", tmp_path / "fs", tmp_path / "self")
+    found = local.probe_cgroups("linux", tmp_path / "fs", tmp_path / "self")
     assert found.ok and "cgroup v2" in found.detail and "user.slice/me" in found.detail
 
 
@@ -370,7 +372,7 @@ def test_cgroup_v2_without_delegation_falls_back_to_rlimits_and_says_so(tmp_path
     write(tmp_path / "fs" / "cgroup.controllers", "cpu memory pids\n")
     write(tmp_path / "fs" / "app" / "cgroup.controllers", "cpu\n")
     write(tmp_path / "self", "0::/app\n")
-    found = lab._cgroup_component("linux", tmp_path / "fs", tmp_path / "self")
+    found = local.probe_cgroups("linux", tmp_path / "fs", tmp_path / "self")
     assert not found.ok and "memory, pids not delegated" in found.detail and "rlimits only" in found.detail
     assert found.install
 
@@ -378,12 +380,12 @@ def test_cgroup_v2_without_delegation_falls_back_to_rlimits_and_says_so(tmp_path
 def test_writable_cgroup_v1_controllers_are_usable(tmp_path: Path) -> None:
     for controller in ("memory", "pids", "cpu"):
         write(tmp_path / controller / "cgroup.procs", "")
-    found = lab._cgroup_component("linux", tmp_path, tmp_path / "unused")
+    found = local.probe_cgroups("linux", tmp_path, tmp_path / "unused")
     assert found.ok and found.detail == f"cgroup v1: {tmp_path}/{{memory,pids,cpu}} writable"
 
 
 def test_no_cgroups_means_rlimits_only(tmp_path: Path) -> None:
-    found = lab._cgroup_component("linux", tmp_path, tmp_path / "unused")
+    found = local.probe_cgroups("linux", tmp_path, tmp_path / "unused")
     assert (found.ok, found.status) == (False, "missing") and "rlimits only" in found.detail
 
 

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
-from research_mcp.sandbox.base import RunHandle, RunSpec, RunStatus
-from research_mcp.sandbox.runs import RunManager, RunRequest
+from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.runs import THREAD_VARS, RunManager, RunRequest
+from research_mcp.sandbox.slots import Busy, Waiting, assign
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
 
 pytestmark = pytest.mark.anyio
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     """Starts nothing; the test says how each run ends."""
 
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: Capacity | None = None) -> None:
+        self.size = capacity or Capacity(runs=64, cpus=8)
+        self.batches: list[list[str]] = []
         self.started: list[RunSpec] = []
         self.outcome: dict[str, RunStatus] = {}
         self.cancelled: list[str] = []
         self.refuse: str | None = None
+
+    def capacity(self) -> Capacity:
+        return self.size
+
+    async def start_batch(self, specs: Sequence[RunSpec]) -> list[RunHandle | SandboxError]:
+        self.batches.append([spec.run_id for spec in specs])
+        return await super().start_batch(specs)
 
     async def start(self, spec: RunSpec) -> RunHandle:
         if self.refuse:
@@ -233,11 +246,8 @@ async def test_a_snapshot_over_the_cap_names_the_biggest_files(ws: Workspace) ->
 
 
 async def test_free_gpus_are_pinned_per_run_and_a_run_waits_for_its_gpus(ws: Workspace) -> None:
-    backend = FakeBackend()
-    store = Store(ws.state_dir / "state.db")
-    runs = RunManager(
-        ws, store, {"fake": lambda: backend}, choose=lambda: "fake", max_concurrent=10, gpu_count=lambda: 3
-    )
+    backend = FakeBackend(Capacity(runs=10, cpus=8, gpus=[0, 1, 2]))
+    runs = manager(ws, backend, limit=10)
     two = runs.prepare(request(gpus=2)).id
     big = runs.prepare(request(gpus=2)).id  # only one GPU left: waits
     one = runs.prepare(request(gpus=1)).id  # fits beside the first
@@ -249,7 +259,7 @@ async def test_free_gpus_are_pinned_per_run_and_a_run_waits_for_its_gpus(ws: Wor
     await runs.pump()
     await runs.pump()
     assert {spec.run_id: spec.gpus for spec in backend.started}[big] == [0, 1]
-    with pytest.raises(SandboxError, match="has 3"):
+    with pytest.raises(SandboxError, match="can give 3"):
         runs.prepare(request(gpus=4))
 
 
@@ -295,3 +305,96 @@ async def test_an_idle_pump_never_waits_for_the_write_lock(ws: Workspace) -> Non
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+async def test_each_backend_takes_as_many_runs_as_its_capacity_in_one_batch(ws: Workspace) -> None:
+    backend = FakeBackend(Capacity(runs=3, cpus=6))
+    runs = RunManager(ws, Store(ws.state_dir / "state.db"), {"fake": lambda: backend}, choose=lambda: "fake")
+    ids = [runs.prepare(request()).id for _ in range(5)]
+    await runs.pump()
+    assert backend.batches == [ids[:3]]  # one submission for the three that got a slot
+    backend.outcome[ids[0]] = RunStatus(state="exited", exit_code=0)
+    await runs.pump()
+    assert backend.batches[1:] == [[ids[3]]] and runs.get(ids[4]).state == "queued"
+
+
+async def test_a_run_gets_its_share_of_the_cores_as_thread_counts_unless_it_names_them(ws: Workspace) -> None:
+    backend = FakeBackend(Capacity(runs=2, cpus=8))
+    runs = RunManager(ws, Store(ws.state_dir / "state.db"), {"fake": lambda: backend}, choose=lambda: "fake")
+    shared = runs.prepare(request()).id
+    sized = runs.prepare(request(cpus=2.5)).id
+    await runs.pump()
+    mine = runs.prepare(request(env={"OMP_NUM_THREADS": "1"})).id
+    backend.outcome[shared] = RunStatus(state="exited", exit_code=0)
+    await runs.pump()
+    env = {spec.run_id: spec.env for spec in backend.started}
+    assert {name: env[shared][name] for name in THREAD_VARS} == dict.fromkeys(THREAD_VARS, "4")  # 8 cores, 2 runs
+    assert {env[sized][name] for name in THREAD_VARS} == {"3"}  # ceil(2.5)
+    assert env[mine]["OMP_NUM_THREADS"] == "1" and env[mine]["MKL_NUM_THREADS"] == "4"
+
+
+async def test_the_workspace_cap_bounds_every_backend_and_widens_each_runs_share(ws: Workspace) -> None:
+    backend = FakeBackend(Capacity(runs=4, cpus=8))
+    runs = manager(ws, backend, limit=1)
+    for _ in range(2):
+        runs.prepare(request())
+    await runs.pump()
+    [spec] = backend.started
+    assert spec.env["OMP_NUM_THREADS"] == "8"
+
+
+async def test_backends_of_one_pool_never_pin_the_same_gpu(ws: Workspace) -> None:
+    one = FakeBackend(Capacity(runs=4, cpus=4, gpus=[0, 1], pool="host"))
+    other = FakeBackend(Capacity(runs=4, cpus=4, gpus=[0, 1], pool="host"))
+    chosen = ["fake"]
+    store = Store(ws.state_dir / "state.db")
+    runs = RunManager(ws, store, {"fake": lambda: one, "other": lambda: other}, choose=lambda: chosen[0])
+    runs.prepare(request(gpus=1))
+    await runs.pump()
+    chosen[0] = "other"
+    runs.prepare(request(gpus=1))
+    waiting = runs.prepare(request(gpus=1)).id
+    await runs.pump()
+    assert [spec.gpus for spec in one.started + other.started] == [[0], [1]]
+    assert runs.get(waiting).state == "queued"
+
+
+def test_the_registry_has_one_entry_per_backend_name() -> None:
+    from typing import get_args
+
+    from research_mcp.config import BackendChoice, BackendName
+    from research_mcp.sandbox.registry import REGISTRY
+
+    assert list(REGISTRY) == list(get_args(BackendName))
+    assert all(entry.name == name for name, entry in REGISTRY.items())
+    assert get_args(BackendChoice) == ("auto", *REGISTRY)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    busy=st.lists(st.tuples(st.sampled_from(["a", "b"]), st.lists(st.integers(0, 3), max_size=2, unique=True))),
+    asks=st.lists(st.tuples(st.sampled_from(["a", "b", "gone"]), st.integers(0, 3), st.none() | st.floats(0.1, 8))),
+    cap=st.none() | st.integers(1, 6),
+)
+def test_assign_never_exceeds_a_slot_a_gpu_or_the_workspace_cap(
+    busy: list[tuple[str, list[int]]], asks: list[tuple[str, int, float | None]], cap: int | None
+) -> None:
+    import math
+
+    capacity = {"a": Capacity(runs=3, cpus=4, gpus=[0, 1, 2, 3]), "b": Capacity(runs=2, cpus=4, gpus=[0, 1, 2, 3])}
+    held = [Busy(name, gpus) for name, gpus in busy]
+    queued = [Waiting(str(i), name, {"gpu_count": n, "cpus": cpus}) for i, (name, n, cpus) in enumerate(asks)]
+    chosen = assign(held, queued, capacity, cap)
+    if cap is not None:
+        assert len(chosen) <= max(0, cap - len(held))
+    for name, size in capacity.items():
+        already = sum(1 for run in held if run.backend == name)
+        assert sum(1 for run in chosen if run.backend == name) <= max(0, size.runs - already)
+    pinned = [gpu for run in chosen for gpu in run.limits["gpus"]]
+    assert len(pinned) == len(set(pinned)) and not set(pinned) & {gpu for run in held for gpu in run.gpus}
+    for run in chosen:
+        assert run.backend != "gone" and len(run.limits["gpus"]) == run.limits["gpu_count"]
+        cpus = run.limits["cpus"]
+        assert run.limits["threads"] == (
+            math.ceil(cpus) if cpus else max(1, 4 // min(capacity[run.backend].runs, cap or 9))
+        )
