@@ -32,6 +32,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ListRootsResult, ToolAnnot
 from research_mcp.errors import NotFoundError, PaperNotFoundError, ResearchError, RunNotFoundError, os_error_message
 from research_mcp.server._schema import compact_tool
 from research_mcp.server.state import AppState, ResolvedWorkspace
+from research_mcp.store import Store
 from research_mcp.workspace import Workspace
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "need_workspace",
     "error_text",
     "state_of",
+    "store_of",
     "workspace_of",
 ]
 
@@ -109,6 +111,13 @@ def need_workspace(ctx: AppContext, found: ResolvedWorkspace | ListRootsResult) 
 def known_workspace(ctx: AppContext) -> Workspace:
     """The workspace of a resource read, which carries no roots: see `AppState.known_workspace`."""
     return state_of(ctx).known_workspace().require()
+
+
+async def store_of(ctx: AppContext, found: ResolvedWorkspace | ListRootsResult) -> Store:
+    """The workspace's state store, opened in a worker thread the first time (opening waits on the disk)."""
+    state, workspace = state_of(ctx), need_workspace(ctx, found)
+    store = state.stores.get(workspace.root)
+    return store if store is not None else await in_thread(state.store, workspace)
 
 
 def state_of(ctx: AppContext) -> AppState:

@@ -19,6 +19,7 @@ from research_mcp.server._adapt import (
     in_thread,
     need_workspace,
     state_of,
+    store_of,
     workspace_of,
 )
 from research_mcp.server._progress import progress_of
@@ -90,7 +91,7 @@ def register(tools: ToolRegistry) -> None:
         deadline = time.monotonic() + _FIND_BUDGET_S
         state, progress = state_of(ctx), progress_of(ctx)
         found = workspace_of(ctx, ws).workspace
-        store = await in_thread(state.store, found) if found is not None else None
+        store = await store_of(ctx, ws) if found is not None else None
         paper = None
         if paper_id and paper_id.strip():
             paper = await lookup_paper(
@@ -126,7 +127,7 @@ def register(tools: ToolRegistry) -> None:
         settings = state.settings
         workspace = need_workspace(ctx, ws)
         spec = parse_repo_spec(repo, ref, settings.github_url, list(settings.git_schemes))
-        store = await in_thread(state.store, workspace)
+        store = await store_of(ctx, ws)
         limits = FetchLimits(
             max_download_bytes=settings.max_repo_bytes,
             max_unpacked_bytes=settings.max_repo_unpacked_bytes,
