@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import anyio.to_thread
 import pydantic
@@ -32,8 +32,10 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ListRootsResult, ToolAnnot
 from research_mcp.errors import NotFoundError, PaperNotFoundError, ResearchError, RunNotFoundError, os_error_message
 from research_mcp.server._schema import compact_tool
 from research_mcp.server.state import AppState, ResolvedWorkspace
-from research_mcp.store import Store
 from research_mcp.workspace import Workspace
+
+if TYPE_CHECKING:  # opened on first use: a start loads no store
+    from research_mcp.store import Store
 
 __all__ = [
     "READ_ONLY_LOCAL",
