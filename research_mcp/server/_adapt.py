@@ -194,7 +194,8 @@ def _map_errors(name: str, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitab
 
 class MappedTool(Tool):
     """A tool whose every failure reaches the model as a sentence, including those outside its function: a
-    resolver that fails, or a result that does not convert to the output schema."""
+    resolver that fails, a result that does not convert to the output schema, and arguments that fail the input
+    schema (the SDK sends pydantic's whole report, input values and documentation links included)."""
 
     async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
         try:
@@ -202,6 +203,12 @@ class MappedTool(Tool):
         except UnexpectedToolError as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             raise ToolError(f"Error executing tool {self.name}: {error_text(self.name, cause)}") from cause
+        except ToolError as exc:
+            if isinstance(exc.__cause__, pydantic.ValidationError):  # arguments that fail the input schema
+                raise ToolError(
+                    f"Error executing tool {self.name}: {_validation_text(exc.__cause__)}"
+                ) from exc.__cause__
+            raise
 
 
 @dataclass(frozen=True)
