@@ -163,15 +163,18 @@ async def test_bad_input_gives_errors_that_say_what_to_do(client: Client, worksp
     assert not (workspace.parent / "out").exists()
 
 
-async def test_tex_absent_tells_how_to_install_it(workspace: Path, tmp_path: Path) -> None:
+async def test_tex_absent_tells_how_to_install_it_after_checking_the_input(workspace: Path, tmp_path: Path) -> None:
     empty = tmp_path / "no-tex"
     empty.mkdir()
     (workspace / "paper").mkdir()
     (workspace / "paper/main.tex").write_text("\\documentclass{article}\\begin{document}x\\end{document}")
+    (workspace / "notes.txt").write_text("x")
     settings = Settings(workspace=workspace, toolsets=["latex"], tex_bin=empty)
     async with Client(build_server(settings), raise_exceptions=True) as client:
         result = await call_raw(client, "compile_paper", {})
+        wrong_file = await call_raw(client, "compile_paper", {"main": "notes.txt"})
     assert "apt-get install" in error_text(result) and "RESEARCH_MCP_TEX_BIN" in error_text(result)
+    assert "not a .tex file" in error_text(wrong_file)
 
 
 async def test_new_paper_keeps_the_figures_tables_and_bib_other_tools_wrote_first(
