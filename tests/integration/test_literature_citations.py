@@ -192,4 +192,7 @@ async def test_verify_citations_pages_and_refuses_other_files(
     tex = await call(lit, "verify_citations", {"path": "paper.tex", "limit": 50})
     assert tex["bib_files"] == ["citations.bib"] and tex["missing"] == [] and tex["total"] > 0
     (workspace / "notes.txt").write_text("x")
-    assert "neither a .bib nor a .tex" in error_text(await lit.call_tool("verify_citations", {"path": "notes.txt"}))
+    (workspace / "chapter.tex").mkdir()
+    (workspace / "old.bib").mkdir()
+    for path in ("notes.txt", "chapter.tex", "old.bib"):
+        assert "neither a .bib nor a .tex" in error_text(await lit.call_tool("verify_citations", {"path": path}))

@@ -162,10 +162,10 @@ def _cited_keys(tex: str) -> list[str]:
 def _sources(ws: Workspace, path: str) -> tuple[Path, list[Path], list[str] | None]:
     """The file, the .bib files to read, and (for a .tex) the keys it cites."""
     target = ws.resolve(path, must_exist=True)
+    if target.suffix not in (".bib", ".tex") or not target.is_file():  # a folder may be named x.tex
+        raise BadInputError(f"{path!r} is neither a .bib nor a .tex file.")
     if target.suffix == ".bib":
         return target, [target], None
-    if target.suffix != ".tex":
-        raise BadInputError(f"{path!r} is neither a .bib nor a .tex file.")
     tex = target.read_text(encoding="utf-8", errors="replace")
     bibs: list[Path] = []
     for match in _BIBLIOGRAPHY.finditer(_COMMENT.sub("", tex)):
