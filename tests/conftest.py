@@ -1,7 +1,9 @@
 """Shared fixtures: settings pointing at a temporary workspace, in-process clients, component markers.
 
 A test marked `docker`, `bwrap`, `slurm`, `latex`, `node` or `slirp` is skipped when that component is missing on a
-developer's machine; under `CI=true` the same skip is a failure, because CI installs every component.
+developer's machine; under `CI=true` the same skip is a failure, because CI installs every component. A test that
+finds out for itself that something it needs is missing (a cgroup, the shared fixtures) calls `skip_or_fail`, which
+does the same.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from mcp import Client
@@ -21,6 +24,7 @@ from research_mcp.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
+"""The recorded traffic and real papers, in the ``shared`` folder beside the repository checkout."""
 TS_CLIENT_DIR = REPO / "tests" / "integration" / "ts_client"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FUZZ_SEED = int(os.environ.get("RESEARCH_MCP_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
@@ -64,15 +68,21 @@ def component_missing(name: str) -> str | None:
     return None
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling test for want of `reason` on a developer's machine; fail it under CI=true, where
+    everything the tests need is installed, so that no test there passes by not running."""
+    if IN_CI:
+        pytest.fail(f"required under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for name in ("docker", "bwrap", "slurm", "latex", "node", "slirp"):
         if item.get_closest_marker(name) is None:
             continue
         reason = component_missing(name)
         if reason is not None:
-            if IN_CI:
-                pytest.fail(f"component {name!r} is required under CI=true: {reason}", pytrace=False)
-            pytest.skip(f"{name}: {reason}")
+            skip_or_fail(f"{name}: {reason}")
 
 
 def open_for_sandbox(tmp_path: Path, folder: Path) -> None:
@@ -89,10 +99,20 @@ def fixtures_dir(name: str) -> Path:
     """A folder of ../shared/fixtures; skipped where it is absent, except in CI where it must exist."""
     folder = FIXTURES / name
     if not folder.is_dir():
-        if IN_CI:
-            pytest.fail(f"{folder} is required under CI=true", pytrace=False)
-        pytest.skip(f"{folder} is absent")
+        skip_or_fail(f"{folder} is absent")
     return folder.resolve()  # ../shared may be a symlink; tools resolve workspaces, so tests compare resolved paths
+
+
+@pytest.fixture
+def cgroup() -> None:
+    """For a test that needs a cgroup to hold a run's memory and processes (not rlimits alone)."""
+    from research_mcp.sandbox.cgroups import detect
+
+    if detect().kind == "rlimits only":
+        skip_or_fail("no cgroup can hold a run's memory/pids here")
+
+
+needs_cgroup = pytest.mark.usefixtures("cgroup")
 
 
 @pytest.fixture

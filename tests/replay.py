@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any, Self, cast
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
+from tests.conftest import FIXTURES, skip_or_fail
 
 logger = logging.getLogger(__name__)
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-"""The recorded traffic, in the ``shared`` folder beside the repository checkout."""
 GITHUB_API = "https://api.github.com"
 ARXIV_QUERY_PATH = "/api/query"
 ATOM_TYPE = "application/atom+xml; charset=UTF-8"
@@ -352,10 +350,11 @@ def _replace(text: str, pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def fixture_path(relative: str) -> Path:
-    """``../shared/fixtures/<relative>``; skips the calling test when the shared fixtures are not there."""
+    """``../shared/fixtures/<relative>``; skips the calling test when the shared fixtures are not there (fails it
+    under CI=true, where they always are)."""
     path = FIXTURES / relative
     if not path.exists():
-        pytest.skip(f"shared fixture {relative!r} not found under {FIXTURES}")
+        skip_or_fail(f"shared fixture {relative!r} not found under {FIXTURES}")
     return path
 
 

@@ -1,7 +1,9 @@
 """Run one program with a deadline and kill everything it started when the deadline passes.
 
 The program is started in a new session; a bubblewrap sandbox also reports the host pid of its first process
-(`--json-status-fd`), and killing that process ends the sandbox's whole pid namespace.
+(`--json-status-fd`), and killing that process ends the sandbox's whole pid namespace. A kill returns only once
+every process of the session is gone: SIGKILL is only pending until the scheduler runs the process, and on a busy
+machine pdflatex outlived the wait for latexmk by enough to still be there when the compile returned.
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ def _sandbox_child(status_read: int) -> int | None:
 
 
 def _kill_tree(proc: subprocess.Popen[bytes], child: int | None) -> None:
-    """Kill the process group we started and, for a sandbox, its pid namespace (killing the namespace's first
-    process kills every process in it); return once they are gone."""
+    """Kill the session we started (its process group, and any process that left the group) and, for a sandbox,
+    its pid namespace (killing the namespace's first process kills every process in it); return once they are
+    all gone, or after 5 s."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     if child is not None:
@@ -94,13 +97,67 @@ def _kill_tree(proc: subprocess.Popen[bytes], child: int | None) -> None:
                 kill(child, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 5
-    while child is not None and _running(child) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while time.monotonic() < deadline:
+        left = _session(proc.pid)
+        if child is not None and _state(child) not in (None, "Z", "X"):
+            left.append(child)
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        _await_exit(left, deadline)
 
 
-def _running(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, Z, ...), None when there is no such pid."""
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, session, ...)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _session(sid: int) -> list[int]:
+    """The processes of session `sid` that have not exited yet (zombies are dead: they only wait to be reaped)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    found: list[int] = []
+    for name in names:
+        fields = _stat(name) if name.isdigit() else None
+        if fields and fields[3] == str(sid) and fields[0] not in ("Z", "X"):
+            found.append(int(name))
+    return found
+
+
+def _await_exit(pids: list[int], deadline: float) -> None:
+    """Wait until every one of `pids` has exited or the deadline passed; a pidfd wakes up at the exit."""
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                continue
+            except (AttributeError, OSError):  # no pidfds here: the caller looks again shortly
+                time.sleep(0.02)
+                return
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        waiting = len(fds)
+        while waiting and (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+            for fd, _ in poller.poll(left_ms):
+                poller.unregister(fd)
+                waiting -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -182,8 +182,6 @@ def compile_paper(
     """Compile `main` (an absolute path already resolved inside the workspace `root`); each program run (every
     latexmk pass, the bibliography, the preview) is told to `progress` as it starts."""
     options = options or CompileOptions()
-    if tools.pdflatex is None:
-        raise LatexError(f"pdflatex was not found, so nothing can be compiled. {install_hint()}")
     if main.suffix != ".tex" or not main.is_file():
         raise BadInputError(f"{main.name!r} is not a .tex file. Give the paper's main file, e.g. 'paper/main.tex'.")
     if not _MAIN_NAME.fullmatch(main.name):
@@ -191,6 +189,8 @@ def compile_paper(
             f"The main file name {main.name!r} may only use letters, digits and . _ + - (TeX and latexmk "
             "mishandle spaces and shell characters); rename it."
         )
+    if tools.pdflatex is None:  # after the input checks: a wrong path is the caller's to fix on any machine
+        raise LatexError(f"pdflatex was not found, so nothing can be compiled. {install_hint()}")
     layout = _layout(root, main, options, tools)
     started = time.monotonic()
     result = CompilePaperResult(

@@ -4,33 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 from mcp.client import ClientRequestContext
-from mcp_types import CallToolResult, ListRootsResult, Root, TextContent
+from mcp_types import ListRootsResult, Root
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
+from tests.integration._client import call, error_text
 
 pytestmark = pytest.mark.anyio
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(10):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def test_write_then_read_then_edit_then_grep_round_trip(client: Client, workspace: Path) -> None:

@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, ImageContent, TextContent
+from mcp_types import ImageContent, TextContent
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
 from tests.conftest import open_for_sandbox
+from tests.integration._client import call, call_raw, error_text
 
 pytestmark = pytest.mark.anyio
 
@@ -52,25 +52,6 @@ def settings(workspace: Path) -> Settings:
 async def client(settings: Settings) -> Any:
     async with Client(build_server(settings), raise_exceptions=True) as c:
         yield c
-
-
-async def call_raw(client: Client, tool: str, args: dict[str, Any]) -> CallToolResult:
-    with anyio.fail_after(45):
-        return await client.call_tool(tool, args)
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await call_raw(client, tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def fill_paper(workspace: Path) -> None:
@@ -163,15 +144,18 @@ async def test_bad_input_gives_errors_that_say_what_to_do(client: Client, worksp
     assert not (workspace.parent / "out").exists()
 
 
-async def test_tex_absent_tells_how_to_install_it(workspace: Path, tmp_path: Path) -> None:
+async def test_tex_absent_tells_how_to_install_it_after_checking_the_input(workspace: Path, tmp_path: Path) -> None:
     empty = tmp_path / "no-tex"
     empty.mkdir()
     (workspace / "paper").mkdir()
     (workspace / "paper/main.tex").write_text("\\documentclass{article}\\begin{document}x\\end{document}")
+    (workspace / "notes.txt").write_text("x")
     settings = Settings(workspace=workspace, toolsets=["latex"], tex_bin=empty)
     async with Client(build_server(settings), raise_exceptions=True) as client:
         result = await call_raw(client, "compile_paper", {})
+        wrong_file = await call_raw(client, "compile_paper", {"main": "notes.txt"})
     assert "apt-get install" in error_text(result) and "RESEARCH_MCP_TEX_BIN" in error_text(result)
+    assert "not a .tex file" in error_text(wrong_file)
 
 
 async def test_new_paper_keeps_the_figures_tables_and_bib_other_tools_wrote_first(

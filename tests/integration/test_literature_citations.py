@@ -12,12 +12,11 @@ from bibtexparser.entrypoint import parse_string
 from mcp import Client
 
 from tests.conftest import fixtures_dir
+from tests.integration._client import call, error_text
 from tests.integration.test_literature_tools import (  # the fixtures are shared by being imported
     QUERY,
     _fast_backoff,
     atom,
-    call,
-    error_text,
     feed,
     lit,
     s2_paper,

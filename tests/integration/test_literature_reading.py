@@ -14,7 +14,8 @@ import pytest
 from mcp import Client
 
 from tests.conftest import fixtures_dir
-from tests.integration.test_literature_tools import QUERY, _fast_backoff, atom, call, error_text, feed, lit
+from tests.integration._client import call, error_text
+from tests.integration.test_literature_tools import QUERY, _fast_backoff, atom, feed, lit
 from tests.replay import ReplayServer, Response, Route
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,6 @@ import anyio
 import anyio.to_thread
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
 
 from research_mcp.config import Settings
 from research_mcp.errors import LiteratureError
@@ -26,6 +25,7 @@ from research_mcp.tools.literature.arxiv_source import ArxivSource
 from research_mcp.tools.literature.s2_source import S2Source
 from research_mcp.tools.literature.service import get_paper_sync
 from tests.conftest import fixtures_dir
+from tests.integration._client import call, error_text
 from tests.replay import ATOM_TYPE, ReplayServer, Response, Route, arxiv_route
 
 pytestmark = pytest.mark.anyio
@@ -75,21 +75,6 @@ def lit_settings(workspace: Path, server: ReplayServer, **overrides: Any) -> Set
         "arxiv_files_url": server.url, "arxiv_interval_s": 0, "s2_interval_s": 0, "literature_timeout_s": 1,
     }  # fmt: skip
     return Settings(**(values | overrides))
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def cached_rows(workspace: Path) -> int:

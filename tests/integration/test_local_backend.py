@@ -27,12 +27,9 @@ from research_mcp.sandbox.base import LOG_CAP_MARKER, RunHandle, RunSpec, RunSta
 from research_mcp.sandbox.cgroups import RunCgroup, detect
 from research_mcp.sandbox.local import LocalBackend
 from research_mcp.sandbox.supervisor import proc_starttime
-from tests.conftest import open_for_sandbox
+from tests.conftest import needs_cgroup, open_for_sandbox
 
 pytestmark = [pytest.mark.bwrap, pytest.mark.anyio]
-
-HAS_CGROUP = detect().kind != "rlimits only"
-needs_cgroup = pytest.mark.skipif(not HAS_CGROUP, reason="no cgroup can hold a run's memory/pids here")
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp_types import CallToolResult, ImageContent, TextContent
+from mcp_types import ImageContent
 
 from research_mcp.config import Settings
 from research_mcp.sandbox.runs import RunManager, RunRequest
@@ -25,23 +24,9 @@ from research_mcp.store import Store
 from research_mcp.tools.metrics import parse_provenance
 from research_mcp.workspace import Workspace
 from tests.conftest import REPO, fixtures_dir
+from tests.integration._client import call, error_text
 
 pytestmark = pytest.mark.anyio
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def metrics_and_final_info(folder: Path, final: float) -> None:

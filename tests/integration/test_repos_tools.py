@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
+from tests.integration._client import call, error_text
 from tests.replay import ATOM_TYPE, ReplayServer, Response, Route
 from tests.unit.test_repos_fetch import git_daemon, serve_recorded_flow
 from tests.unit.test_repos_find import item, search_answer
@@ -33,22 +33,6 @@ def repos_settings(workspace: Path, server: ReplayServer, **overrides: Any) -> S
         "literature_timeout_s": 1, "git_schemes": ["git"],  # the loopback daemon; random input never tries ssh
     }  # fmt: skip
     return Settings(**(values | overrides))
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    assert re.match(r"Error executing tool \w+: .", block.text), block.text  # a message, not a bare crash
-    return block.text
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 @pytest.fixture

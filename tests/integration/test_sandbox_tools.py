@@ -24,6 +24,7 @@ from mcp import Client, StdioServerParameters
 from research_mcp.config import Settings
 from research_mcp.server import build_server
 from tests.conftest import open_for_sandbox
+from tests.integration._client import call
 
 pytestmark = pytest.mark.anyio
 
@@ -67,14 +68,6 @@ async def lab(workspace: Path, backend: Literal["local", "docker"]) -> AsyncIter
     )
     async with Client(build_server(settings), raise_exceptions=True) as client:
         yield client
-
-
-async def call(client: Client, tool: str, args: dict[str, Any], timeout_s: float = 90) -> dict[str, Any]:
-    with anyio.fail_after(timeout_s):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def finish(client: Client, run_id: str, timeout_s: float = 120) -> dict[str, Any]:

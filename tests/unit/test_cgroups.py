@@ -19,6 +19,7 @@ from research_mcp.sandbox.cgroups import (
     fallback_rlimits,
     sweep_stale,
 )
+from tests.conftest import needs_cgroup
 
 
 def fake_v1(root: Path, memsw: bool = True) -> Path:
@@ -156,7 +157,7 @@ def test_rlimits_only_sets_nproc_only_for_a_uid_of_its_own() -> None:
 
 
 @pytest.mark.bwrap
-@pytest.mark.skipif(detect().kind == "rlimits only", reason="no usable cgroup on this machine")
+@needs_cgroup
 def test_a_real_cgroup_holds_daemonised_children_and_kill_all_empties_it() -> None:
     group = RunCgroup.create(f"unit-{uuid.uuid4().hex[:8]}", Limits(256 << 20, 32, 1.0), detect())
     assert group is not None

@@ -25,6 +25,7 @@ from research_mcp.sandbox import gpus, local
 from research_mcp.tools import lab
 from research_mcp.tools.lab import Component, Gpu, LabInfo, format_report, probe_lab
 from research_mcp.workspace import Workspace
+from tests.conftest import skip_or_fail
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")
 ABSENT_SOCKET = "/nonexistent-research-mcp/docker.sock"
@@ -289,7 +290,7 @@ async def test_slurm_without_a_controller_is_unreachable_and_says_what_to_start(
 @linux_only
 async def test_the_real_bubblewrap_starts_a_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("bwrap", path="/usr/bin:/bin") is None:
-        pytest.skip("bubblewrap is not installed (apt-get install -y bubblewrap)")
+        skip_or_fail("bubblewrap is not installed in /usr/bin or /bin (apt-get install -y bubblewrap)")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     info = await probe_lab(Settings(), None)
     bwrap = component(info, "bubblewrap")

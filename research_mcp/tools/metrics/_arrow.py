@@ -1,7 +1,10 @@
 """The fast path for clean CSV/TSV and JSONL files: pyarrow's parsers, one block of the file at a time.
 
-The file is cut into blocks of a few MiB at line ends; pyarrow parses each in C++ on all cores and the block is
-summarised and dropped, so memory stays bounded and a million-row log is summarised faster than pandas reads it.
+The file is cut into blocks of a few MiB at line ends; pyarrow parses each in C++ and the block is summarised and
+dropped, so memory stays bounded and a million-row log is summarised faster than pandas reads it. CSV is parsed on
+the calling thread: the threaded reader let go of its last reference to the block's bytes and the bad-row
+callback (Python objects) on a pool thread after `read_csv` had returned, and when the interpreter was shutting
+down by then, that thread's wait for the GIL aborted the process ("terminate called without an active exception").
 It is strict: a column whose type changes, a line that is not JSON, a line over a MiB. On any such surprise these
 functions return None and the tolerant line readers in `_text` read the file instead, saying what they skipped
 (rows of the wrong width are skipped here and counted).
@@ -56,6 +59,7 @@ def _blocks(path: Path, skip_header: bool, limits: Limits, out: FileMetrics) -> 
 
 def fast_csv(path: Path, rel: str, limits: Limits, delimiter: str) -> FileMetrics | None:
     pa, pcsv = lib("pyarrow"), lib("pyarrow.csv")
+    serial = pcsv.ReadOptions(use_threads=False)  # see the module's docstring
 
     with path.open("rb") as fh:
         head = fh.read(_HEAD_BYTES)
@@ -65,6 +69,7 @@ def fast_csv(path: Path, rel: str, limits: Limits, delimiter: str) -> FileMetric
     try:
         sample = pcsv.read_csv(
             pa.BufferReader(head[: cut + 1]),
+            read_options=serial,
             parse_options=pcsv.ParseOptions(delimiter=delimiter),
             convert_options=pcsv.ConvertOptions(null_values=[""], strings_can_be_null=True),
         )
@@ -91,7 +96,9 @@ def fast_csv(path: Path, rel: str, limits: Limits, delimiter: str) -> FileMetric
 
     def batches() -> Iterator[Any]:
         for block in _blocks(path, True, limits, out):
-            table = pcsv.read_csv(pa.BufferReader(header + block), parse_options=parse, convert_options=convert)
+            table = pcsv.read_csv(
+                pa.BufferReader(header + block), read_options=serial, parse_options=parse, convert_options=convert
+            )
             yield from table.to_batches()
 
     try:
