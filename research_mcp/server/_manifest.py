@@ -378,9 +378,8 @@ class ToolCache:
         self.path.unlink(missing_ok=True)
 
 
-def tools_for(families: Sequence[str], data_dir: Path, *, read_only: bool) -> dict[str, list[Tool]]:
+def tools_for(cache: ToolCache, families: Sequence[str], *, read_only: bool) -> dict[str, list[Tool]]:
     """Every tool of the families by family, listed from the cache where possible; read-only ones if asked."""
-    cache = ToolCache(data_dir)
     tools = {family: cache.tools(family) for family in families}
     cache.save()
     if read_only:
@@ -392,12 +391,12 @@ def _read_only(tool: Tool) -> bool:
     return tool.annotations is not None and bool(tool.annotations.read_only_hint)
 
 
-def register_all(server: MCPServer[Any], families: Sequence[str], data_dir: Path, *, read_only: bool,
-                 state: Callable[[], AppState | None]) -> None:  # fmt: skip
+def register_all(
+    server: MCPServer[Any], cache: ToolCache, families: Sequence[str], state: Callable[[], AppState | None]
+) -> None:
     """Add the families' prompts, resource templates and argument completion to `server` (its tools are given
-    at construction: `tools_for`). Prompts and resources only read, so `read_only` keeps them all.
+    at construction: `tools_for`). Prompts and resources only read, so `--read-only` keeps them all.
     `state` gives the running server's state, where completion looks (its requests carry no tool context)."""
-    cache = ToolCache(data_dir)
     for family in families:
         for prompt in cache.prompts(family):
             server.add_prompt(prompt)

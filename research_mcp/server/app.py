@@ -13,7 +13,7 @@ from mcp.server.mcpserver import MCPServer
 from research_mcp import __version__
 from research_mcp.config import Settings
 from research_mcp.server._listing import HideFileTools
-from research_mcp.server._manifest import FAMILIES, register_all, tools_for
+from research_mcp.server._manifest import FAMILIES, ToolCache, register_all, tools_for
 from research_mcp.server.state import AppState
 
 __all__ = ["INSTRUCTIONS", "build_server"]
@@ -52,7 +52,8 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     families = ["lab", *(name for name in dict.fromkeys(settings.toolsets) if name in FAMILIES)]
     if settings.file_tools == "off":
         families = [name for name in families if name != "files"]
-    tools = tools_for(families, settings.user_data_dir(), read_only=settings.read_only)
+    cache = ToolCache(settings.user_data_dir())  # one key for the whole start: computing it walks the package
+    tools = tools_for(cache, families, read_only=settings.read_only)
     files = [tool.name for tool in tools.get("files", [])] if settings.file_tools == "auto" else []
     server = MCPServer(
         "research-mcp",
@@ -67,5 +68,5 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     def state() -> AppState | None:
         return running[0] if running else None
 
-    register_all(server, families, settings.user_data_dir(), read_only=settings.read_only, state=state)
+    register_all(server, cache, families, state)
     return server
