@@ -57,6 +57,8 @@ class Answer:
     image_chars: int
     expected_error: bool
     first_text: str
+    text_has_record: bool
+    """Whether the text alone holds the whole structured record (see `text_holds`)."""
 
     @property
     def as_expected(self) -> bool:
@@ -77,7 +79,31 @@ def measure(step: str, tool: str, result: CallToolResult, expected_error: bool) 
         image_chars=sum(map(len, images)),
         expected_error=expected_error,
         first_text=(text[0] if text else "")[:300],
+        text_has_record=structured is None or text_holds(text, structured),
     )
+
+
+def text_holds(texts: list[str], record: dict[str, Any]) -> bool:
+    """Whether a client that shows only text still gets the whole record: one block is the record as JSON, or
+    one block is the prose of one field (a string, or its lines joined) and the next is the rest as JSON."""
+    parsed = [_json_or_none(text) for text in texts]
+    if record in parsed:
+        return True
+    for prose, rest in zip(texts, parsed[1:], strict=False):
+        missing = [key for key in record if not isinstance(rest, dict) or key not in rest]
+        if len(missing) != 1 or rest != {key: value for key, value in record.items() if key != missing[0]}:
+            continue
+        value = record[missing[0]]
+        if prose == value or (isinstance(value, list) and prose == "\n".join(map(str, value))):  # pyright: ignore[reportUnknownArgumentType]
+            return True
+    return False
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -195,6 +221,8 @@ def render(result: dict[str, Any]) -> str:
         )
     for backend, why in result["skipped"].items():
         lines.append(f"skipped {backend}: {why}")
+    lossy = [a["step"] for a in result["steps"] if not a["text_has_record"]]
+    lines.append(f"answers whose text lacks part of the record: {len(lossy)}" + "".join(f"\n   {s}" for s in lossy))
     failed = [a for a in result["steps"] if not a["as_expected"]]
     lines.append(
         f"steps: {len(result['steps'])}, as expected: {len(result['steps']) - len(failed)}"
@@ -269,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(render(result))
     print(f"\nwritten to {args.out}")
-    return 0 if all(a.as_expected for a in answers) else 1
+    return 0 if all(a.as_expected and a.text_has_record for a in answers) else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`python -m evals.walkthrough --small` runs a researcher's whole session against a spawned server: every step
-answers as expected (the mistakes as errors), docker is not skipped, and the table ends in its totals."""
+answers as expected (the mistakes as errors), every answer's text holds its whole record, docker is not skipped,
+and the table ends in its totals."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def test_the_small_walkthrough_completes_every_step_and_prints_its_totals(tmp_pa
     assert (
         all(step["as_expected"] for step in steps) and f"steps: {len(steps)}, as expected: {len(steps)}" in done.stdout
     )
+    assert all(step["text_has_record"] for step in steps)
+    assert "answers whose text lacks part of the record: 0" in done.stdout
     assert [step["step"] for step in steps if step["is_error"]] == [
         "mistake: a wrong run id", "mistake: a wrong metric name", "mistake: a missing file"
     ]  # fmt: skip
