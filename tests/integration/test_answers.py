@@ -39,9 +39,12 @@ async def test_a_record_is_compact_json_text_beside_the_same_structured_content(
 
 
 async def test_a_prose_answer_is_its_text_then_the_rest_of_the_record(answers: None, settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
-        lines = await client.call_tool("log_lines", {"n": 2})
-        prose = await client.call_tool("prose", {})
+    for _ in ("built", "listed"):  # the second start builds the tool from the stored listing on its first call
+        async with Client(build_server(settings)) as client:
+            lines = await client.call_tool("log_lines", {"n": 2})
+            prose = await client.call_tool("prose", {})
+        assert _texts(lines)[0] == 'line 0 {"json": 1}\nline 1 {"json": 1}'
+    assert any(settings.user_data_dir().glob("tool-listing-*.json"))
     assert _texts(lines) == ['line 0 {"json": 1}\nline 1 {"json": 1}', '{"run_id":"r1","next_offset":3}']
     assert lines.structured_content == {"run_id": "r1", "lines": ['line 0 {"json": 1}', 'line 1 {"json": 1}'],
                                         "next_offset": 3}  # fmt: skip
