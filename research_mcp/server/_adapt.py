@@ -6,18 +6,22 @@ reads (`tool_error`): a `ResearchError` keeps its message, an `OSError` becomes 
 workspace-relative path and what to do, a pydantic `ValidationError` names the field and its limit, and anything
 else is logged with its traceback and answered as an internal error naming its type. Left to the SDK, any
 exception but `ToolError` reaches the model only as a bare `Error executing tool <name>`.
+
+An answer carries its record in full as `structuredContent` and once more as text: compact JSON, one rule for
+every tool (`compact_result`), or the prose of a tool that names its `text_field`.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import anyio.to_thread
 import pydantic
@@ -27,7 +31,15 @@ from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ListRootsResult, ToolAnnotations
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolResult,
+    ContentBlock,
+    ListRootsResult,
+    TextContent,
+    ToolAnnotations,
+)
 
 from research_mcp.errors import NotFoundError, PaperNotFoundError, ResearchError, RunNotFoundError, os_error_message
 from research_mcp.server._schema import compact_tool
@@ -192,14 +204,73 @@ def _map_errors(name: str, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitab
     return wrapper
 
 
+def record_json(record: Any) -> str:
+    """A record as the text beside `structuredContent`: compact JSON (the spec asks for the serialised JSON; the
+    SDK indents it, which doubles the characters of a list of small objects)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_text(record: dict[str, Any], text_field: str | None) -> list[ContentBlock]:
+    """The text content of a structured result: the record as compact JSON or, for a tool whose answer is prose,
+    the prose as plain text (`text_field`: a string, or a list of lines joined by newlines) followed by the rest
+    of the record as compact JSON, so a client that shows only text loses nothing."""
+    prose = _prose(record.get(text_field)) if text_field is not None else None
+    if prose is None:
+        return [TextContent(type="text", text=record_json(record))]
+    rest = {key: value for key, value in record.items() if key != text_field}
+    return [TextContent(type="text", text=prose), TextContent(type="text", text=record_json(rest))]
+
+
+def _prose(value: object) -> str | None:
+    """A field's value as plain text: a string, or a list of lines; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        lines = cast(list[object], value)
+        if all(isinstance(line, str) for line in lines):
+            return "\n".join(cast(list[str], lines))
+    return None
+
+
+def _restates(text: str, record: dict[str, Any]) -> bool:
+    """Whether a text block is the structured record serialised (by the SDK, indented, or by the adapter)."""
+    if not text.startswith("{"):
+        return False
+    try:
+        return json.loads(text) == record
+    except ValueError:
+        return False
+
+
+def compact_result(result: CallToolResult, text_field: str | None) -> CallToolResult:
+    """The same answer with every text block that restates its structured record replaced by `record_text`;
+    other blocks (an image, a sentence) stay as they are, in their place."""
+    record = result.structured_content
+    if record is None or result.is_error:
+        return result
+    content: list[ContentBlock] = []
+    for block in result.content:
+        if isinstance(block, TextContent) and _restates(block.text, record):
+            content.extend(record_text(record, text_field))
+        else:
+            content.append(block)
+    return result.model_copy(update={"content": content})
+
+
 class MappedTool(Tool):
     """A tool whose every failure reaches the model as a sentence, including those outside its function: a
     resolver that fails, a result that does not convert to the output schema, and arguments that fail the input
-    schema (the SDK sends pydantic's whole report, input values and documentation links included)."""
+    schema (the SDK sends pydantic's whole report, input values and documentation links included).
+
+    Its answers carry the structured record once in full (`structuredContent`) and once as compact text
+    (`compact_result`); `text_field` names the field whose prose is the text instead."""
+
+    text_field: str | None = pydantic.Field(None, exclude=True)
 
     async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
         try:
-            return await super().run(arguments, context, convert_result=convert_result)
+            result = await super().run(arguments, context, convert_result=convert_result)
+            return compact_result(result, self.text_field) if isinstance(result, CallToolResult) else result
         except UnexpectedToolError as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             raise ToolError(f"Error executing tool {self.name}: {error_text(self.name, cause)}") from cause
@@ -220,17 +291,20 @@ class ToolSpec:
     title: str | None
     description: str
     annotations: ToolAnnotations
+    text_field: str | None = None
+    """The result field whose prose is the answer's text (see `record_text`); None: the record as compact JSON."""
 
     def build(self) -> Tool:
-        return compact_tool(
-            MappedTool.from_function(
-                _map_errors(self.name, self.fn),
-                name=self.name,
-                title=self.title,
-                description=self.description,
-                annotations=self.annotations,
-            )
+        tool = MappedTool.from_function(
+            _map_errors(self.name, self.fn),
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            annotations=self.annotations,
         )
+        assert isinstance(tool, MappedTool)  # from_function builds `cls`
+        tool.text_field = self.text_field
+        return compact_tool(tool)
 
 
 @dataclass(frozen=True)
@@ -275,12 +349,15 @@ class Registry:
         self.completions: dict[str, CompletionHook] = {}
 
     def tool(
-        self, annotations: ToolAnnotations, *, title: str | None = None
+        self, annotations: ToolAnnotations, *, title: str | None = None, text_field: str | None = None
     ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """A tool; `text_field` names the result field (a string, or a list of lines) that is its answer's text,
+        for a tool whose answer is prose (a log, a paper's text, a file): see `record_text`."""
+
         def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             # cleandoc: the SDK sends the docstring as it is, indentation included, on every tools/list
             description = inspect.cleandoc(fn.__doc__ or "")
-            self.specs.append(ToolSpec(fn, fn.__name__, title, description, annotations))
+            self.specs.append(ToolSpec(fn, fn.__name__, title, description, annotations, text_field))
             return fn
 
         return decorator
