@@ -13,8 +13,9 @@ What a compile does, in order:
    user when the server is root. A timeout kills the whole process tree, a file-size limit stops a runaway log.
    Without bubblewrap, a biblatex paper is built with pdflatex and biber in order instead of latexmk, so that
    the data sources its .bcf names are checked before biber reads any of them.
-3. Promotes the PDF to `<paper>/<name>.pdf` only when the compile succeeded, and keeps every distinct good PDF
-   as `<paper>/.versions/<name>-vNNN.pdf`; a failed compile never touches them.
+3. Promotes the PDF to `<paper>/<name>.pdf` only when the compile is clean (no error, no undefined reference or
+   citation), and keeps every distinct clean PDF as `<paper>/.versions/<name>-vNNN.pdf`; a failed compile never
+   touches them, and a PDF with '??' in it stays in the build folder.
 4. Reads the log and the .blg into diagnostics (see `logparse`), with install hints for missing packages.
 
 Each program is told to the caller's progress as it starts ("latexmk: pdflatex run 2", "bibtex"): latexmk's output
@@ -101,11 +102,16 @@ class CompileOptions:
 
 
 class CompilePaperResult(ToolModel):
-    ok: bool = Field(description="True when the PDF was built without errors and promoted.")
+    ok: bool = Field(description="True when the PDF was built without errors.")
+    clean: bool = Field(
+        default=False,
+        description="ok, and no undefined reference or citation: only a clean PDF is promoted to `pdf`.",
+    )
     main: str = Field(description="The main .tex file compiled, relative to the workspace.")
     pdf: str | None = Field(
-        default=None, description="The current good PDF (relative to the workspace); kept when a compile fails."
+        default=None, description="The last clean PDF (relative to the workspace); kept when a compile is not clean."
     )
+    built: str | None = Field(default=None, description="This compile's PDF when ok but not clean ('??' inside).")
     version: int | None = Field(default=None, description="Version number of that PDF in `versions_dir`.")
     versions_dir: str | None = None
     pages: int | None = None
@@ -241,8 +247,12 @@ def compile_paper(
         built = layout.build / f"{layout.stem}.pdf"
         if outcome.code == 0 and result.errors == 0 and built.is_file() and result.pages:
             result.ok = True
-            pdf, result.version = versions.promote(layout.paper, layout.stem, built)
-            result.pdf = layout.rel(pdf)
+            result.clean = not (result.undefined_references or result.undefined_citations)
+            if result.clean:
+                pdf, result.version = versions.promote(layout.paper, layout.stem, built)
+                result.pdf = layout.rel(pdf)
+            else:  # kept in the build folder: a PDF full of '??' must not replace the last clean one
+                result.built = layout.rel(built)
     png = None
     if preview_page is not None:
         png = _preview(layout, tools, options, result, preview_page, started + options.timeout_s + 5, progress)
@@ -504,7 +514,7 @@ def _preview(
     layout: _Layout, tools: TexTools, options: CompileOptions, result: CompilePaperResult, page: int, deadline: float,
     progress: BlockingProgress,
 ) -> bytes | None:  # fmt: skip
-    if not result.ok or result.pdf is None:
+    if not result.ok:
         result.blocked.append("No preview: the compile failed, and a preview of an older PDF would mislead.")
         return None
     if tools.pdftoppm is None:
@@ -512,8 +522,8 @@ def _preview(
     if not 1 <= page <= (result.pages or 1):
         raise BadInputError(f"preview_page {page} is out of range: the PDF has {result.pages} pages.")
     progress(f"pdftoppm: page {page} as an image")
-    pdf = layout.root / result.pdf
     staged = layout.build / f"{layout.stem}.pdf"
+    pdf = layout.root / (result.built or result.pdf or layout.rel(staged))
     prefix = layout.build / f"{layout.stem}-page{page}"
     argv = [
         tools.pdftoppm,
@@ -537,14 +547,23 @@ def _preview(
     return png.read_bytes()
 
 
+def _listed(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 def _note(result: CompilePaperResult) -> str | None:
-    if result.ok:
+    last = f"{result.pdf} is still version {result.version}, the last clean one" if result.pdf else "no clean PDF yet"
+    if result.ok and not result.clean:
         todo: list[str] = []
         if result.undefined_citations:
-            todo.append("add the undefined citation keys to the .bib file")
+            keys = _listed(result.undefined_citations)
+            todo.append(f"citations {keys} have no .bib entry (add them with cite, or fix the keys)")
         if result.undefined_references:
-            todo.append("add \\label for the undefined references")
-        return ("Compiled. Next: " + "; ".join(todo) + ".") if todo else None
+            todo.append(f"references {_listed(result.undefined_references)} have no \\label")
+        return f"Compiled, but not clean: {'; '.join(todo)}. This PDF shows '??' and was not promoted: {last}."
+    if result.ok:
+        return None
     if result.missing_files:
         return "Missing files stop the compile: see `missing_files` for what to install or add to the paper folder."
     kept = f" The last good PDF is still {result.pdf} (version {result.version})." if result.pdf else ""

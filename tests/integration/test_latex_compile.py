@@ -74,8 +74,8 @@ def good_paper(ws: Path) -> None:
 def test_a_good_paper_compiles_and_its_pdf_is_promoted_as_version_one(ws: Path, mode: str) -> None:
     good_paper(ws)
     result = build(ws, mode=mode).result
-    assert result.ok and result.errors == 0 and result.pages == 1
-    assert result.pdf == "paper/main.pdf" and result.version == 1
+    assert result.ok and result.clean and result.errors == 0 and result.pages == 1
+    assert result.pdf == "paper/main.pdf" and result.version == 1 and result.built is None
     assert (ws / "paper/.versions/main-v001.pdf").read_bytes() == (ws / "paper/main.pdf").read_bytes()
     assert result.undefined_citations == [] and result.undefined_references == []
     assert result.sandboxed is (mode == "bwrap") and result.toolchain == "latexmk"
@@ -129,10 +129,10 @@ def test_undefined_references_citations_and_overfull_boxes_are_listed(ws: Path) 
         "\\hbox to 1in{\\vrule width 3in}\n\\end{document}\n",
     )
     result = build(ws).result
-    assert result.ok
+    assert result.ok and not result.clean
     assert result.undefined_references == ["nowhere"] and result.undefined_citations == ["ghost"]
     assert result.overfull_boxes == 1
-    assert "citation keys" in (result.note or "")
+    assert "ghost" in (result.note or "") and "nowhere" in (result.note or "")
 
 
 @pytest.mark.bwrap

@@ -176,3 +176,28 @@ async def test_new_paper_keeps_the_figures_tables_and_bib_other_tools_wrote_firs
         "references.bib",
         "tables",
     ]
+
+
+@pytest.mark.latex
+async def test_a_compile_with_an_undefined_citation_is_ok_but_not_clean_and_not_promoted(
+    client: Client, workspace: Path
+) -> None:
+    await call(client, "new_paper", {"title": "Clean"})
+    fill_paper(workspace)
+    first = await call(client, "compile_paper", {})
+    assert first["ok"] and first["clean"] and first["version"] == 1 and first["built"] is None
+    clean_pdf = (workspace / "paper/main.pdf").read_bytes()
+    main = workspace / "paper/main.tex"
+    main.write_text(main.read_text().replace("\\citep{knuth}", "\\citep{ghost2024} in Section~\\ref{sec:nowhere}"))
+
+    result = await call_raw(client, "compile_paper", {"preview_page": 1})
+    compiled = result.structured_content
+    assert compiled is not None and compiled["ok"] and not compiled["clean"]
+    assert compiled["undefined_citations"] == ["ghost2024"] and compiled["undefined_references"] == ["sec:nowhere"]
+    assert compiled["pdf"] == "paper/main.pdf" and compiled["version"] == 1
+    assert compiled["built"] == "paper/.build/main.pdf" and (workspace / compiled["built"]).is_file()
+    assert (workspace / "paper/main.pdf").read_bytes() == clean_pdf
+    assert [p.name for p in (workspace / "paper/.versions").iterdir()] == ["main-v001.pdf"]
+    note = compiled["note"]
+    assert "not clean" in note and "ghost2024" in note and "sec:nowhere" in note and "version 1" in note
+    assert isinstance(result.content[-1], ImageContent)  # the preview shows this build, '??' and all
