@@ -47,7 +47,7 @@ from research_mcp.latex._latexmk_progress import telling_runs
 from research_mcp.latex._preflight import BUILD_DIR, bcf_refusals, preflight, source_line
 from research_mcp.latex._process import run_with_deadline
 from research_mcp.latex.logparse import Diagnostic
-from research_mcp.latex.packages import MissingFile, lookup
+from research_mcp.latex.packages import MissingFile, describe_missing
 from research_mcp.latex.versions import VERSIONS_DIR
 from research_mcp.model import ToolModel
 from research_mcp.progress import BlockingProgress, no_blocking_progress
@@ -472,7 +472,8 @@ def _read_outputs(layout: _Layout, result: CompilePaperResult, terminal: str) ->
     result.diagnostics = [*report.errors, *report.warnings][:_MAX_KEPT_DIAGNOSTICS]
     result.undefined_references = report.undefined_references
     result.undefined_citations = report.undefined_citations
-    result.missing_files = [lookup(name) for name in dict.fromkeys([*report.missing_files, *blg.missing_files])]
+    missing = dict.fromkeys([*report.missing_files, *blg.missing_files])
+    result.missing_files = [describe_missing(name, layout.paper) for name in missing]
     result.bibliography_errors = blg.errors[:_MAX_KEPT_DIAGNOSTICS]
     result.blocked += report.blocked
     result.overfull_boxes = report.overfull_boxes
@@ -565,6 +566,9 @@ def _note(result: CompilePaperResult) -> str | None:
     if result.ok:
         return None
     if result.missing_files:
-        return "Missing files stop the compile: see `missing_files` for what to install or add to the paper folder."
+        return (
+            "Missing files stop the compile: see `missing_files` (for a package, what to install; for a figure or "
+            "file of the paper, the closest names in its folder)."
+        )
     kept = f" The last good PDF is still {result.pdf} (version {result.version})." if result.pdf else ""
     return "Fix the first error in `diagnostics` (file and line given), then compile again." + kept

@@ -201,3 +201,28 @@ async def test_a_compile_with_an_undefined_citation_is_ok_but_not_clean_and_not_
     note = compiled["note"]
     assert "not clean" in note and "ghost2024" in note and "sec:nowhere" in note and "version 1" in note
     assert isinstance(result.content[-1], ImageContent)  # the preview shows this build, '??' and all
+
+
+@pytest.mark.latex
+async def test_a_missing_figure_suggests_the_closest_figure_and_a_missing_style_says_where_to_put_it(
+    client: Client, workspace: Path
+) -> None:
+    await call(client, "new_paper", {"title": "Figures"})
+    (workspace / "paper/figures/loss_curves.pdf").write_bytes(b"%PDF-1.4 plot")
+    main = workspace / "paper/main.tex"
+    text = main.read_text()
+    main.write_text(text.replace("\\begin{document}", "\\begin{document}\n\\includegraphics{loss_curve}"))
+    compiled = await call(client, "compile_paper", {})
+    assert not compiled["ok"]
+    [figure] = compiled["missing_files"]
+    assert (figure["file"], figure["kind"]) == ("loss_curve", "figure")
+    assert figure["did_you_mean"] == ["figures/loss_curves.pdf"] and figure["debian_package"] is None
+    assert "Did you mean figures/loss_curves.pdf?" in figure["hint"]
+
+    main.write_text(
+        text.replace("\\documentclass[11pt]{article}", "\\documentclass{article}\n\\usepackage{neurips_2025}")
+    )
+    compiled = await call(client, "compile_paper", {})
+    [style] = compiled["missing_files"]
+    assert (style["file"], style["kind"], style["did_you_mean"]) == ("neurips_2025.sty", "style", [])
+    assert "Put it in the paper folder" in style["hint"]
