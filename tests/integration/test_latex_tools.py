@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,26 @@ async def test_a_missing_figure_suggests_the_closest_figure_and_a_missing_style_
     [style] = compiled["missing_files"]
     assert (style["file"], style["kind"], style["did_you_mean"]) == ("neurips_2025.sty", "style", [])
     assert "Put it in the paper folder" in style["hint"]
+
+
+@pytest.mark.latex
+async def test_a_first_figure_edit_is_unambiguous_and_the_fresh_paper_compiles_without_a_warning(
+    workspace: Path,
+) -> None:
+    settings = Settings(workspace=workspace, toolsets=["latex", "files"], file_tools="on")
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        await call(client, "new_paper", {"title": "Plots", "template": "twocolumn"})
+        fresh = await call(client, "compile_paper", {})
+        assert fresh["clean"] and fresh["warnings"] == 0 and fresh["diagnostics"] == []
+        shutil.copy(workspace / "paper/main.pdf", workspace / "paper/figures/loss_curve.pdf")
+        figure = "\\includegraphics[width=\\linewidth]{loss_curve}"
+        heading = "\\section{Results}\\label{sec:results}\n"
+        await call(
+            client, "edit_file", {"path": "paper/main.tex", "old_string": heading, "new_string": heading + figure}
+        )
+        edited = await call(
+            client, "edit_file", {"path": "paper/main.tex", "old_string": figure, "new_string": figure + "\n"}
+        )
+        assert edited["replacements"] == 1
+        compiled = await call(client, "compile_paper", {})
+        assert compiled["clean"] and compiled["missing_files"] == [] and compiled["version"] == 2
