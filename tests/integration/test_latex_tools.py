@@ -250,3 +250,17 @@ async def test_a_first_figure_edit_is_unambiguous_and_the_fresh_paper_compiles_w
         assert edited["replacements"] == 1
         compiled = await call(client, "compile_paper", {})
         assert compiled["clean"] and compiled["missing_files"] == [] and compiled["version"] == 2
+
+
+async def test_paper_text_numbers_keep_the_plus_minus_and_the_formula_around_them(
+    client: Client, workspace: Path
+) -> None:
+    (workspace / "p").mkdir()
+    (workspace / "p/main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n\\section{Results}\n"
+        "Ours reaches $93.2 \\pm 0.4$\\% accuracy over 5 seeds, $p < 0.01$ (Welch).\n\\end{document}\n"
+    )
+    numbers = await call(client, "paper_text", {"path": "p", "show": "numbers"})
+    found = {n["text"]: n for n in numbers["numbers"]}
+    assert "$93.2 \\pm 0.4$% accuracy over 5 seeds, $p < 0.01$" in found["0.4"]["context"]
+    assert found["0.01"]["in_math"] and "$p < 0.01$" in found["0.01"]["context"]
