@@ -41,6 +41,7 @@ from typing import Literal
 from pydantic import Field
 
 from research_mcp.errors import BadInputError, LatexError
+from research_mcp.imaging import MAX_SIDE_PX, Picture, fit_image
 from research_mcp.latex import logparse, versions
 from research_mcp.latex._flatten import strip_comment
 from research_mcp.latex._latexmk_progress import telling_runs
@@ -98,7 +99,8 @@ class CompileOptions:
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
     max_file_bytes: int = 64 << 20
     """Largest file the compile may write (a runaway log is stopped there)."""
-    preview_width_px: int = 1400
+    preview_max_px: int = MAX_SIDE_PX
+    """Long side of a page preview: legible 10 pt text, no more pixels than a model's vision reads (see imaging)."""
 
 
 class CompilePaperResult(ToolModel):
@@ -131,14 +133,15 @@ class CompilePaperResult(ToolModel):
     sandboxed: bool = Field(description="Whether the compile ran inside bubblewrap.")
     duration_s: float
     log: str | None = Field(default=None, description="The full TeX log, relative to the workspace.")
-    preview: str | None = Field(default=None, description="The PNG of the previewed page, relative to the workspace.")
+    preview: str | None = Field(default=None, description="The image of the previewed page, relative to the workspace.")
     note: str | None = Field(default=None, description="What to do next.")
 
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
     result: CompilePaperResult
-    png: bytes | None = None
+    preview: Picture | None = None
+    """The previewed page, sized for a model to read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,12 +256,12 @@ def compile_paper(
                 result.pdf = layout.rel(pdf)
             else:  # kept in the build folder: a PDF full of '??' must not replace the last clean one
                 result.built = layout.rel(built)
-    png = None
+    picture = None
     if preview_page is not None:
-        png = _preview(layout, tools, options, result, preview_page, started + options.timeout_s + 5, progress)
+        picture = _preview(layout, tools, options, result, preview_page, started + options.timeout_s + 5, progress)
     result.note = _note(result)
     result.duration_s = round(time.monotonic() - started, 3)
-    return Compiled(result, png)
+    return Compiled(result, picture)
 
 
 def _layout(root: Path, main: Path, options: CompileOptions, tools: TexTools) -> _Layout:
@@ -514,7 +517,7 @@ def _paper_file(layout: _Layout, name: str | None) -> str | None:
 def _preview(
     layout: _Layout, tools: TexTools, options: CompileOptions, result: CompilePaperResult, page: int, deadline: float,
     progress: BlockingProgress,
-) -> bytes | None:  # fmt: skip
+) -> Picture | None:  # fmt: skip
     if not result.ok:
         result.blocked.append("No preview: the compile failed, and a preview of an older PDF would mislead.")
         return None
@@ -534,7 +537,7 @@ def _preview(
         str(page),
         "-png",
         "-scale-to",
-        str(options.preview_width_px),
+        str(options.preview_max_px),
         "-singlefile",
         layout.inner(staged if staged.is_file() else pdf),
         layout.inner(prefix),
@@ -544,8 +547,12 @@ def _preview(
     png = prefix.with_suffix(".png")
     if code != 0 or not png.is_file():
         raise LatexError(f"pdftoppm could not render page {page}: {_read_capped(layout.build / '.preview.txt')[-400:]}")
+    picture = fit_image(png.read_bytes(), max_side_px=options.preview_max_px, palette=True)
+    if picture.mime_type == "image/jpeg":
+        png = png.with_suffix(".jpg")
+    png.write_bytes(picture.data)  # the file the answer names holds what the model saw
     result.preview = layout.rel(png)
-    return png.read_bytes()
+    return picture
 
 
 def _listed(keys: list[str], limit: int = 8) -> str:

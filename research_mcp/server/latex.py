@@ -75,9 +75,9 @@ def register(tools: ToolRegistry) -> None:
         )  # fmt: skip
         result = compiled.result
         content: list[ContentBlock] = [TextContent(type="text", text=result.model_dump_json())]
-        if compiled.png is not None:
-            data = base64.b64encode(compiled.png).decode()
-            content.append(ImageContent(type="image", data=data, mime_type="image/png"))
+        if compiled.preview is not None:
+            data = base64.b64encode(compiled.preview.data).decode()
+            content.append(ImageContent(type="image", data=data, mime_type=compiled.preview.mime_type))
         return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
     @tools.tool(READ_ONLY_LOCAL)

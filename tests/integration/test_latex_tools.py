@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import pytest
 from mcp import Client
 from mcp_types import ImageContent, TextContent
@@ -78,7 +80,10 @@ async def test_new_paper_then_compile_with_a_preview_then_read_it_back(client: C
     text, image = result.content
     assert isinstance(text, TextContent) and '"ok":true' in text.text
     assert isinstance(image, ImageContent) and image.mime_type == "image/png"
-    assert base64.b64decode(image.data)[:8] == b"\x89PNG\r\n\x1a\n"
+    png = base64.b64decode(image.data)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (workspace / compiled["preview"]).read_bytes() == png
+    with PIL.Image.open(io.BytesIO(png)) as page:  # a letter page, 1200 px high: legible, and no more
+        assert page.size == (928, 1200) and page.mode == "P" and len(png) < 150_000
 
     read = await call(client, "paper_text", {"path": "paper"})
     assert read["title"] == "Fast & Small: 50% Fewer Steps"
