@@ -4,7 +4,7 @@ A model's vision reads about 1.15 megapixels: larger images are scaled down by t
 before it sees them, so pixels beyond that only cost bytes in the conversation. `MAX_SIDE_PX` = 1200 keeps a
 US-letter or A4 page at about 930 x 1200 (1.1 MP, ~110 dpi), where 10 pt two-column text with its
 superscripts still reads (checked by eye on the `twocolumn` template); at 1000 px the superscripts blur.
-`MAX_BYTES` bounds what one image adds to the conversation (~340,000 base64 characters at most).
+`MAX_BYTES` bounds what one image adds to the conversation (about 350,000 base64 characters at most).
 
 Pages and plots are few-coloured: an adaptive 64-colour palette makes a page of text about a fifth the size of
 full-colour PNG with no visible change; photographs fall back to JPEG. Pillow comes with matplotlib and is
