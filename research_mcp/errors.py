@@ -97,7 +97,8 @@ class BinaryFileError(FileToolError):
 
     def __init__(self, path: str, kind: str, size_bytes: int) -> None:
         super().__init__(
-            f"{path!r} is a binary file ({kind}, {size_bytes} bytes); read_file only returns text. "
+            f"{path!r} is a binary file ({kind}, {size_bytes} bytes); read_file returns text, and PNG or JPEG "
+            "images as pictures. "
             "Read it inside an experiment (run_experiment) if its contents are needed."
         )
         self.path = path

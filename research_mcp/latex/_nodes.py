@@ -263,7 +263,7 @@ class Collector:
                 continue
             file, line = self.where(node.pos + match.start())
             start = node.pos + match.start()
-            context = _plain(self.source[max(0, start - 90) : start + len(written) + 90])
+            context = _context(self.source, start, start + len(written))
             self.numbers.append(
                 NumberUse(
                     text=written + ("%" if percent else ""),
@@ -288,11 +288,36 @@ def _is_percent(node: Any) -> bool:
     return bool(node.isNodeType(node_types()["macro"]) and node.macroname == "%")
 
 
+def _context(source: str, start: int, end: int, reach: int = 90) -> str:
+    """The source around `source[start:end]`, about `reach` characters each side but never cutting a formula in
+    two (formulas are found from the start of the paragraph, since `$` pairs only read from there)."""
+    low, high = max(0, start - reach), min(len(source), end + reach)
+    paragraph = source.rfind("\n\n", max(0, low - 2000), low)
+    begin = paragraph + 1 if paragraph >= 0 else max(0, low - 2000)
+    for formula in _MATH_TEXT.finditer(source, begin, min(len(source), high + 4 * reach)):
+        if formula.start() < low < formula.end():
+            low = max(formula.start(), start - 4 * reach)
+        if formula.start() < high < formula.end():
+            high = min(formula.end(), end + 4 * reach)
+    return _plain(source[low:high])
+
+
 def _plain(latex: str) -> str:
-    """A rough plain-text form of a source snippet, for context: command names, braces and tildes dropped."""
+    """A rough plain-text form of a source snippet, for context: math kept as written (`$93.2 \\pm 0.4$`); elsewhere
+    command names, braces and tildes dropped."""
+    parts: list[str] = []
+    last = 0
+    for formula in _MATH_TEXT.finditer(latex):
+        parts += [_plain_text(latex[last : formula.start()]), formula.group(0)]
+        last = formula.end()
+    parts.append(_plain_text(latex[last:]))
+    return squash("".join(parts))
+
+
+def _plain_text(latex: str) -> str:
     text = re.sub(r"\\(?:label|ref|eqref|cite[a-z]*|hypertarget|hyperlink|cref|Cref)\*?\{[^{}]*\}", " ", latex)
     text = re.sub(r"\\[A-Za-z@]+\*?", " ", text).replace("\\%", "%")
-    return squash(re.sub(r"[{}~]", " ", text).replace("\\", " "))
+    return re.sub(r"[{}~]", " ", text).replace("\\", " ")
 
 
 def squash(text: str) -> str:

@@ -13,8 +13,9 @@ What a compile does, in order:
    user when the server is root. A timeout kills the whole process tree, a file-size limit stops a runaway log.
    Without bubblewrap, a biblatex paper is built with pdflatex and biber in order instead of latexmk, so that
    the data sources its .bcf names are checked before biber reads any of them.
-3. Promotes the PDF to `<paper>/<name>.pdf` only when the compile succeeded, and keeps every distinct good PDF
-   as `<paper>/.versions/<name>-vNNN.pdf`; a failed compile never touches them.
+3. Promotes the PDF to `<paper>/<name>.pdf` only when the compile is clean (no error, no undefined reference or
+   citation), and keeps every distinct clean PDF as `<paper>/.versions/<name>-vNNN.pdf`; a failed compile never
+   touches them, and a PDF with '??' in it stays in the build folder.
 4. Reads the log and the .blg into diagnostics (see `logparse`), with install hints for missing packages.
 
 Each program is told to the caller's progress as it starts ("latexmk: pdflatex run 2", "bibtex"): latexmk's output
@@ -40,13 +41,14 @@ from typing import Literal
 from pydantic import Field
 
 from research_mcp.errors import BadInputError, LatexError
+from research_mcp.imaging import MAX_SIDE_PX, Picture, fit_image
 from research_mcp.latex import logparse, versions
 from research_mcp.latex._flatten import strip_comment
 from research_mcp.latex._latexmk_progress import telling_runs
 from research_mcp.latex._preflight import BUILD_DIR, bcf_refusals, preflight, source_line
 from research_mcp.latex._process import run_with_deadline
 from research_mcp.latex.logparse import Diagnostic
-from research_mcp.latex.packages import MissingFile, lookup
+from research_mcp.latex.packages import MissingFile, describe_missing
 from research_mcp.latex.versions import VERSIONS_DIR
 from research_mcp.model import ToolModel
 from research_mcp.progress import BlockingProgress, no_blocking_progress
@@ -97,15 +99,21 @@ class CompileOptions:
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
     max_file_bytes: int = 64 << 20
     """Largest file the compile may write (a runaway log is stopped there)."""
-    preview_width_px: int = 1400
+    preview_max_px: int = MAX_SIDE_PX
+    """Long side of a page preview: legible 10 pt text, no more pixels than a model's vision reads (see imaging)."""
 
 
 class CompilePaperResult(ToolModel):
-    ok: bool = Field(description="True when the PDF was built without errors and promoted.")
+    ok: bool = Field(description="True when the PDF was built without errors.")
+    clean: bool = Field(
+        default=False,
+        description="ok, and no undefined reference or citation: only a clean PDF is promoted to `pdf`.",
+    )
     main: str = Field(description="The main .tex file compiled, relative to the workspace.")
     pdf: str | None = Field(
-        default=None, description="The current good PDF (relative to the workspace); kept when a compile fails."
+        default=None, description="The last clean PDF (relative to the workspace); kept when a compile is not clean."
     )
+    built: str | None = Field(default=None, description="This compile's PDF when ok but not clean ('??' inside).")
     version: int | None = Field(default=None, description="Version number of that PDF in `versions_dir`.")
     versions_dir: str | None = None
     pages: int | None = None
@@ -125,14 +133,15 @@ class CompilePaperResult(ToolModel):
     sandboxed: bool = Field(description="Whether the compile ran inside bubblewrap.")
     duration_s: float
     log: str | None = Field(default=None, description="The full TeX log, relative to the workspace.")
-    preview: str | None = Field(default=None, description="The PNG of the previewed page, relative to the workspace.")
+    preview: str | None = Field(default=None, description="The image of the previewed page, relative to the workspace.")
     note: str | None = Field(default=None, description="What to do next.")
 
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
     result: CompilePaperResult
-    png: bytes | None = None
+    preview: Picture | None = None
+    """The previewed page, sized for a model to read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,14 +250,18 @@ def compile_paper(
         built = layout.build / f"{layout.stem}.pdf"
         if outcome.code == 0 and result.errors == 0 and built.is_file() and result.pages:
             result.ok = True
-            pdf, result.version = versions.promote(layout.paper, layout.stem, built)
-            result.pdf = layout.rel(pdf)
-    png = None
+            result.clean = not (result.undefined_references or result.undefined_citations)
+            if result.clean:
+                pdf, result.version = versions.promote(layout.paper, layout.stem, built)
+                result.pdf = layout.rel(pdf)
+            else:  # kept in the build folder: a PDF full of '??' must not replace the last clean one
+                result.built = layout.rel(built)
+    picture = None
     if preview_page is not None:
-        png = _preview(layout, tools, options, result, preview_page, started + options.timeout_s + 5, progress)
+        picture = _preview(layout, tools, options, result, preview_page, started + options.timeout_s + 5, progress)
     result.note = _note(result)
     result.duration_s = round(time.monotonic() - started, 3)
-    return Compiled(result, png)
+    return Compiled(result, picture)
 
 
 def _layout(root: Path, main: Path, options: CompileOptions, tools: TexTools) -> _Layout:
@@ -462,7 +475,8 @@ def _read_outputs(layout: _Layout, result: CompilePaperResult, terminal: str) ->
     result.diagnostics = [*report.errors, *report.warnings][:_MAX_KEPT_DIAGNOSTICS]
     result.undefined_references = report.undefined_references
     result.undefined_citations = report.undefined_citations
-    result.missing_files = [lookup(name) for name in dict.fromkeys([*report.missing_files, *blg.missing_files])]
+    missing = dict.fromkeys([*report.missing_files, *blg.missing_files])
+    result.missing_files = [describe_missing(name, layout.paper) for name in missing]
     result.bibliography_errors = blg.errors[:_MAX_KEPT_DIAGNOSTICS]
     result.blocked += report.blocked
     result.overfull_boxes = report.overfull_boxes
@@ -503,8 +517,8 @@ def _paper_file(layout: _Layout, name: str | None) -> str | None:
 def _preview(
     layout: _Layout, tools: TexTools, options: CompileOptions, result: CompilePaperResult, page: int, deadline: float,
     progress: BlockingProgress,
-) -> bytes | None:  # fmt: skip
-    if not result.ok or result.pdf is None:
+) -> Picture | None:  # fmt: skip
+    if not result.ok:
         result.blocked.append("No preview: the compile failed, and a preview of an older PDF would mislead.")
         return None
     if tools.pdftoppm is None:
@@ -512,8 +526,8 @@ def _preview(
     if not 1 <= page <= (result.pages or 1):
         raise BadInputError(f"preview_page {page} is out of range: the PDF has {result.pages} pages.")
     progress(f"pdftoppm: page {page} as an image")
-    pdf = layout.root / result.pdf
     staged = layout.build / f"{layout.stem}.pdf"
+    pdf = layout.root / (result.built or result.pdf or layout.rel(staged))
     prefix = layout.build / f"{layout.stem}-page{page}"
     argv = [
         tools.pdftoppm,
@@ -523,7 +537,7 @@ def _preview(
         str(page),
         "-png",
         "-scale-to",
-        str(options.preview_width_px),
+        str(options.preview_max_px),
         "-singlefile",
         layout.inner(staged if staged.is_file() else pdf),
         layout.inner(prefix),
@@ -533,19 +547,35 @@ def _preview(
     png = prefix.with_suffix(".png")
     if code != 0 or not png.is_file():
         raise LatexError(f"pdftoppm could not render page {page}: {_read_capped(layout.build / '.preview.txt')[-400:]}")
+    picture = fit_image(png.read_bytes(), max_side_px=options.preview_max_px, palette=True)
+    if picture.mime_type == "image/jpeg":
+        png = png.with_suffix(".jpg")
+    png.write_bytes(picture.data)  # the file the answer names holds what the model saw
     result.preview = layout.rel(png)
-    return png.read_bytes()
+    return picture
+
+
+def _listed(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _note(result: CompilePaperResult) -> str | None:
-    if result.ok:
+    last = f"{result.pdf} is still version {result.version}, the last clean one" if result.pdf else "no clean PDF yet"
+    if result.ok and not result.clean:
         todo: list[str] = []
         if result.undefined_citations:
-            todo.append("add the undefined citation keys to the .bib file")
+            keys = _listed(result.undefined_citations)
+            todo.append(f"citations {keys} have no .bib entry (add them with cite, or fix the keys)")
         if result.undefined_references:
-            todo.append("add \\label for the undefined references")
-        return ("Compiled. Next: " + "; ".join(todo) + ".") if todo else None
+            todo.append(f"references {_listed(result.undefined_references)} have no \\label")
+        return f"Compiled, but not clean: {'; '.join(todo)}. This PDF shows '??' and was not promoted: {last}."
+    if result.ok:
+        return None
     if result.missing_files:
-        return "Missing files stop the compile: see `missing_files` for what to install or add to the paper folder."
+        return (
+            "Missing files stop the compile: see `missing_files` (for a package, what to install; for a figure or "
+            "file of the paper, the closest names in its folder)."
+        )
     kept = f" The last good PDF is still {result.pdf} (version {result.version})." if result.pdf else ""
     return "Fix the first error in `diagnostics` (file and line given), then compile again." + kept

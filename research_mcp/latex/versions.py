@@ -1,5 +1,6 @@
-"""Every good PDF of a paper, kept: `<paper>/<stem>.pdf` is the current one, `<paper>/.versions/<stem>-vNNN.pdf`
-all of them. Files are replaced atomically, so a reader never sees half a PDF."""
+"""Every clean PDF of a paper (no error, no undefined reference or citation), kept: `<paper>/<stem>.pdf` is the
+current one, `<paper>/.versions/<stem>-vNNN.pdf` all of them. Files are replaced atomically, so a reader never
+sees half a PDF."""
 
 from __future__ import annotations
 

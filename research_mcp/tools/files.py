@@ -21,6 +21,7 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError, BinaryFileError, FileToolError, PathError, os_errors
 from research_mcp.fileio import atomic_write
+from research_mcp.imaging import Picture, fit_image
 from research_mcp.model import ToolModel
 from research_mcp.workspace import Workspace
 
@@ -29,6 +30,8 @@ __all__ = [
     "FileEntry",
     "GrepMatch",
     "GrepResult",
+    "IMAGE_KINDS",
+    "ImageInfo",
     "ListFilesResult",
     "ReadFileResult",
     "WriteFileResult",
@@ -36,6 +39,7 @@ __all__ = [
     "grep",
     "list_files",
     "read_file",
+    "read_image",
     "write_file",
 ]
 
@@ -47,6 +51,9 @@ _SNIFF_BYTES = 8192
 _MAX_LINE_CHARS = 4000
 _GREP_LINE_CHARS = 300
 _GREP_DEADLINE_S = 20.0
+_MAX_IMAGE_FILE_BYTES = 64 << 20
+IMAGE_KINDS = frozenset({"PNG image", "JPEG image"})
+"""Binary kinds read_file returns as a picture; every other binary is refused."""
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG", "PNG image"),
     (b"\xff\xd8\xff", "JPEG image"),
@@ -74,6 +81,14 @@ class ListFilesResult(ToolModel):
     note: str | None = Field(None, description="What was left out (ignored folders, depth, scan limit).")
 
 
+class ImageInfo(ToolModel):
+    mime_type: str = Field(description="Of the picture attached.")
+    width: int
+    height: int
+    original_width: int = Field(description="The file's own size; larger pictures are sent downscaled.")
+    original_height: int
+
+
 class ReadFileResult(ToolModel):
     path: str
     text: str = Field(description="The lines read, each ending with a newline; long lines are cut with a marker.")
@@ -83,6 +98,7 @@ class ReadFileResult(ToolModel):
     size_bytes: int
     next_offset: int | None = Field(None, description="Pass as `offset` to continue reading; None at the end.")
     note: str | None = None
+    image: ImageInfo | None = Field(default=None, description="A PNG or JPEG: attached as a picture, `text` empty.")
 
 
 class WriteFileResult(ToolModel):
@@ -291,6 +307,40 @@ def read_file(
         next_offset=last + 1 if more else None,
         note=note,
     )
+
+
+def read_image(ws: Workspace, path: str) -> tuple[ReadFileResult, Picture]:
+    """A PNG or JPEG of the workspace as a picture a model can look at (see `research_mcp.imaging` for the size
+    caps), with its record."""
+    target = ws.resolve(path, must_exist=True)
+    with os_errors(path):
+        size = target.stat().st_size
+        if size > _MAX_IMAGE_FILE_BYTES:
+            raise FileToolError(f"{path!r} is {size} bytes, over the {_MAX_IMAGE_FILE_BYTES}-byte limit for images.")
+        data = target.read_bytes()
+    try:
+        picture = fit_image(data)
+    except BadInputError as exc:
+        raise FileToolError(f"{path!r}: {exc}") from exc
+    shrunk = f", downscaled from {picture.original_width} x {picture.original_height}" if picture.resized else ""
+    info = ImageInfo(
+        mime_type=picture.mime_type,
+        width=picture.width,
+        height=picture.height,
+        original_width=picture.original_width,
+        original_height=picture.original_height,
+    )
+    return ReadFileResult(
+        path=ws.relative(target),
+        text="",
+        start_line=1,
+        end_line=0,
+        total_lines=None,
+        size_bytes=size,
+        next_offset=None,
+        note=f"The picture is attached ({picture.width} x {picture.height} px{shrunk}).",
+        image=info,
+    ), picture
 
 
 def _refuse_state_dir(ws: Workspace, target: Path, path: str) -> None:

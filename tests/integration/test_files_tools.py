@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import PIL.Image
 import pytest
 from mcp import Client
 from mcp.client import ClientRequestContext
-from mcp_types import ListRootsResult, Root
+from mcp_types import ImageContent, ListRootsResult, Root, TextContent
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
-from tests.integration._client import call, error_text
+from tests.integration._client import call, call_raw, error_text
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +50,37 @@ async def test_errors_are_tool_results_that_say_what_to_do(client: Client, works
     for (tool, _), (args, hint) in cases.items():
         result = await client.call_tool(tool, args)
         assert hint in error_text(result), (tool, args)
+
+
+async def test_a_png_comes_back_as_a_picture_at_most_1200_px_and_a_gif_is_still_refused(
+    client: Client, workspace: Path
+) -> None:
+    plot = PIL.Image.new("RGB", (3000, 2000), "white")
+    plot.paste((214, 39, 40), (200, 900, 2800, 1000))
+    plot.save(workspace / "loss.png")
+    result = await call_raw(client, "read_file", {"path": "loss.png"})
+    assert not result.is_error and result.structured_content is not None
+    picture, record = result.content
+    assert isinstance(picture, ImageContent) and picture.mime_type == "image/png" and isinstance(record, TextContent)
+    with PIL.Image.open(io.BytesIO(base64.b64decode(picture.data))) as seen:
+        assert seen.size == (1200, 800) and seen.getpixel((600, 380)) == (214, 39, 40)
+    read = result.structured_content
+    assert read["image"] == {
+        "mime_type": "image/png", "width": 1200, "height": 800, "original_width": 3000, "original_height": 2000
+    }  # fmt: skip
+    assert read["path"] == "loss.png" and read["size_bytes"] == (workspace / "loss.png").stat().st_size
+    assert "downscaled from 3000 x 2000" in read["note"] and read["text"] == ""
+
+    small = io.BytesIO()
+    PIL.Image.new("RGB", (320, 240), "navy").save(small, format="JPEG")
+    (workspace / "photo.jpg").write_bytes(small.getvalue())
+    photo = await call_raw(client, "read_file", {"path": "photo.jpg"})
+    assert isinstance(photo.content[0], ImageContent) and photo.content[0].mime_type == "image/jpeg"
+    assert base64.b64decode(photo.content[0].data) == small.getvalue()
+
+    PIL.Image.new("RGB", (8, 8)).save(workspace / "anim.gif")
+    refused = error_text(await call_raw(client, "read_file", {"path": "anim.gif"}))
+    assert "GIF image" in refused and "bytes" in refused
 
 
 async def test_lab_info_reports_the_workspace_and_components(client: Client, workspace: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from research_mcp.errors import BadInputError, LatexError
 from research_mcp.latex.compile import Compiled, CompileOptions, TexTools, compile_paper
+from research_mcp.latex.scaffold import new_paper
 from tests.conftest import fixtures_dir, open_for_sandbox
 
 pytestmark = pytest.mark.latex
@@ -74,8 +75,8 @@ def good_paper(ws: Path) -> None:
 def test_a_good_paper_compiles_and_its_pdf_is_promoted_as_version_one(ws: Path, mode: str) -> None:
     good_paper(ws)
     result = build(ws, mode=mode).result
-    assert result.ok and result.errors == 0 and result.pages == 1
-    assert result.pdf == "paper/main.pdf" and result.version == 1
+    assert result.ok and result.clean and result.errors == 0 and result.pages == 1
+    assert result.pdf == "paper/main.pdf" and result.version == 1 and result.built is None
     assert (ws / "paper/.versions/main-v001.pdf").read_bytes() == (ws / "paper/main.pdf").read_bytes()
     assert result.undefined_citations == [] and result.undefined_references == []
     assert result.sandboxed is (mode == "bwrap") and result.toolchain == "latexmk"
@@ -129,10 +130,10 @@ def test_undefined_references_citations_and_overfull_boxes_are_listed(ws: Path) 
         "\\hbox to 1in{\\vrule width 3in}\n\\end{document}\n",
     )
     result = build(ws).result
-    assert result.ok
+    assert result.ok and not result.clean
     assert result.undefined_references == ["nowhere"] and result.undefined_citations == ["ghost"]
     assert result.overfull_boxes == 1
-    assert "citation keys" in (result.note or "")
+    assert "ghost" in (result.note or "") and "nowhere" in (result.note or "")
 
 
 @pytest.mark.bwrap
@@ -160,6 +161,20 @@ def test_latexmk_absent_runs_pdflatex_and_bibtex_in_order(ws: Path) -> None:
     result = build(ws, tools=tools).result
     assert result.ok and result.toolchain == "pdflatex+bibtex+pdflatex+pdflatex"
     assert result.undefined_citations == [] and result.undefined_references == []
+
+
+@pytest.mark.parametrize("latexmk", [True, False])
+def test_the_template_compiles_without_a_warning_then_lists_the_first_citation(ws: Path, latexmk: bool) -> None:
+    new_paper(ws / "paper", ws, "Warm", "article")
+    tools = TexTools.find() if latexmk else dataclasses.replace(TexTools.find(), latexmk=None)
+    empty = build(ws, mode="off", tools=tools).result
+    assert empty.clean and empty.warnings == 0 and empty.diagnostics == [], empty.diagnostics
+    main = ws / "paper/main.tex"
+    main.write_text(main.read_text().replace("\\section{Method}", "As in \\citet{knuth}.\n\\section{Method}"))
+    write(ws / "paper/references.bib", BIB)
+    cited = build(ws, mode="off", tools=tools).result
+    assert cited.clean and cited.undefined_citations == [] and cited.warnings == 0, cited.diagnostics
+    assert "\\bibitem" in (ws / "paper/.build/main.bbl").read_text() and cited.version == 2
 
 
 @pytest.mark.bwrap

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import pytest
 from mcp import Client
 from mcp_types import ImageContent, TextContent
@@ -77,7 +80,10 @@ async def test_new_paper_then_compile_with_a_preview_then_read_it_back(client: C
     text, image = result.content
     assert isinstance(text, TextContent) and '"ok":true' in text.text
     assert isinstance(image, ImageContent) and image.mime_type == "image/png"
-    assert base64.b64decode(image.data)[:8] == b"\x89PNG\r\n\x1a\n"
+    png = base64.b64decode(image.data)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (workspace / compiled["preview"]).read_bytes() == png
+    with PIL.Image.open(io.BytesIO(png)) as page:  # a letter page, 1200 px high: legible, and no more
+        assert page.size == (928, 1200) and page.mode == "P" and len(png) < 150_000
 
     read = await call(client, "paper_text", {"path": "paper"})
     assert read["title"] == "Fast & Small: 50% Fewer Steps"
@@ -176,3 +182,90 @@ async def test_new_paper_keeps_the_figures_tables_and_bib_other_tools_wrote_firs
         "references.bib",
         "tables",
     ]
+
+
+@pytest.mark.latex
+async def test_a_compile_with_an_undefined_citation_is_ok_but_not_clean_and_not_promoted(
+    client: Client, workspace: Path
+) -> None:
+    await call(client, "new_paper", {"title": "Clean"})
+    fill_paper(workspace)
+    first = await call(client, "compile_paper", {})
+    assert first["ok"] and first["clean"] and first["version"] == 1 and first["built"] is None
+    clean_pdf = (workspace / "paper/main.pdf").read_bytes()
+    main = workspace / "paper/main.tex"
+    main.write_text(main.read_text().replace("\\citep{knuth}", "\\citep{ghost2024} in Section~\\ref{sec:nowhere}"))
+
+    result = await call_raw(client, "compile_paper", {"preview_page": 1})
+    compiled = result.structured_content
+    assert compiled is not None and compiled["ok"] and not compiled["clean"]
+    assert compiled["undefined_citations"] == ["ghost2024"] and compiled["undefined_references"] == ["sec:nowhere"]
+    assert compiled["pdf"] == "paper/main.pdf" and compiled["version"] == 1
+    assert compiled["built"] == "paper/.build/main.pdf" and (workspace / compiled["built"]).is_file()
+    assert (workspace / "paper/main.pdf").read_bytes() == clean_pdf
+    assert [p.name for p in (workspace / "paper/.versions").iterdir()] == ["main-v001.pdf"]
+    note = compiled["note"]
+    assert "not clean" in note and "ghost2024" in note and "sec:nowhere" in note and "version 1" in note
+    assert isinstance(result.content[-1], ImageContent)  # the preview shows this build, '??' and all
+
+
+@pytest.mark.latex
+async def test_a_missing_figure_suggests_the_closest_figure_and_a_missing_style_says_where_to_put_it(
+    client: Client, workspace: Path
+) -> None:
+    await call(client, "new_paper", {"title": "Figures"})
+    (workspace / "paper/figures/loss_curves.pdf").write_bytes(b"%PDF-1.4 plot")
+    main = workspace / "paper/main.tex"
+    text = main.read_text()
+    main.write_text(text.replace("\\begin{document}", "\\begin{document}\n\\includegraphics{loss_curve}"))
+    compiled = await call(client, "compile_paper", {})
+    assert not compiled["ok"]
+    [figure] = compiled["missing_files"]
+    assert (figure["file"], figure["kind"]) == ("loss_curve", "figure")
+    assert figure["did_you_mean"] == ["figures/loss_curves.pdf"] and figure["debian_package"] is None
+    assert "Did you mean figures/loss_curves.pdf?" in figure["hint"]
+
+    main.write_text(
+        text.replace("\\documentclass[11pt]{article}", "\\documentclass{article}\n\\usepackage{neurips_2025}")
+    )
+    compiled = await call(client, "compile_paper", {})
+    [style] = compiled["missing_files"]
+    assert (style["file"], style["kind"], style["did_you_mean"]) == ("neurips_2025.sty", "style", [])
+    assert "Put it in the paper folder" in style["hint"]
+
+
+@pytest.mark.latex
+async def test_a_first_figure_edit_is_unambiguous_and_the_fresh_paper_compiles_without_a_warning(
+    workspace: Path,
+) -> None:
+    settings = Settings(workspace=workspace, toolsets=["latex", "files"], file_tools="on")
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        await call(client, "new_paper", {"title": "Plots", "template": "twocolumn"})
+        fresh = await call(client, "compile_paper", {})
+        assert fresh["clean"] and fresh["warnings"] == 0 and fresh["diagnostics"] == []
+        shutil.copy(workspace / "paper/main.pdf", workspace / "paper/figures/loss_curve.pdf")
+        figure = "\\includegraphics[width=\\linewidth]{loss_curve}"
+        heading = "\\section{Results}\\label{sec:results}\n"
+        await call(
+            client, "edit_file", {"path": "paper/main.tex", "old_string": heading, "new_string": heading + figure}
+        )
+        edited = await call(
+            client, "edit_file", {"path": "paper/main.tex", "old_string": figure, "new_string": figure + "\n"}
+        )
+        assert edited["replacements"] == 1
+        compiled = await call(client, "compile_paper", {})
+        assert compiled["clean"] and compiled["missing_files"] == [] and compiled["version"] == 2
+
+
+async def test_paper_text_numbers_keep_the_plus_minus_and_the_formula_around_them(
+    client: Client, workspace: Path
+) -> None:
+    (workspace / "p").mkdir()
+    (workspace / "p/main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n\\section{Results}\n"
+        "Ours reaches $93.2 \\pm 0.4$\\% accuracy over 5 seeds, $p < 0.01$ (Welch).\n\\end{document}\n"
+    )
+    numbers = await call(client, "paper_text", {"path": "p", "show": "numbers"})
+    found = {n["text"]: n for n in numbers["numbers"]}
+    assert "$93.2 \\pm 0.4$% accuracy over 5 seeds, $p < 0.01$" in found["0.4"]["context"]
+    assert found["0.01"]["in_math"] and "$p < 0.01$" in found["0.01"]["context"]

@@ -7,7 +7,7 @@ import pytest
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.latex import gen_texmap
 from research_mcp.latex.logparse import parse_blg, parse_log
-from research_mcp.latex.packages import lookup
+from research_mcp.latex.packages import describe_missing, lookup
 from research_mcp.latex.scaffold import latex_escape, new_paper
 
 LOG = r"""This is pdfTeX, Version 3.141592653-2.6-1.40.24 (TeX Live 2022/Debian) (preloaded format=pdflatex 2023.4.9)
@@ -128,6 +128,24 @@ def test_the_package_map_is_generated_from_tex_live_lists_not_written_by_hand() 
     assert own.debian_package is None and "not part of TeX Live" in own.hint
     lines = (Path(gen_texmap.__file__).with_name("texmap.tsv")).read_text().splitlines()
     assert lines[0].startswith("# made by `python -m research_mcp.latex.gen_texmap`") and len(lines) > 3000
+
+
+def test_a_missing_figure_names_the_closest_files_of_the_paper_not_a_package(tmp_path: Path) -> None:
+    for name in ("figures/loss_curves.pdf", "figures/accuracy.png", "sections/intro.tex", ".build/loss_curve.pdf"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    figure = describe_missing("loss_curve", tmp_path)
+    assert (figure.kind, figure.did_you_mean, figure.debian_package) == ("figure", ["figures/loss_curves.pdf"], None)
+    assert "Did you mean figures/loss_curves.pdf?" in figure.hint and "graphicspath" in figure.hint
+    assert describe_missing("figures/acuracy.png", tmp_path).did_you_mean == ["figures/accuracy.png"]
+    nothing = describe_missing("figures/ablation.pdf", tmp_path)
+    assert nothing.kind == "figure" and nothing.did_you_mean == [] and "No file" in nothing.hint
+    section = describe_missing("section/intro.tex", tmp_path)
+    assert (section.kind, section.did_you_mean) == ("file", ["sections/intro.tex"])
+    kit = describe_missing("iclr2024_conference.sty", tmp_path)
+    assert kit.kind == "style" and "paper folder" in kit.hint
+    package = describe_missing("algorithm.sty", tmp_path)
+    assert package.kind == "package" and package.debian_package == "texlive-science"
 
 
 def test_the_generator_reads_tex_lives_runfile_index(tmp_path: Path) -> None:

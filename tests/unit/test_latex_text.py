@@ -267,3 +267,16 @@ def test_symlinked_root_folder_still_reads(tmp_path: Path, paper: Path) -> None:
     link = tmp_path / "link"
     os.symlink(paper, link)
     assert read_latex(link / "main.tex").files[1] == "sections/method.tex"
+
+
+def test_a_numbers_context_keeps_the_formula_around_it(tmp_path: Path) -> None:
+    prose = "Some words. " * 20
+    (tmp_path / "main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n"
+        f"{prose}Ours reaches $93.2 \\pm 0.4$\\% accuracy (\\textbf{{best}}), "
+        f"against ${'x + ' * 40}y = 71.5$ for the baseline. {prose}\n\\end{{document}}\n"
+    )
+    numbers = {n.text: n for n in read_latex(tmp_path / "main.tex").numbers}
+    assert "$93.2 \\pm 0.4$% accuracy ( best )" in numbers["93.2"].context and numbers["0.4"].in_math
+    baseline = numbers["71.5"].context
+    assert baseline.count("$") == 2 and baseline.startswith("Some words") is False and "$x + x" in baseline
