@@ -55,7 +55,7 @@ def register(tools: ToolRegistry) -> None:
             max_chars=budget,
         )
 
-    @tools.tool(READ_ONLY_LOCAL)
+    @tools.tool(READ_ONLY_LOCAL, text_field="text")
     async def read_file(
         ctx: AppContext,
         ws: WorkspaceParam,

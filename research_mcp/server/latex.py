@@ -80,7 +80,7 @@ def register(tools: ToolRegistry) -> None:
             content.append(ImageContent(type="image", data=data, mime_type=compiled.preview.mime_type))
         return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
-    @tools.tool(READ_ONLY_LOCAL)
+    @tools.tool(READ_ONLY_LOCAL, text_field="text")
     async def paper_text(
         ctx: AppContext,
         ws: WorkspaceParam,
