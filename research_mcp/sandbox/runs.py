@@ -148,9 +148,15 @@ class RunManager:
                 f"The run asks for {req.gpus} GPU(s) but the {backend} backend can give {has} (see lab_info); "
                 "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
             )
-        run_id = new_run_id()
-        folder = self.run_dir(run_id)
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        (self.ws.root / "runs").mkdir(parents=True, exist_ok=True)
+        while True:  # an id is 24 random bits per second: claim its folder, so a clash takes another
+            run_id = new_run_id()
+            folder = self.run_dir(run_id)
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            break
         try:
             snap = take_snapshot(self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes)
             shutil.copytree(folder / "code", folder / "work", symlinks=True)

@@ -398,3 +398,15 @@ def test_assign_never_exceeds_a_slot_a_gpu_or_the_workspace_cap(
         assert run.limits["threads"] == (
             math.ceil(cpus) if cpus else max(1, 4 // min(capacity[run.backend].runs, cap or 9))
         )
+
+
+def test_a_run_id_that_clashes_with_an_existing_run_takes_another_and_leaves_that_run_alone(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = iter(["20260101-000000-aaaaaa", "20260101-000000-aaaaaa", "20260101-000000-bbbbbb"])
+    monkeypatch.setattr("research_mcp.sandbox.runs.new_run_id", lambda: next(ids))
+    runs = manager(ws, FakeBackend())
+    first = runs.prepare(request())
+    second = runs.prepare(request())
+    assert (first.id, second.id) == ("20260101-000000-aaaaaa", "20260101-000000-bbbbbb")
+    assert (ws.root / first.folder / "code").is_dir() and (ws.root / first.folder / "manifest.json").is_file()
