@@ -22,7 +22,15 @@ from research_mcp.sandbox.models import (
     PythonEnvName,
     TimeoutS,
 )
-from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, last_line, logs_of, status_of
+from research_mcp.sandbox.status import (
+    ListRunsResult,
+    RunLogsResult,
+    RunStatusResult,
+    last_line,
+    list_of,
+    logs_of,
+    status_of,
+)
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
     AppContext,
@@ -149,10 +157,9 @@ def register(tools: ToolRegistry) -> None:
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ListRunsResult:
         """Runs of this workspace, newest first, filtered by status, label or parent, paged."""
-        runs = state_of(ctx).runs(need_workspace(ctx, ws))
-        found, total = await in_thread(runs.list, status, label, parent, limit, offset)
-        end = offset + len(found)
-        return ListRunsResult(runs=found, total=total, next_offset=end if end < total else None)
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
+        return await in_thread(list_of, runs, status, label, parent, limit, offset, state.settings.max_output_chars)
 
     @tools.resource("run://{run_id}", mime_type="application/json")
     async def run_record(ctx: AppContext, run_id: str) -> str:

@@ -1,0 +1,141 @@
+"""The run tools' answers through a real MCP client session, on runs recorded in the workspace's store (not run):
+each answer within the output budget and paged beyond it, a wrong id or label answered with the ones there are."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from research_mcp.config import Settings
+from research_mcp.sandbox.runs import RunManager, RunRequest
+from research_mcp.server import build_server
+from research_mcp.store import Store
+from research_mcp.workspace import Workspace
+from tests.integration._client import call, call_raw, error_text
+
+pytestmark = pytest.mark.anyio
+
+BUDGET = Settings.model_fields["max_output_chars"].default
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / "exp").mkdir(parents=True)
+    (root / "exp" / "train.py").write_text("print('hi')\n")
+    return root
+
+
+@pytest.fixture
+async def client(workspace: Path) -> AsyncIterator[Client]:
+    async with Client(build_server(Settings(workspace=workspace)), raise_exceptions=True) as c:
+        yield c
+
+
+def record_runs(workspace: Path, requests: list[dict[str, object]]) -> list[str]:
+    """Runs recorded the way run_experiment records them, then marked succeeded; newest last."""
+    store = Store(workspace / ".research" / "state.db")
+    manager = RunManager(Workspace(workspace, "setting"), store, {}, choose=lambda: "local", max_concurrent=1)
+    ids: list[str] = []
+    try:
+        for number, request in enumerate(requests):
+            run = manager.prepare(
+                RunRequest.model_validate({"command": "python train.py", "workdir": "exp", **request})
+            )
+            store.connection().execute(
+                "UPDATE runs SET state = 'succeeded', exit_code = 0, created_at = ? WHERE id = ?", (number, run.id)
+            )
+            ids.append(run.id)
+    finally:
+        store.close()
+    return ids
+
+
+def size(answer: dict[str, object]) -> int:
+    return len(json.dumps(answer))
+
+
+async def test_list_runs_of_hundreds_of_runs_stays_within_the_budget_and_pages_through_all(
+    client: Client, workspace: Path
+) -> None:
+    ids = record_runs(
+        workspace,
+        [
+            {"label": f"sweep-{i % 7}", "seed": i, "config": {"lr": 0.001 * i, "depth": i % 12, "name": "x" * 40},
+             "note": f"try {i}: " + "a longer hypothesis " * (190 if i % 50 == 0 else 8),
+             **({"command": "python train.py " + "--flag value " * 800} if i % 60 == 0 else {})}
+            for i in range(400)
+        ],
+    )  # fmt: skip
+    seen: list[str] = []
+    offset: int | None = 0
+    pages = 0
+    while offset is not None:
+        page = await call(client, "list_runs", {"limit": 200, "offset": offset})
+        assert size(page) <= BUDGET, (offset, size(page))
+        assert page["total"] == 400 and page["runs"]
+        seen += [run["id"] for run in page["runs"]]
+        offset, pages = page["next_offset"], pages + 1
+    assert seen == ids[::-1] and pages > 2
+    long = await call(client, "list_runs", {"limit": 1, "offset": 399 - 350})  # run 350's note is long
+    assert "more characters]" in long["runs"][0]["note"]
+    whole = await call(client, "run_status", {"run_id": long["runs"][0]["id"]})
+    assert whole["run"]["note"].endswith("a longer hypothesis ")
+
+
+async def test_run_logs_of_a_capped_log_says_what_it_left_out_and_pages_back(client: Client, workspace: Path) -> None:
+    [run_id] = record_runs(workspace, [{}])
+    lines = [f"step {i} loss {1 / (i + 1):.6f} " + "=" * 120 for i in range(250_000)]
+    marker = "[research-mcp: log capped at 33554432 bytes; 1000 bytes of output dropped here]"
+    text = "\n".join([*lines[:200_000], marker, *lines[200_000:]]) + "\n"
+    (workspace / "runs" / run_id / "log.txt").write_text(text)
+    total = 250_001
+    tail = await call(client, "run_logs", {"run_id": run_id, "tail": 5000})
+    assert size(tail) <= BUDGET
+    assert tail["capped"] and tail["total_lines"] == total and tail["lines_asked"] == 5000
+    returned = len(tail["lines"])
+    assert 0 < returned < 5000 and tail["lines_left_out"] == 5000 - returned
+    assert tail["first_line"] == total - returned + 1 and tail["lines"][-1] == lines[-1]
+    assert tail["next_offset"] is None
+    back = await call(client, "run_logs", {"run_id": run_id, "offset": tail["prev_offset"], "limit": 5000})
+    assert size(back) <= BUDGET
+    assert back["first_line"] == tail["prev_offset"] and back["lines"][-1] == lines[tail["first_line"] - 3]
+    wanted = min(5000, total - back["first_line"] + 1)
+    assert back["lines_left_out"] == wanted - len(back["lines"]) > 0
+    assert back["next_offset"] == back["first_line"] + len(back["lines"])
+    start = await call(client, "run_logs", {"run_id": run_id, "offset": 1, "limit": 3})
+    assert start["lines"] == lines[:3] and start["prev_offset"] is None and start["lines_left_out"] == 0
+
+
+async def test_one_line_longer_than_the_budget_is_cut_and_paging_moves_on(client: Client, workspace: Path) -> None:
+    [run_id] = record_runs(workspace, [{}])
+    (workspace / "runs" / run_id / "log.txt").write_text("first\n" + "\x1b" * 100_000 + "\nlast\n")
+    page = await call(client, "run_logs", {"run_id": run_id, "offset": 2, "limit": 1})
+    assert size(page) <= BUDGET and page["lines"][0].endswith("[research-mcp: line cut, 100000 characters]")
+    assert page["next_offset"] == 3
+    tail = await call(client, "run_logs", {"run_id": run_id, "tail": 2})
+    assert size(tail) <= BUDGET and tail["lines"][-1] == "last"
+
+
+async def test_a_wrong_run_id_is_answered_with_the_closest_and_the_newest_ids(client: Client, workspace: Path) -> None:
+    ids = record_runs(workspace, [{} for _ in range(6)])
+    typo = ids[1][:-1] + ("0" if ids[1][-1] != "0" else "1")
+    message = error_text(await call_raw(client, "run_status", {"run_id": typo}))
+    closest = message.split("closest ids: ")[1].split(";")[0].split(", ")
+    assert closest[0] == ids[1], message
+    assert f"newest: {', '.join(ids[::-1][:3])}" in message and "list_runs" in message
+    parent = error_text(await call_raw(client, "list_runs", {"parent": typo}))
+    assert ids[1] in parent
+
+
+async def test_a_wrong_label_is_answered_with_the_labels_there_are(client: Client, workspace: Path) -> None:
+    record_runs(workspace, [{"label": "lr0.05"}, {"label": "lr1.0"}, {}])
+    message = error_text(await call_raw(client, "list_runs", {"label": "lr1.O"}))
+    assert "No run has label 'lr1.O'; labels here: lr1.0, lr0.05." in message
+    assert (await call(client, "list_runs", {"label": "lr1.0"}))["total"] == 1
+    assert (await call(client, "list_runs", {"label": "lr1.0", "status": "failed"}))["total"] == 0
+
