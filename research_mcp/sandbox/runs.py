@@ -35,7 +35,7 @@ from research_mcp.sandbox.models import (
     RunRequest,
     RunState,
 )
-from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
+from research_mcp.sandbox.pyenv import PythonEnv, container_problem, resolve_python_env
 from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
@@ -149,6 +149,8 @@ class RunManager:
             self.get(req.parent)
         pyenv = None if req.python_env is None else resolve_python_env(self.ws, req.python_env, self.python_envs)
         backend = self._choose() if req.backend == "auto" else req.backend
+        if backend == "docker" and pyenv is not None and (problem := container_problem(pyenv)):
+            raise SandboxError(problem)
         if req.gpus and req.gpus > (has := len(self.backend(backend).capacity().gpus)):
             raise SandboxError(
                 f"The run asks for {req.gpus} GPU(s) but the {backend} backend can give {has} (see lab_info); "

@@ -15,6 +15,7 @@ from research_mcp.sandbox.runs import RunManager, RunRequest
 from research_mcp.server import build_server
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
+from tests.conftest import open_for_sandbox
 from tests.integration._client import call, call_raw, error_text
 
 pytestmark = pytest.mark.anyio
@@ -139,3 +140,30 @@ async def test_a_wrong_label_is_answered_with_the_labels_there_are(client: Clien
     assert (await call(client, "list_runs", {"label": "lr1.0"}))["total"] == 1
     assert (await call(client, "list_runs", {"label": "lr1.0", "status": "failed"}))["total"] == 0
 
+
+def fake_venv(folder: Path, home: Path) -> None:
+    """A virtualenv's layout (bin/python, pyvenv.cfg) made from the interpreter in `home`."""
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin" / "python").write_text("")
+    (folder / "pyvenv.cfg").write_text(f"home = {home}\ninclude-system-site-packages = false\n")
+
+
+@pytest.mark.parametrize(
+    ("home", "says"),
+    [("/usr/local/bin", "made from the interpreter in /usr/local, which a Docker run cannot see"),
+     ("closed/bin", "its interpreter sits under {closed}, which the sandbox user (uid 65534) cannot enter")],
+)  # fmt: skip
+async def test_a_docker_run_whose_interpreter_the_container_cannot_reach_is_refused_before_it_starts(
+    workspace: Path, tmp_path: Path, home: str, says: str
+) -> None:
+    open_for_sandbox(tmp_path, workspace)
+    closed = tmp_path / "closed"
+    (closed / "bin").mkdir(parents=True)
+    (closed / "bin" / "python3").write_text("")
+    closed.chmod(0o700)  # as /root is
+    fake_venv(workspace / ".venv", closed / "bin" if home == "closed/bin" else Path(home))
+    async with Client(build_server(Settings(workspace=workspace, backend="docker")), raise_exceptions=True) as client:
+        request = {"command": "python -c pass", "workdir": None, "files": {"a": ""}, "python_env": ".venv"}
+        message = error_text(await call_raw(client, "run_experiment", request))
+        assert says.format(closed=closed) in message and 'backend="local"' in message, message
+        assert (await call(client, "list_runs", {}))["total"] == 0
