@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -84,6 +85,7 @@ async def test_a_run_succeeds_and_its_output_is_logged(lab: Client) -> None:
                                                  "files": {"x.txt": "x"}, "wait_s": 30})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert (done["run"]["state"], done["run"]["exit_code"]) == ("succeeded", 0)
+    assert re.fullmatch(r"Exited with code 0 after \d+\.\d s\.", done["run"]["detail"])  # the same on every backend
     assert "42" in done["log_tail"]
     assert len(done["run"]["code_hash"]) == 64
 
@@ -93,6 +95,7 @@ async def test_a_non_zero_exit_is_a_failed_run_with_its_code(lab: Client) -> Non
                                                  "files": {"a": ""}, "wait_s": 30})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert (done["run"]["state"], done["run"]["exit_code"], done["run"]["failure"]) == ("failed", 3, "error")
+    assert re.fullmatch(r"Exited with code 3 after \d+\.\d s; the end of log.txt says why\.", done["run"]["detail"])
     assert "about to fail" in done["log_tail"]
 
 
@@ -101,6 +104,7 @@ async def test_a_run_past_its_timeout_is_killed_within_five_seconds(lab: Client)
                                                  "timeout_s": 2})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert (done["run"]["state"], done["run"]["failure"]) == ("failed", "timeout")
+    assert done["run"]["detail"] == "Killed at its wall-clock limit of 2 s (timeout_s), with every process."
     assert done["run"]["duration_s"] < 2 + 5
 
 
