@@ -32,8 +32,9 @@ def _tail_bytes(path: Path, lines: int, max_bytes: int) -> bytes:
 
 
 def line_cost(line: str) -> int:
-    """Characters a line takes in a JSON answer (escapes counted, as `json.dumps` writes them), with its comma."""
-    return len(json.dumps(line)) + 1
+    """Characters a line takes as an item of a JSON list, escapes counted as `json.dumps` writes them, with the
+    indent, comma and newline of the answer's text (the SDK writes it indented)."""
+    return len(json.dumps(line)) + 6
 
 
 def clip(line: str, max_chars: int) -> str:

@@ -3,7 +3,6 @@ of runs; every answer within the output budget, every path workspace-relative.""
 
 from __future__ import annotations
 
-import json
 import mmap
 import re
 from typing import TYPE_CHECKING
@@ -68,7 +67,7 @@ class RunLogsResult(ToolModel):
 
 
 class ListRunsResult(ToolModel):
-    runs: list[Run] = Field(description="A command or note past 500 characters is shortened; run_status has it.")
+    runs: list[Run] = Field(description="A command or note past 500 characters is shortened.")
     total: int
     next_offset: int | None = Field(description="Pass as offset for the next page.")
 
@@ -117,7 +116,22 @@ def _within(paths: list[str], budget: int) -> list[str]:
     return kept
 
 
-def status_of(runs: RunManager, run_id: str) -> RunStatusResult:
+def status_of(runs: RunManager, run_id: str, max_chars: int) -> RunStatusResult:
+    """The run with its last lines, files and next step, within `max_chars` as the indented text of the answer:
+    past it, a long command or note is shortened, then the oldest lines of the tail are dropped."""
+    found = _status(runs, run_id)
+    if _text_size(found) > max_chars:
+        found.run = _shortened(found.run)
+    while found.log_tail and _text_size(found) > max_chars:
+        found.log_tail = found.log_tail[1:]
+    return found
+
+
+def _text_size(model: ToolModel) -> int:
+    return len(model.model_dump_json(indent=2))
+
+
+def _status(runs: RunManager, run_id: str) -> RunStatusResult:
     run = runs.get(run_id)
     tail = read_tail(runs.run_dir(run_id) / "log.txt", _STATUS_TAIL_LINES, _STATUS_TAIL_CHARS)
     found = runs.outputs(run_id, limit=5000)
@@ -191,7 +205,8 @@ def list_of(
     found, total = runs.list(state, label, parent, limit, offset)
     budget, used, page = max_chars - _ENVELOPE_CHARS, 0, list[Run]()
     for run in map(_shortened, found):
-        used += len(json.dumps(run.model_dump(mode="json"))) + 1
+        text = run.model_dump_json(indent=2)
+        used += len(text) + 4 * text.count("\n") + 6  # as a list item in the indented answer
         if page and used > budget:
             break
         page.append(run)

@@ -71,7 +71,7 @@ async def _watch(ctx: AppContext, ws: WorkspaceParam, run_id: str, wait_s: float
             last, sent_at = line, now
             elapsed = min(wait_s, now - started)
             await ctx.report_progress(round(elapsed, 1), wait_s, f"{run.state} ({elapsed:.0f} s): {line[:200]}")
-    return await in_thread(status_of, runs, run_id)
+    return await in_thread(status_of, runs, run_id, state_of(ctx).settings.max_output_chars)
 
 
 def register(tools: ToolRegistry) -> None:
@@ -142,9 +142,10 @@ def register(tools: ToolRegistry) -> None:
     @tools.tool(STOPS_RUN)
     async def cancel_run(ctx: AppContext, ws: WorkspaceParam, run_id: RunId) -> RunStatusResult:
         """Cancel a queued or running run, killing its whole process tree or container."""
-        runs = state_of(ctx).runs(need_workspace(ctx, ws))
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
         await runs.cancel(run_id)
-        return await in_thread(status_of, runs, run_id)
+        return await in_thread(status_of, runs, run_id, state.settings.max_output_chars)
 
     @tools.tool(READ_ONLY_LOCAL)
     async def list_runs(
@@ -164,8 +165,9 @@ def register(tools: ToolRegistry) -> None:
     @tools.resource("run://{run_id}", mime_type="application/json")
     async def run_record(ctx: AppContext, run_id: str) -> str:
         """A run's record: state, exit code, failure kind, command, limits, timings, last log lines, outputs."""
-        runs = state_of(ctx).runs(known_workspace(ctx))
-        return (await in_thread(status_of, runs, run_id)).model_dump_json()
+        state = state_of(ctx)
+        runs = state.runs(known_workspace(ctx))
+        return (await in_thread(status_of, runs, run_id, state.settings.max_output_chars)).model_dump_json()
 
     @tools.resource("run://{run_id}/log", mime_type="text/plain")
     async def run_log(ctx: AppContext, run_id: str) -> str:

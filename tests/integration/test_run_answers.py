@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_types import TextContent
 
 from research_mcp.config import Settings
 from research_mcp.sandbox.runs import RunManager, RunRequest
@@ -60,6 +62,16 @@ def size(answer: dict[str, object]) -> int:
     return len(json.dumps(answer))
 
 
+async def answer(client: Client, tool: str, args: dict[str, object]) -> dict[str, Any]:
+    """The structured answer of a call that must succeed, checked within the budget both as compact JSON and as
+    the text the model reads."""
+    result = await call_raw(client, tool, args)
+    assert not result.is_error and result.structured_content is not None, result.content
+    texts = [block.text for block in result.content if isinstance(block, TextContent)]
+    assert size(result.structured_content) <= BUDGET and sum(map(len, texts)) <= BUDGET, (tool, args)
+    return result.structured_content
+
+
 async def test_list_runs_of_hundreds_of_runs_stays_within_the_budget_and_pages_through_all(
     client: Client, workspace: Path
 ) -> None:
@@ -76,7 +88,7 @@ async def test_list_runs_of_hundreds_of_runs_stays_within_the_budget_and_pages_t
     offset: int | None = 0
     pages = 0
     while offset is not None:
-        page = await call(client, "list_runs", {"limit": 200, "offset": offset})
+        page = await answer(client, "list_runs", {"limit": 200, "offset": offset})
         assert size(page) <= BUDGET, (offset, size(page))
         assert page["total"] == 400 and page["runs"]
         seen += [run["id"] for run in page["runs"]]
@@ -95,14 +107,14 @@ async def test_run_logs_of_a_capped_log_says_what_it_left_out_and_pages_back(cli
     text = "\n".join([*lines[:200_000], marker, *lines[200_000:]]) + "\n"
     (workspace / "runs" / run_id / "log.txt").write_text(text)
     total = 250_001
-    tail = await call(client, "run_logs", {"run_id": run_id, "tail": 5000})
+    tail = await answer(client, "run_logs", {"run_id": run_id, "tail": 5000})
     assert size(tail) <= BUDGET
     assert tail["capped"] and tail["total_lines"] == total and tail["lines_asked"] == 5000
     returned = len(tail["lines"])
     assert 0 < returned < 5000 and tail["lines_left_out"] == 5000 - returned
     assert tail["first_line"] == total - returned + 1 and tail["lines"][-1] == lines[-1]
     assert tail["next_offset"] is None
-    back = await call(client, "run_logs", {"run_id": run_id, "offset": tail["prev_offset"], "limit": 5000})
+    back = await answer(client, "run_logs", {"run_id": run_id, "offset": tail["prev_offset"], "limit": 5000})
     assert size(back) <= BUDGET
     assert back["first_line"] == tail["prev_offset"] and back["lines"][-1] == lines[tail["first_line"] - 3]
     wanted = min(5000, total - back["first_line"] + 1)
@@ -115,10 +127,10 @@ async def test_run_logs_of_a_capped_log_says_what_it_left_out_and_pages_back(cli
 async def test_one_line_longer_than_the_budget_is_cut_and_paging_moves_on(client: Client, workspace: Path) -> None:
     [run_id] = record_runs(workspace, [{}])
     (workspace / "runs" / run_id / "log.txt").write_text("first\n" + "\x1b" * 100_000 + "\nlast\n")
-    page = await call(client, "run_logs", {"run_id": run_id, "offset": 2, "limit": 1})
+    page = await answer(client, "run_logs", {"run_id": run_id, "offset": 2, "limit": 1})
     assert size(page) <= BUDGET and page["lines"][0].endswith("[research-mcp: line cut, 100000 characters]")
     assert page["next_offset"] == 3
-    tail = await call(client, "run_logs", {"run_id": run_id, "tail": 2})
+    tail = await answer(client, "run_logs", {"run_id": run_id, "tail": 2})
     assert size(tail) <= BUDGET and tail["lines"][-1] == "last"
 
 
@@ -167,3 +179,25 @@ async def test_a_docker_run_whose_interpreter_the_container_cannot_reach_is_refu
         message = error_text(await call_raw(client, "run_experiment", request))
         assert says.format(closed=closed) in message and 'backend="local"' in message, message
         assert (await call(client, "list_runs", {}))["total"] == 0
+
+
+async def test_run_logs_of_many_short_lines_counts_what_the_text_answer_takes(client: Client, workspace: Path) -> None:
+    [run_id] = record_runs(workspace, [{}])
+    (workspace / "runs" / run_id / "log.txt").write_text("".join(f"{i % 10}\n" for i in range(20_000)))
+    tail = await answer(client, "run_logs", {"run_id": run_id, "tail": 5000})
+    assert 1000 < len(tail["lines"]) < 5000 and tail["first_line"] == 20_000 - len(tail["lines"]) + 1
+
+
+async def test_run_status_of_a_run_with_a_long_command_and_many_files_stays_within_the_budget(
+    client: Client, workspace: Path
+) -> None:
+    command = "python train.py " + " ".join(f"--opt{i}=\u00e9\u00e9" for i in range(2000))
+    [run_id] = record_runs(workspace, [{"command": command[:20_000], "note": "why " * 990}])
+    outputs = workspace / "runs" / run_id / "outputs"
+    for i in range(500):
+        (outputs / f"checkpoint_{i:04d}_with_a_rather_long_descriptive_name.json").write_text("{}")
+    (workspace / "runs" / run_id / "log.txt").write_text("".join(f"epoch {i} " + "~" * 190 + "\n" for i in range(50)))
+    status = await answer(client, "run_status", {"run_id": run_id})
+    assert status["outputs_not_listed"] == 500 - len(status["outputs"]) > 0
+    assert status["outputs"][0] == f"runs/{run_id}/outputs/checkpoint_0000_with_a_rather_long_descriptive_name.json"
+    assert "more characters]" in status["run"]["command"] and status["log_tail"][-1].startswith("epoch 49 ")

@@ -293,7 +293,7 @@ async def test_a_run_that_could_not_start_says_why_in_its_next_step(ws: Workspac
     runs = manager(ws, backend)
     run = runs.prepare(request())
     await runs.pump()
-    step = status_of(runs, run.id).next_step
+    step = status_of(runs, run.id, 24_000).next_step
     assert (step.tool, step.why) == ("lab_info", f"The run could not start: {backend.refuse}")
 
 
