@@ -539,6 +539,11 @@ class RunManager:
         ).fetchall()
         return [self._to_run(row) for row in rows], total
 
+    def python_env(self, run_id: str) -> PythonEnv | None:
+        """The Python environment the run was started with, as it was resolved then."""
+        found = json.loads(self._row(run_id)["limits"]).get("python_env")
+        return None if found is None else PythonEnv.model_validate(found)
+
     def _check_label(self, label: str) -> None:
         """Refuse a label no run has, naming the closest labels there are first."""
         rows = self.store.connection().execute("SELECT DISTINCT label FROM runs WHERE label IS NOT NULL")

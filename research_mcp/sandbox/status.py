@@ -4,7 +4,9 @@ of runs; every answer within the output budget, every path workspace-relative.""
 from __future__ import annotations
 
 import mmap
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import Field
@@ -73,10 +75,17 @@ class ListRunsResult(ToolModel):
 
 
 def _why_interpreter(runs: RunManager, run: Run) -> str:
-    """Why the environment's interpreter did not start, from the end of the log, when it says."""
+    """Why the environment's interpreter did not start: a link of its bin/ that leads nowhere, and the end of the
+    log when it says."""
+    why = ""
+    env = runs.python_env(run.id)
+    links = [] if env is None else [Path(env.root, "bin", name) for name in ("python", "python3")]
+    broken = next((link for link in links if link.is_symlink() and not link.exists()), None)
+    if broken is not None:
+        why = f"; its bin/{broken.name} leads to {os.readlink(broken)}, which does not exist"
     tail = read_tail(runs.run_dir(run.id) / "log.txt", 20, 2000)
     said = next((line.strip() for line in reversed(tail) if _INTERPRETER_SIGNS.search(line)), None)
-    return f"; the log says: {said[:300]}" if said else ""
+    return why + (f"; the log says: {said[:300]}" if said else "")
 
 
 def _next_step(runs: RunManager, run: Run, outputs: list[str], metrics: list[str]) -> NextStep:

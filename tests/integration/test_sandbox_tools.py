@@ -526,6 +526,7 @@ async def test_an_environment_whose_interpreter_cannot_start_is_blamed_not_the_c
     assert (done["run"]["state"], done["run"]["exit_code"], done["run"]["python_env"]) == ("failed", 127, ".venv")
     why = done["next_step"]["why"]
     assert "the environment's interpreter could not be started (exit 127)" in why.lower(), why
+    assert "its bin/python leads to /nonexistent/python3, which does not exist" in why
     assert "not found" in why and "fix the code" not in why.replace("not fix the code", "")
     # the same exit without a python_env is the code's to fix
     started = await call(lab, "run_experiment", {"command": "exit 127", "workdir": None, "files": {"a": ""}})
