@@ -27,7 +27,8 @@ _PATHS_CHARS = 6000
 _ENVELOPE_CHARS = 1000
 """Room kept in an answer for everything but its lines or runs."""
 _LONG_TEXT = 500
-"""A run's command or note longer than this is shortened in list_runs (run_status has it whole)."""
+"""A run's command or note longer than this is shortened in list_runs, and in run_status when its answer would
+pass the budget otherwise."""
 
 _WAIT = {
     "queued": "It waits for a free slot; this follows it for up to 50 s.",
