@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,8 +115,11 @@ class SandboxError(ResearchError):
 
 
 class RunNotFoundError(SandboxError):
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"No run {run_id!r}. Call list_runs to see the run ids of this workspace.")
+    def __init__(self, run_id: str, closest: Sequence[str] = (), newest: Sequence[str] = ()) -> None:
+        known = [f"closest ids: {', '.join(closest)}"] if closest else []
+        known += [f"newest: {', '.join(newest)}"] if newest else []
+        here = f" ({'; '.join(known)})" if known else ""
+        super().__init__(f"No run {run_id!r}{here}. Call list_runs to see the run ids of this workspace.")
         self.run_id = run_id
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ToolModel"]
+__all__ = ["NextStep", "ToolModel"]
 
 
 def _drop_titles(schema: dict[str, Any]) -> None:
@@ -22,3 +22,11 @@ def _drop_titles(schema: dict[str, Any]) -> None:
 
 class ToolModel(BaseModel):
     model_config = ConfigDict(json_schema_extra=_drop_titles)
+
+
+class NextStep(ToolModel):
+    """The call that moves the work on, as the model would make it."""
+
+    tool: str = Field(description="The tool to call.")
+    arguments: dict[str, Any] = Field(description="Its arguments, ready to pass.")
+    why: str = Field(description="One sentence: what the call is for.")

@@ -6,7 +6,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["changed_files", "folder_bytes"]
+__all__ = ["CACHE_DIRS", "changed_files", "folder_bytes", "output_files"]
+
+CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".mypy_cache", ".ruff_cache"})
+"""Folders of caches a run leaves behind, never among its listed outputs."""
+
+
+def output_files(outputs: Path) -> list[str]:
+    """Regular files under outputs/ (symlinks not followed, caches left out), relative to it."""
+    found: list[str] = []
+    for folder, dirs, names in os.walk(outputs):
+        dirs[:] = sorted(d for d in dirs if d not in CACHE_DIRS)
+        for name in sorted(names):
+            path = Path(folder, name)
+            if path.is_file() and not path.is_symlink():
+                found.append(path.relative_to(outputs).as_posix())
+    return found
 
 
 def changed_files(code: Path, work: Path) -> list[str]:
@@ -14,7 +29,7 @@ def changed_files(code: Path, work: Path) -> list[str]:
     as `work/<rel>`. No hashing: it runs on every run_status, and a snapshot may hold hundreds of MiB."""
     found: list[str] = []
     for folder, dirs, names in os.walk(work):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if d not in CACHE_DIRS)
         for name in sorted(names):
             path = Path(folder, name)
             rel = path.relative_to(work).as_posix()

@@ -43,6 +43,7 @@ from research_mcp.sandbox._docker_engine import (
     connect,
     probe_engine,
 )
+from research_mcp.sandbox._layout import ended_detail
 from research_mcp.sandbox.base import (
     LOG_CAP_MARKER,
     SANDBOX_OUTPUTS,
@@ -488,10 +489,6 @@ def _timestamp(value: object) -> float | None:
     return datetime.fromisoformat(match.group(1) + fraction + zone).timestamp()
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MiB"
-
-
 def _ended_status(attrs: dict[str, Any], *, killed: str | None, peak: int | None) -> RunStatus:
     state = cast(dict[str, Any], attrs["State"])
     limit = cast(int, attrs.get("HostConfig", {}).get("Memory") or 0)
@@ -500,25 +497,19 @@ def _ended_status(attrs: dict[str, Any], *, killed: str | None, peak: int | None
     code = cast(int | None, state.get("ExitCode"))
     if started is not None and ended is not None:
         ended = max(ended, started)  # the engine stamps the two from different clocks reads: can be 1 ms apart
-    took = f" after {ended - started:.1f} s" if started is not None and ended is not None else ""
+    took = ended - started if started is not None and ended is not None else None
     failure: str | None = None
-    if killed == "timeout":
-        timeout = float(cast(str, attrs["Config"]["Labels"].get(LABEL_TIMEOUT, "nan")))
-        failure, detail = "timeout", f"Killed at its wall-clock limit of {timeout:g} s (timeout_s), with every process."
-    elif killed == "cancelled":
-        failure, detail = "cancelled", f"Cancelled{took}: the container and every process in it were killed."
+    if killed in ("timeout", "cancelled"):
+        failure = killed
     elif state.get("OOMKilled") and code != 0:
         failure = "oom"
-        detail = f"Killed by the out-of-memory killer{took} (exit {code})"
-        detail += f" at its memory limit of {_mib(limit)}: use less memory or ask for more." if limit else "."
         peak = max(peak or 0, limit) or None
     elif code != 0:
         failure = "error"
-        detail = f"Exited with code {code}{took}; the end of log.txt says why."
-        if state.get("Error"):
-            detail += f" Docker: {state['Error']}"
-    else:
-        detail = f"Exited with code 0{took}."
+    timeout = float(cast(str, attrs["Config"]["Labels"].get(LABEL_TIMEOUT, "nan"))) if killed == "timeout" else None
+    detail = ended_detail(failure, code, took, memory_bytes=limit or None, timeout_s=timeout)
+    if failure == "error" and state.get("Error"):
+        detail += f" Docker: {state['Error']}"
     return RunStatus(
         state="exited",
         exit_code=code,

@@ -27,6 +27,7 @@ __all__ = [
     "RunState",
     "TimeoutS",
     "is_metric_file",
+    "is_plot",
 ]
 
 RunState = Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"]
@@ -64,6 +65,7 @@ class Run(ToolModel):
     seed: int | None = None
     parent: str | None = None
     note: str | None = None
+    python_env: str | None = Field(None, description="The Python environment it ran with; null: the sandbox's.")
     exit_code: int | None = None
     failure: str | None = Field(None, description="timeout, oom, cuda_oom, disk, cancelled, error or lost.")
     detail: str | None = None
@@ -73,6 +75,13 @@ class Run(ToolModel):
     duration_s: float | None = None
     peak_memory_bytes: int | None = None
     folder: str = Field(description="The run's folder in the workspace: code/, work/, outputs/, log.txt.")
+
+
+PLOT_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def is_plot(path: str) -> bool:
+    return path.lower().endswith(PLOT_SUFFIXES)
 
 
 def is_metric_file(path: str) -> bool:

@@ -31,6 +31,8 @@ class PythonEnv(ToolModel):
     name: str
     root: str
     ro_paths: list[str]
+    base: str | None = None
+    """The prefix of the interpreter a virtualenv was made from (None: conda, or not known)."""
 
     def env(self, base_path: str = "/usr/local/bin:/usr/bin:/bin") -> dict[str, str]:
         return {"PATH": f"{self.root}/bin:{base_path}", "VIRTUAL_ENV": self.root}
@@ -61,7 +63,42 @@ def resolve_python_env(ws: Workspace, wanted: str, named: Mapping[str, Path]) ->
     base = _base_prefix(root)
     if base is not None and not any(base == p or base.startswith(p + "/") for p in _SYSTEM_PREFIXES):
         ro_paths.append(base)
-    return PythonEnv(name=wanted, root=str(root), ro_paths=ro_paths)
+    return PythonEnv(name=wanted, root=str(root), ro_paths=ro_paths, base=base)
+
+
+def container_problem(env: PythonEnv) -> str | None:
+    """Why a Docker run could not start this environment's interpreter, or None. A container sees the image's
+    `/usr` (so an interpreter under `/usr/local` or another `/usr/...` prefix of the host is not there) and the
+    bound folders at their host paths, below folders the sandbox user (uid 65534) must be able to enter."""
+    fix = (
+        "Make the environment from the image's Python (`/usr/bin/python3 -m venv`) in a folder others can enter, "
+        'or run it with backend="local".'
+    )
+    if env.base is not None and env.base.startswith("/usr/"):
+        return (
+            f"python_env {env.name!r} was made from the interpreter in {env.base}, which a Docker run cannot see "
+            f"(its /usr is the image's). {fix}"
+        )
+    for path in env.ro_paths:
+        closed = _closed_ancestor(Path(path))
+        if closed is not None:
+            what = "its interpreter" if path == env.base else "it"
+            return (
+                f"python_env {env.name!r} cannot start in a Docker run: {what} sits under {closed}, which the "
+                f"sandbox user (uid 65534) cannot enter. {fix}"
+            )
+    return None
+
+
+def _closed_ancestor(path: Path) -> str | None:
+    """The first folder on the way to `path` that others may not enter (no o+x), or None."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return str(folder)
+        except OSError:
+            return str(folder)
+    return None
 
 
 def _base_prefix(root: Path) -> str | None:

@@ -8,6 +8,7 @@ handles again, finalises what ended while it was away, and marks what vanished `
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
-from research_mcp.sandbox._files import changed_files, folder_bytes
+from research_mcp.sandbox._files import changed_files, folder_bytes, output_files
 from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import (
@@ -34,7 +35,7 @@ from research_mcp.sandbox.models import (
     RunRequest,
     RunState,
 )
-from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
+from research_mcp.sandbox.pyenv import PythonEnv, container_problem, resolve_python_env
 from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
@@ -78,6 +79,11 @@ def _owner_gone(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def _env_name(limits: str) -> str | None:
+    found: dict[str, Any] | None = json.loads(limits).get("python_env")
+    return None if found is None else str(found["name"])
 
 
 class RunManager:
@@ -143,14 +149,22 @@ class RunManager:
             self.get(req.parent)
         pyenv = None if req.python_env is None else resolve_python_env(self.ws, req.python_env, self.python_envs)
         backend = self._choose() if req.backend == "auto" else req.backend
+        if backend == "docker" and pyenv is not None and (problem := container_problem(pyenv)):
+            raise SandboxError(problem)
         if req.gpus and req.gpus > (has := len(self.backend(backend).capacity().gpus)):
             raise SandboxError(
                 f"The run asks for {req.gpus} GPU(s) but the {backend} backend can give {has} (see lab_info); "
                 "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
             )
-        run_id = new_run_id()
-        folder = self.run_dir(run_id)
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        (self.ws.root / "runs").mkdir(parents=True, exist_ok=True)
+        while True:  # an id is 24 random bits per second: claim its folder, so a clash takes another
+            run_id = new_run_id()
+            folder = self.run_dir(run_id)
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            break
         try:
             snap = take_snapshot(self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes)
             shutil.copytree(folder / "code", folder / "work", symlinks=True)
@@ -481,7 +495,10 @@ class RunManager:
     def _row(self, run_id: str) -> Any:
         row = self.store.connection().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise RunNotFoundError(run_id)
+            ids = [
+                r[0] for r in self.store.connection().execute("SELECT id FROM runs ORDER BY created_at DESC, id DESC")
+            ]
+            raise RunNotFoundError(run_id, difflib.get_close_matches(run_id, ids, n=3, cutoff=0.5), ids[:3])
         return row
 
     def _to_run(self, row: Any) -> Run:
@@ -491,7 +508,8 @@ class RunManager:
             id=row["id"], state=row["state"], backend=row["backend"], command=row["command"],
             workdir=row["workdir"], image=row["image"], code_hash=row["code_hash"], label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
-            note=row["note"], exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
+            note=row["note"], python_env=_env_name(row["limits"]),
+            exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=row["created_at"], started_at=started, ended_at=row["ended_at"],
             duration_s=round((ended or self.clock()) - started, 3) if started else None,
             peak_memory_bytes=row["peak_memory_bytes"], folder=f"runs/{row['id']}",
@@ -511,23 +529,41 @@ class RunManager:
                 args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         conn = self.store.connection()
+        if parent is not None:
+            self._row(parent)  # an unknown parent names the closest ids
         total = int(conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()[0])
+        if label is not None and not total:
+            self._check_label(label)
         rows = conn.execute(
             f"SELECT * FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
         ).fetchall()
         return [self._to_run(row) for row in rows], total
 
+    def python_env(self, run_id: str) -> PythonEnv | None:
+        """The Python environment the run was started with, as it was resolved then."""
+        found = json.loads(self._row(run_id)["limits"]).get("python_env")
+        return None if found is None else PythonEnv.model_validate(found)
+
+    def _check_label(self, label: str) -> None:
+        """Refuse a label no run has, naming the closest labels there are first."""
+        rows = self.store.connection().execute("SELECT DISTINCT label FROM runs WHERE label IS NOT NULL")
+        labels = sorted(str(row[0]) for row in rows)
+        if label in labels:
+            return
+        if not labels:
+            raise BadInputError(f"No run has label {label!r}; no run here has a label (list_runs shows the runs).")
+        closest = difflib.get_close_matches(label, labels, n=5, cutoff=0.5)
+        named = [*closest, *(other for other in labels if other not in closest)]
+        more = f" and {len(named) - 20} more" if len(named) > 20 else ""
+        raise BadInputError(f"No run has label {label!r}; labels here: {', '.join(named[:20])}{more}.")
+
     def outputs(self, run_id: str, limit: int = 200) -> list[str]:
-        """Files the run wrote: everything in outputs/, and files in work/ that are new or changed."""
+        """Files the run wrote, workspace-relative (`runs/<id>/outputs/...`, `runs/<id>/work/...`): everything in
+        outputs/, and files in work/ that are new or changed; caches (`__pycache__`, ...) left out."""
         folder = self.run_dir(run_id)
-        found: list[str] = []
-        out_dir = folder / "outputs"
-        if out_dir.is_dir():
-            found += sorted(
-                p.relative_to(folder).as_posix() for p in out_dir.rglob("*") if p.is_file() and not p.is_symlink()
-            )
+        found = [f"outputs/{rel}" for rel in output_files(folder / "outputs")]
         found += changed_files(folder / "code", folder / "work")
-        return found[:limit]
+        return [f"runs/{run_id}/{rel}" for rel in found[:limit]]
 
     def _event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
         self.store.connection().execute(

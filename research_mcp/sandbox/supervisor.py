@@ -36,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal, cast
 
+from research_mcp.sandbox._layout import ended_detail
 from research_mcp.sandbox._starter import Prepared, Starter
 from research_mcp.sandbox._supervised import (
     UNSANDBOXED_NOTICE,
@@ -210,18 +211,18 @@ class _Supervisor:
             peak = stats.peak_memory_bytes
             if failure is None and exit_code and stats.oom_kills:
                 failure = "oom"
-                limit = spec.memory_bytes if spec else None
-                detail = f"killed by the out-of-memory killer at the memory limit ({limit} bytes)"
+        took = time.time() - started_at
+        memory = spec.memory_bytes if spec else None
         if failure is None and exit_code:
             failure = "error"
             if not sandbox_started:
                 detail = "bubblewrap could not set up the sandbox; its message is at the end of log.txt"
             else:
-                detail = f"the command exited with status {exit_code}"
-        elif failure == "timeout" and spec is not None:
-            detail = f"killed after the {spec.timeout_s:g} s timeout"
-        elif failure == "cancelled":
-            detail = "cancelled"
+                detail = ended_detail(failure, exit_code, took)
+        elif failure == "oom":
+            detail = ended_detail(failure, exit_code, took, memory_bytes=memory)
+        elif failure in ("timeout", "cancelled") or (failure is None and detail is None):
+            detail = ended_detail(failure, exit_code, took, timeout_s=spec.timeout_s if spec else None)
         status = {  # a RunStatus, field for field
             "state": "exited",
             "exit_code": exit_code,

@@ -22,7 +22,15 @@ from research_mcp.sandbox.models import (
     PythonEnvName,
     TimeoutS,
 )
-from research_mcp.sandbox.status import ListRunsResult, RunLogsResult, RunStatusResult, last_line, logs_of, status_of
+from research_mcp.sandbox.status import (
+    ListRunsResult,
+    RunLogsResult,
+    RunStatusResult,
+    last_line,
+    list_of,
+    logs_of,
+    status_of,
+)
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
     AppContext,
@@ -63,7 +71,7 @@ async def _watch(ctx: AppContext, ws: WorkspaceParam, run_id: str, wait_s: float
             last, sent_at = line, now
             elapsed = min(wait_s, now - started)
             await ctx.report_progress(round(elapsed, 1), wait_s, f"{run.state} ({elapsed:.0f} s): {line[:200]}")
-    return await in_thread(status_of, runs, run_id)
+    return await in_thread(status_of, runs, run_id, state_of(ctx).settings.max_output_chars)
 
 
 def register(tools: ToolRegistry) -> None:
@@ -134,9 +142,10 @@ def register(tools: ToolRegistry) -> None:
     @tools.tool(STOPS_RUN)
     async def cancel_run(ctx: AppContext, ws: WorkspaceParam, run_id: RunId) -> RunStatusResult:
         """Cancel a queued or running run, killing its whole process tree or container."""
-        runs = state_of(ctx).runs(need_workspace(ctx, ws))
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
         await runs.cancel(run_id)
-        return await in_thread(status_of, runs, run_id)
+        return await in_thread(status_of, runs, run_id, state.settings.max_output_chars)
 
     @tools.tool(READ_ONLY_LOCAL)
     async def list_runs(
@@ -149,16 +158,16 @@ def register(tools: ToolRegistry) -> None:
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ListRunsResult:
         """Runs of this workspace, newest first, filtered by status, label or parent, paged."""
-        runs = state_of(ctx).runs(need_workspace(ctx, ws))
-        found, total = await in_thread(runs.list, status, label, parent, limit, offset)
-        end = offset + len(found)
-        return ListRunsResult(runs=found, total=total, next_offset=end if end < total else None)
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
+        return await in_thread(list_of, runs, status, label, parent, limit, offset, state.settings.max_output_chars)
 
     @tools.resource("run://{run_id}", mime_type="application/json")
     async def run_record(ctx: AppContext, run_id: str) -> str:
         """A run's record: state, exit code, failure kind, command, limits, timings, last log lines, outputs."""
-        runs = state_of(ctx).runs(known_workspace(ctx))
-        return (await in_thread(status_of, runs, run_id)).model_dump_json()
+        state = state_of(ctx)
+        runs = state.runs(known_workspace(ctx))
+        return (await in_thread(status_of, runs, run_id, state.settings.max_output_chars)).model_dump_json()
 
     @tools.resource("run://{run_id}/log", mime_type="text/plain")
     async def run_log(ctx: AppContext, run_id: str) -> str:

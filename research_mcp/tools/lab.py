@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from research_mcp.model import ToolModel
-from research_mcp.probe import PartStatus, part, run_probe, step, version_of
+from research_mcp.probe import PartStatus, part
 from research_mcp.sandbox.gpus import Gpu
 
 if TYPE_CHECKING:
@@ -81,7 +81,6 @@ async def probe_lab(
         ("cgroups", lambda: anyio.to_thread.run_sync(local.probe_cgroups, system, abandon_on_cancel=True)),
         ("nvidia", lambda: nvidia.probe(gpus, system)),
         *((name, lambda name=name: tex.probe(name, system)) for name in tex.PROGRAMS),
-        ("slurm", lambda: _probe_slurm(system)),
     ]
     found: dict[int, Component] = {}
     secrets = {"GITHUB_TOKEN": settings.github_token, "S2_API_KEY": settings.s2_api_key}
@@ -119,8 +118,6 @@ async def probe_lab(
         for c in components:
             if c.name == "bubblewrap":
                 c.detail += "; RESEARCH_MCP_ALLOW_UNSANDBOXED=1: local runs start WITHOUT a sandbox"
-    if "slurm" in ok:
-        backends.append("slurm")  # a controller answers; runs go there once a slurm backend is registered
     return LabInfo(
         version=_package_version(),
         platform=platform.platform(),
@@ -161,25 +158,6 @@ def format_report(info: LabInfo) -> str:
         lines += ["", "To fix:"]
         lines.extend(f"  {', '.join(names)}: {step}" for step, names in steps.items())
     return "\n".join(lines)
-
-
-async def _probe_slurm(system: str) -> Component:
-    """`sinfo --version` says Slurm is installed; `scontrol ping` says whether a controller answers."""
-    debian = "apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge"
-    install = step(system, debian, "Slurm runs on Linux clusters: use the docker backend on macOS")
-    try:
-        version = version_of((await run_probe(["sinfo", "--version"])).line)
-    except FileNotFoundError:
-        return part("slurm", "missing", "sinfo not found on PATH", install)
-    try:
-        ping = await run_probe(["scontrol", "ping"])
-    except FileNotFoundError:
-        return part("slurm", "error", f"sinfo {version} found, but not scontrol", install, version)
-    if ping.rc == 0 and " UP" in ping.line:
-        return part("slurm", "ok", f"controller answers: {ping.line}", version=version)
-    detail = f"no controller answers `scontrol ping` (exit {ping.rc}): {ping.line}"
-    install = "Start slurmctld, slurmd and munged, or set SLURM_CONF to your cluster's slurm.conf"
-    return part("slurm", "unreachable", detail, install, version)
 
 
 def _base_limits(settings: Settings) -> dict[str, float | int]:

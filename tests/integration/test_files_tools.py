@@ -89,7 +89,7 @@ async def test_lab_info_reports_the_workspace_and_components(client: Client, wor
     assert info["workspace_source"] == "setting"
     assert info["state_db"].endswith(".research/state.db")
     names = {c["name"] for c in info["components"]}
-    assert {"docker", "bubblewrap", "tex", "slurm"} <= names
+    assert {"docker", "bubblewrap", "tex"} <= names
     for component in info["components"]:
         assert component["ok"] or component["install"], component
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -84,6 +85,7 @@ async def test_a_run_succeeds_and_its_output_is_logged(lab: Client) -> None:
                                                  "files": {"x.txt": "x"}, "wait_s": 30})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert (done["run"]["state"], done["run"]["exit_code"]) == ("succeeded", 0)
+    assert re.fullmatch(r"Exited with code 0 after \d+\.\d s\.", done["run"]["detail"])  # the same on every backend
     assert "42" in done["log_tail"]
     assert len(done["run"]["code_hash"]) == 64
 
@@ -93,6 +95,7 @@ async def test_a_non_zero_exit_is_a_failed_run_with_its_code(lab: Client) -> Non
                                                  "files": {"a": ""}, "wait_s": 30})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert (done["run"]["state"], done["run"]["exit_code"], done["run"]["failure"]) == ("failed", 3, "error")
+    assert re.fullmatch(r"Exited with code 3 after \d+\.\d s; the end of log.txt says why\.", done["run"]["detail"])
     assert "about to fail" in done["log_tail"]
 
 
@@ -101,6 +104,7 @@ async def test_a_run_past_its_timeout_is_killed_within_five_seconds(lab: Client)
                                                  "timeout_s": 2})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert (done["run"]["state"], done["run"]["failure"]) == ("failed", "timeout")
+    assert done["run"]["detail"] == "Killed at its wall-clock limit of 2 s (timeout_s), with every process."
     assert done["run"]["duration_s"] < 2 + 5
 
 
@@ -125,7 +129,7 @@ async def test_a_memory_bomb_is_reported_as_oom(lab: Client) -> None:
                                                  "memory_gb": 0.0625})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert (done["run"]["state"], done["run"]["failure"]) == ("failed", "oom")
-    assert "memory_gb" in done["next_step"]
+    assert "memory_gb" in done["next_step"]["why"]
 
 
 async def test_an_output_flood_is_capped_and_keeps_the_final_traceback(lab: Client) -> None:
@@ -199,9 +203,10 @@ async def test_an_ai_scientist_script_with_out_dir_runs_unmodified_and_its_files
                                                  "config": {"lr": 0.001}, "wait_s": 30})  # fmt: skip
     done = await finish(lab, started["run"]["id"])
     assert done["run"]["state"] == "succeeded", done
-    assert "work/run_1/final_info.json" in done["metric_files"]
-    assert "outputs/curve.csv" in done["metric_files"]
-    folder = workspace / done["run"]["folder"]
+    folder = done["run"]["folder"]
+    assert f"{folder}/work/run_1/final_info.json" in done["metric_files"]
+    assert f"{folder}/outputs/curve.csv" in done["metric_files"]
+    folder = workspace / folder
     info = json.loads((folder / "work" / "run_1" / "final_info.json").read_text())
     assert info["shakespeare_char"]["means"]["best_val_loss_mean"] == 1.47
     assert not (workspace / "templates" / "nanoGPT" / "run_1").exists()  # the workspace copy is untouched
@@ -365,7 +370,7 @@ async def test_a_multi_file_disk_fill_is_killed_while_a_healthy_run_beside_it_fi
                                                  "files": {"a": ""}})  # fmt: skip
     filled = await finish(lab, filler["run"]["id"])
     assert (filled["run"]["state"], filled["run"]["failure"]) == ("failed", "disk"), filled
-    assert "RESEARCH_MCP_MAX_RUN_DISK_BYTES" in filled["next_step"]
+    assert "RESEARCH_MCP_MAX_RUN_DISK_BYTES" in filled["next_step"]["why"]
     done = await finish(lab, healthy["run"]["id"])
     assert done["run"]["state"] == "succeeded" and "healthy" in done["log_tail"]
     written = sum(p.stat().st_size for p in (workspace / filled["run"]["folder"]).rglob("chunk*.bin"))
@@ -461,3 +466,69 @@ async def test_a_queued_run_starts_as_soon_as_the_slot_it_waits_for_frees(worksp
             gaps.append(started - ended)
     # the gap is the pump seeing the end and starting the next run (a few ms); a tick's look would be 0 to 250 ms
     assert all(0 <= gap < WAIT_TICK_S / 2 for gap in gaps), gaps
+
+
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6300010000050001"
+    "0d0a2db40000000049454e44ae426082"
+)
+MAKES_RESULTS = f"""\
+import os, helper
+out = os.environ["RESEARCH_OUT"]
+os.makedirs(os.path.join(out, ".ipynb_checkpoints"))
+open(os.path.join(out, ".ipynb_checkpoints", "x.json"), "w").write("{{}}")
+with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+    f.write('{{"step": 1, "loss": 0.5}}\\n{{"step": 2, "loss": 0.25}}\\n')
+open(os.path.join(out, "curve.png"), "wb").write(bytes.fromhex("{PNG_1X1.hex()}"))
+open("notes.txt", "w").write("lr 0.1 was stable\\n")
+"""
+
+
+async def test_a_finished_run_suggests_a_call_that_works_and_lists_its_files_from_the_workspace(
+    lab: Client, workspace: Path
+) -> None:
+    files = {"main.py": MAKES_RESULTS, "helper.py": "X = 1\n"}
+    started = await call(lab, "run_experiment", {"command": "python3 main.py", "workdir": None, "files": files,
+                                                 "wait_s": 30})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    run_id, folder = done["run"]["id"], done["run"]["folder"]
+    assert done["run"]["state"] == "succeeded", done["log_tail"]
+    assert sorted(done["outputs"]) == [f"{folder}/outputs/curve.png", f"{folder}/outputs/metrics.jsonl",
+                                       f"{folder}/work/notes.txt"]  # fmt: skip
+    assert (workspace / folder / "work" / "__pycache__").is_dir()  # made, but a cache: not listed
+    assert done["plots"] == [f"{folder}/outputs/curve.png"] and (workspace / done["plots"][0]).is_file()
+    step = done["next_step"]
+    assert (step["tool"], step["arguments"]) == ("read_metrics", {"source": run_id})
+    metrics = await call(lab, step["tool"], step["arguments"])
+    assert {m["name"]: m["last"] for m in metrics["metrics"]}["loss"] == 0.25
+    for path in done["outputs"]:
+        if not path.endswith(".png"):
+            assert (await call(lab, "read_file", {"path": path}))["text"]
+    # without metric files the suggestion is to read what it wrote, and that works too
+    plain = await call(lab, "run_experiment", {"command": "echo done > $RESEARCH_OUT/report.txt", "workdir": None,
+                                               "files": {"a": ""}, "wait_s": 30})  # fmt: skip
+    plain = await finish(lab, plain["run"]["id"])
+    step = plain["next_step"]
+    assert (step["tool"], step["arguments"]) == ("read_file", {"path": f"{plain['run']['folder']}/outputs/report.txt"})
+    assert "done" in (await call(lab, step["tool"], step["arguments"]))["text"]
+
+
+async def test_an_environment_whose_interpreter_cannot_start_is_blamed_not_the_code(
+    lab: Client, workspace: Path
+) -> None:
+    venv = make_venv(workspace / ".venv")
+    (venv / "bin" / "python").unlink()
+    (venv / "bin" / "python").symlink_to("/nonexistent/python3")
+    started = await call(lab, "run_experiment", {"command": "python -c pass", "workdir": None, "files": {"a": ""},
+                                                 "python_env": ".venv", "wait_s": 30})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert (done["run"]["state"], done["run"]["exit_code"], done["run"]["python_env"]) == ("failed", 127, ".venv")
+    why = done["next_step"]["why"]
+    assert "the environment's interpreter could not be started (exit 127)" in why.lower(), why
+    assert "its bin/python leads to /nonexistent/python3, which does not exist" in why
+    assert "not found" in why and "fix the code" not in why.replace("not fix the code", "")
+    # the same exit without a python_env is the code's to fix
+    started = await call(lab, "run_experiment", {"command": "exit 127", "workdir": None, "files": {"a": ""}})
+    done = await finish(lab, started["run"]["id"])
+    assert "fix the code" in done["next_step"]["why"]

@@ -220,7 +220,12 @@ async def test_new_and_changed_files_in_work_are_found(ws: Workspace) -> None:
     (folder / "work" / "run_1" / "final_info.json").write_text(json.dumps({"loss": {"means": 1.0}}))
     (folder / "work" / "train.py").write_text("changed\n")
     (folder / "outputs" / "metrics.jsonl").write_text("{}\n")
-    assert runs.outputs(run.id) == ["outputs/metrics.jsonl", "work/run_1/final_info.json", "work/train.py"]
+    for cache in ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".mypy_cache"):
+        for under in (folder / "outputs", folder / "work"):
+            (under / cache).mkdir()
+            (under / cache / "x.pyc").write_bytes(b"cache")
+    listed = ["outputs/metrics.jsonl", "work/run_1/final_info.json", "work/train.py"]
+    assert runs.outputs(run.id) == [f"runs/{run.id}/{rel}" for rel in listed]
 
 
 async def test_bad_requests_are_refused_before_anything_is_written(ws: Workspace) -> None:
@@ -288,7 +293,8 @@ async def test_a_run_that_could_not_start_says_why_in_its_next_step(ws: Workspac
     runs = manager(ws, backend)
     run = runs.prepare(request())
     await runs.pump()
-    assert status_of(runs, run.id).next_step == f"The run could not start: {backend.refuse}"
+    step = status_of(runs, run.id, 24_000).next_step
+    assert (step.tool, step.why) == ("lab_info", f"The run could not start: {backend.refuse}")
 
 
 async def test_an_idle_pump_never_waits_for_the_write_lock(ws: Workspace) -> None:
@@ -398,3 +404,15 @@ def test_assign_never_exceeds_a_slot_a_gpu_or_the_workspace_cap(
         assert run.limits["threads"] == (
             math.ceil(cpus) if cpus else max(1, 4 // min(capacity[run.backend].runs, cap or 9))
         )
+
+
+def test_a_run_id_that_clashes_with_an_existing_run_takes_another_and_leaves_that_run_alone(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = iter(["20260101-000000-aaaaaa", "20260101-000000-aaaaaa", "20260101-000000-bbbbbb"])
+    monkeypatch.setattr("research_mcp.sandbox.runs.new_run_id", lambda: next(ids))
+    runs = manager(ws, FakeBackend())
+    first = runs.prepare(request())
+    second = runs.prepare(request())
+    assert (first.id, second.id) == ("20260101-000000-aaaaaa", "20260101-000000-bbbbbb")
+    assert (ws.root / first.folder / "code").is_dir() and (ws.root / first.folder / "manifest.json").is_file()
