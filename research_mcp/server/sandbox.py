@@ -124,7 +124,7 @@ def register(tools: ToolRegistry) -> None:
         log lines and output files; waits up to wait_s (max 50) for it to end."""
         return await _watch(ctx, ws, run_id, wait_s)
 
-    @tools.tool(READ_ONLY_LOCAL)
+    @tools.tool(READ_ONLY_LOCAL, text_field="lines")
     async def run_logs(
         ctx: AppContext,
         ws: WorkspaceParam,
