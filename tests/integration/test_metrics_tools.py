@@ -73,10 +73,11 @@ async def test_read_metrics_of_a_run_finds_its_outputs_and_its_working_copy(clie
     ]
     metrics = {m["name"]: m for m in found["metrics"]}
     assert metrics["val_acc"]["last"] == 0.7 and metrics["val_acc"]["direction"] == "max"
-    assert metrics["val_acc"]["step_max"] == 400 and len(metrics["val_acc"]["series"]) == 5
+    assert metrics["val_acc"]["step_max"] == 400 and metrics["val_acc"]["steps"] == [0, 100, 200, 300, 400]
+    assert metrics["val_acc"]["values"] == [0, 0.175, 0.35, 0.525, 0.7]
     assert metrics["ds.means.loss"]["last"] == pytest.approx(0.3)
     only = await call(client, "read_metrics", {"source": f"runs/{run_id}", "metrics": ["val_*"], "max_points": 2})
-    assert [m["name"] for m in only["metrics"]] == ["val_acc"] and len(only["metrics"][0]["series"]) == 2
+    assert [m["name"] for m in only["metrics"]] == ["val_acc"] and only["metrics"][0]["steps"] == [0, 400]
 
 
 async def test_read_metrics_pages_under_the_output_budget(client: Client, workspace: Path) -> None:

@@ -41,9 +41,10 @@ class MetricSummary(ToolModel):
     non_finite: int = Field(default=0, description="NaN/Inf values logged (left out of every statistic).")
     step_min: float | None = None
     step_max: float | None = None
-    series: list[tuple[float, float]] = Field(
-        description="[step, value] downsampled to max_points, keeping each stretch's lowest and highest point."
+    steps: list[float] = Field(
+        description="Steps of the series, downsampled to max_points keeping each stretch's lowest and highest point."
     )
+    values: list[float] = Field(description="The value at each of `steps`.")
 
 
 class ReadMetricsResult(ToolModel):
@@ -68,6 +69,7 @@ def _short(value: float) -> float:
 def summarise(name: str, fm: FileMetrics, series: Series, direction: Direction | None) -> MetricSummary:
     best = series.max if direction == "max" else series.min if direction == "min" else math.nan
     best_step = series.max_step if direction == "max" else series.min_step if direction == "min" else math.nan
+    points = series.points()
     return MetricSummary(
         name=name,
         file=fm.path,
@@ -83,7 +85,8 @@ def summarise(name: str, fm: FileMetrics, series: Series, direction: Direction |
         non_finite=series.non_finite,
         step_min=_num(series.step_min),
         step_max=_num(series.step_max),
-        series=[(_short(step), _short(value)) for step, value in series.points()],
+        steps=[_short(step) for step, _ in points],
+        values=[_short(value) for _, value in points],
     )
 
 
