@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -24,7 +25,7 @@ from research_mcp.store import Store
 from research_mcp.tools.metrics import parse_provenance
 from research_mcp.workspace import Workspace
 from tests.conftest import REPO, fixtures_dir
-from tests.integration._client import call, error_text
+from tests.integration._client import call, call_raw, error_text
 
 pytestmark = pytest.mark.anyio
 
@@ -92,6 +93,27 @@ async def test_read_metrics_pages_under_the_output_budget(client: Client, worksp
         seen += [m["name"] for m in page["metrics"]]
         offset = page["next_offset"]
     assert seen == [f"m{i}" for i in range(40)]
+
+
+async def test_read_metrics_of_hundreds_of_runs_pages_every_metric_under_the_budget(
+    client: Client, workspace: Path
+) -> None:
+    record_runs(workspace, {"baseline": [0.5] * 200, "method": [0.6] * 200})
+    seen: list[tuple[str, str]] = []
+    offset: int | None = 0
+    pages = 0
+    page: dict[str, Any] = {}
+    while offset is not None:
+        result = await call_raw(client, "read_metrics", {"source": "runs", "offset": offset})
+        page = result.structured_content
+        assert not result.is_error and page is not None, result.content
+        assert len(json.dumps(page)) <= 24_000, (offset, len(json.dumps(page)))
+        files = [f.rpartition(" (")[0] for f in page["files"]]
+        assert files == list(dict.fromkeys(m["file"] for m in page["metrics"]))  # the files of this page only
+        seen += [(m["file"], m["name"]) for m in page["metrics"]]
+        offset, pages = page["next_offset"], pages + 1
+    assert page["file_count"] == 500 and any("500" in w for w in page["warnings"])  # the folder search's cap
+    assert len(seen) == len(set(seen)) == page["total"] == 500 and pages > 1
 
 
 async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(client: Client, workspace: Path) -> None:

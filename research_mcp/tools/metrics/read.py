@@ -22,6 +22,9 @@ __all__ = ["MetricSummary", "ReadMetricsResult", "read_metrics", "summarise"]
 
 _MAX_WARNINGS = 40
 _SPELLED = 12
+_WARNING_CHARS = 600
+_FRAME = 200
+"""The answer's keys and punctuation around its lists, in characters."""
 
 
 class MetricSummary(ToolModel):
@@ -49,7 +52,8 @@ class MetricSummary(ToolModel):
 
 class ReadMetricsResult(ToolModel):
     source: str = Field(description="The run id or workspace path read.")
-    files: list[str] = Field(description="Metric files read, with their format: 'path (format)'.")
+    files: list[str] = Field(description="Files of this page's metrics, with their format: 'path (format)'.")
+    file_count: int = Field(description="Metric files read in all.")
     metrics: list[MetricSummary]
     total: int = Field(description="Metrics found in all (after the `metrics` filter), before paging.")
     next_offset: int | None = Field(default=None, description="Pass as `offset` to get the next metrics.")
@@ -127,6 +131,21 @@ def _selected(files: list[FileMetrics], patterns: list[str], base: str) -> tuple
     return picked, notes
 
 
+def _bounded(warnings: list[str], max_chars: int) -> list[str]:
+    """At most `_MAX_WARNINGS` warnings of at most `max_chars` in all, the rest counted."""
+    kept: list[str] = []
+    used = 0
+    for warning in warnings[:_MAX_WARNINGS]:
+        text = warning if len(warning) <= _WARNING_CHARS else warning[: _WARNING_CHARS - 3] + "..."
+        if used + len(text) > max_chars:
+            break
+        kept.append(text)
+        used += len(text) + 4
+    if len(kept) < len(warnings):
+        kept.append(f"... and {len(warnings) - len(kept)} more warnings")
+    return kept
+
+
 def read_metrics(
     ws: Workspace,
     source: str,
@@ -162,23 +181,30 @@ def read_metrics(
         )
     if offset > len(chosen) and chosen:
         raise BadInputError(f"offset {offset} is past the {len(chosen)} metrics found.")
+    warnings = _bounded(warnings, max_chars // 4)
     page: list[MetricSummary] = []
-    used = 0
+    page_files: dict[str, None] = {}  # the files of the page's metrics, in order
+    used = len(json.dumps(warnings)) + len(found.name) + _FRAME
     for name, fm, series in chosen[offset:]:
         override = (higher_is_better or {}).get(name)
         direction = direction_of(name) if override is None else ("max" if override else "min")
         summary = summarise(name, fm, series, direction)
-        cost = len(json.dumps(summary.model_dump(mode="json")))
+        label = f"{fm.path} ({fm.kind})"
+        cost = (
+            len(json.dumps(summary.model_dump(mode="json")))
+            + 2
+            + (0 if label in page_files else len(json.dumps(label)) + 2)
+        )
         if page and used + cost > max_chars:
             break
         page.append(summary)
+        page_files[label] = None
         used += cost
     end = offset + len(page)
-    if len(warnings) > _MAX_WARNINGS:
-        warnings = [*warnings[:_MAX_WARNINGS], f"... and {len(warnings) - _MAX_WARNINGS} more warnings"]
     return ReadMetricsResult(
         source=found.name,
-        files=[f"{fm.path} ({fm.kind})" for fm in files],
+        files=list(page_files) if chosen else [f"{fm.path} ({fm.kind})" for fm in files[:_SPELLED]],
+        file_count=len(files),
         metrics=page,
         total=len(chosen),
         next_offset=end if end < len(chosen) else None,
