@@ -44,9 +44,10 @@ Labels = Annotated[list[str] | None, Field(description="Every run with one of th
 GroupBy = Literal["label", "config"]
 UseParam = Annotated[
     Literal["last", "best", "min", "max", "all"],
-    Field(description="The value of a run that counts; all: every point is a sample."),
+    Field(description="Each run's value; all: each point is a sample."),
 ]  # fmt: skip
-Alpha = Annotated[float, Field(gt=0, lt=0.5, description="After Holm's correction.")]
+DisplayNames = Annotated[dict[str, str] | None, Field(description="Group or metric -> shown name.")]
+Alpha = Annotated[float, Field(gt=0, lt=0.5, description="Holm-corrected.")]
 Metric = Annotated[
     str,
     Field(description="As read_metrics names it ('file:name' if ambiguous).", min_length=1),
@@ -85,7 +86,7 @@ def register(tools: ToolRegistry) -> None:
         metrics: Annotated[list[str] | None, Field(description="Names or globs ('val_*'); default all.")] = None,
         max_points: Annotated[int, Field(ge=2, le=1000, description="Per series.")] = 200,
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="metric -> higher is better; else guessed from the name.")
+            dict[str, bool] | None, Field(description="metric -> higher is better (else by name).")
         ] = None,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ReadMetricsResult:
@@ -166,17 +167,19 @@ def register(tools: ToolRegistry) -> None:
         group_by: GroupBy = "label",
         use: UseParam = "last",
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="metric -> higher is better; else guessed from the name.")
+            dict[str, bool] | None, Field(description="metric -> higher is better (else by name).")
         ] = None,
         alpha: Alpha = 0.05,
+        display_names: DisplayNames = None,
     ) -> ResultsTableResult:
-        """Write a booktabs table of mean ± std per group (rows) and metric (columns) to paper/tables/<label>.tex;
-        bold only where significantly best (Welch, Holm). Each number carries a comment naming its runs."""
+        """Write paper/tables/<label>.tex: mean ± std per group and metric (↑/↓), seeds in the caption, bold only
+        where significantly best (Welch, Holm), each number's runs in a comment."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         result = await in_thread(
             domain.results_table, workspace, _book(state, workspace), metrics, caption, label, groups, run_ids,
-            labels, group_by, use, higher_is_better, alpha, _limits(state),
+            labels, group_by, use, higher_is_better, alpha, _limits(state), display_names=display_names,
+            max_chars=state.settings.max_output_chars,
         )  # fmt: skip
         budget = state.settings.max_output_chars // 2
         if len(result.latex) > budget:

@@ -116,6 +116,32 @@ async def test_read_metrics_of_hundreds_of_runs_pages_every_metric_under_the_bud
     assert len(seen) == len(set(seen)) == page["total"] == 500 and pages > 1
 
 
+async def test_answers_on_three_hundred_runs_stay_under_the_budget_and_name_their_files(
+    client: Client, workspace: Path
+) -> None:
+    finals = {"baseline": [0.5 + i / 1000 for i in range(150)], "method": [0.6 + i / 1000 for i in range(150)]}
+    ids = record_runs(workspace, finals, ai_scientist_final_info)
+    labels = ["baseline", "method"]
+    brief = [{"metric": "spirals.means.val_acc", "file": "runs/{source}/work/run_1/final_info.json", "sources": 150}]
+    compared = await call_raw(client, "compare_runs", {"metric": "val_acc", "labels": labels})
+    found = compared.structured_content
+    assert found is not None and len(json.dumps(found)) <= 24_000, len(json.dumps(found))
+    assert [(g["resolved"], g["resolved_files"]) for g in found["groups"]] == [([], brief), ([], brief)]
+    assert found["groups"][1]["sources"] == ids["method"] and found["groups"][1]["values"] == finals["method"]
+
+    args = {"metrics": ["val_acc", "val_loss"], "caption": "c", "label": "big", "labels": labels}
+    table = (await call_raw(client, "results_table", args)).structured_content
+    assert table is not None and len(json.dumps(table)) <= 24_000, len(json.dumps(table))
+    assert table["cells"][0]["resolved_files"] == brief and table["cells"][0]["n"] == 150
+    _, cells = parse_provenance((workspace / "paper" / "tables" / "big.tex").read_text())
+    assert cells[0].sources == ids["baseline"] and len(cells[3].files) == 150  # the file keeps every run
+
+    bars = await call_raw(client, "plot_metrics", {"metrics": ["val_acc"], "kind": "bar", "groups": ids})
+    plotted = bars.structured_content
+    assert plotted is not None and len(json.dumps(plotted)) <= 24_000, len(json.dumps(plotted))
+    assert plotted["resolved"] == [] and plotted["resolved_files"] == [{**brief[0], "sources": 300}]
+
+
 async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(client: Client, workspace: Path) -> None:
     ids = record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81]})
     compared = await call(client, "compare_runs", {"metric": "val_acc", "labels": ["baseline", "method"]})
@@ -148,6 +174,33 @@ async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(cli
     assert pdf.startswith(b"%PDF") and b"/FontFile2" in pdf  # TrueType fonts embedded (pdf.fonttype 42)
     assert b"/Subtype /Type3" not in pdf and (workspace / "paper" / "figures" / "acc_bar.png").is_file()
     assert table["path"] == "paper/tables/main.tex"
+
+
+@pytest.mark.latex
+async def test_a_table_shows_display_names_directions_seeds_and_compiles(client: Client, workspace: Path) -> None:
+    record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81], "noisy": [0.6, 0.9]})
+    names = {"method": "Ours ($k=3$)", "val_acc": "Accuracy", "loss": "Loss"}
+    args = {"metrics": ["val_acc", "loss"], "caption": "Spirals.", "label": "named", "display_names": names}
+    table = await call(client, "results_table", {**args, "labels": ["baseline", "method", "noisy"]})
+    lines = table["latex"].splitlines()
+    assert r"    Method & Accuracy ($\uparrow$) & Loss ($\downarrow$) \\" in lines
+    assert lines.index("    baseline") < lines.index("    Ours ($k=3$)") < lines.index("    noisy")
+    assert r"  \caption{Spirals. Mean $\pm$ std over 2--3 seeds.}" in lines  # noisy's two seeds: no bold
+    assert not any(c["bold"] for c in table["cells"]) and "Ours" not in json.dumps(table["cells"])
+    two = await call(client, "results_table", {**args, "labels": ["baseline", "method"], "label": "two"})
+    assert r"\caption{Spirals. Mean $\pm$ std over 3 seeds. Bold: significantly best" in two["latex"]
+    bold = {(c["group"], c["metric"]): c["bold"] for c in two["cells"]}
+    assert bold == {(g, m): g == "method" for g in ("baseline", "method") for m in ("val_acc", "loss")}
+    assert r"$\mathbf{0.810 \pm 0.010}$" in two["latex"]
+
+    (workspace / "paper" / "main.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{tables/named}\\end{document}\n"
+    )
+    with anyio.fail_after(120):
+        done = await anyio.run_process(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"], cwd=workspace / "paper", check=False
+        )
+    assert done.returncode == 0, done.stdout.decode(errors="replace")[-2000:]
 
 
 def ai_scientist_final_info(folder: Path, final: float) -> None:

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError
 from research_mcp.model import ToolModel
-from research_mcp.tools.metrics._names import ResolvedMetric, plain_name, resolve_metric
-from research_mcp.tools.metrics._records import Limits
+from research_mcp.tools.metrics._names import ResolvedFiles, ResolvedMetric, by_file, plain_name, resolve_metric
+from research_mcp.tools.metrics._records import Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, RunRecord, Source, read_source, resolve
 from research_mcp.tools.metrics.stats import Described, compare_groups
@@ -34,6 +34,9 @@ Use = Literal["last", "best", "min", "max", "all"]
 _ALL_POINTS = 10_000
 _MAX_GROUPS = 30
 _MAX_SOURCES = 300
+RESOLVED_SHOWN = 60
+_WARNING_BUDGET = 6000
+"""Past this many runs in one answer, which metric of which file each was read from is told per file pattern."""
 _SEED_KEYS = frozenset({"seed", "random_seed", "rng_seed", "run_seed"})
 
 
@@ -48,6 +51,9 @@ class GroupResult(ToolModel):
     sources: list[str] = Field(description="The run id or path each value came from, in order.")
     resolved: list[ResolvedMetric] = Field(
         default_factory=list[ResolvedMetric], description="Which metric of which file each run's value was read from."
+    )
+    resolved_files: list[ResolvedFiles] | None = Field(
+        default=None, description="Instead of resolved where it would be long: per metric and file pattern."
     )
 
 
@@ -322,10 +328,14 @@ def compare_runs(
         )  # fmt: skip
         for p in pairs
     ]
+    if sum(len(g.resolved) for g in results) > RESOLVED_SHOWN:
+        for g in results:
+            g.resolved_files, g.resolved = by_file(g.resolved), []
     best, best_sig, verdict = verdict_of(metric, direction, results, tests, alpha)
     if len(results) < 2:
         verdict = "Only one group: nothing to compare. " + verdict
     return CompareRunsResult(
         metric=metric, use=use, direction=direction, alpha=alpha, groups=results, tests=tests,
-        best_group=best, best_is_significant=best_sig, verdict=verdict, warnings=notes + found.warnings,
+        best_group=best, best_is_significant=best_sig, verdict=verdict,
+        warnings=bounded_warnings(notes + found.warnings, _WARNING_BUDGET),
     )  # fmt: skip

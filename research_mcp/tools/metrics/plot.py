@@ -21,11 +21,11 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import replacing
 from research_mcp.model import ToolModel
-from research_mcp.tools.metrics._names import ResolvedMetric, plain_name, resolve_metric
-from research_mcp.tools.metrics._records import Limits, lib
+from research_mcp.tools.metrics._names import ResolvedFiles, ResolvedMetric, by_file, plain_name, resolve_metric
+from research_mcp.tools.metrics._records import Limits, bounded_warnings, lib
 from research_mcp.tools.metrics._series import direction_of
 from research_mcp.tools.metrics._sources import RunBook, Source, read_source, resolve
-from research_mcp.tools.metrics.compare import Use, gather, plan_groups
+from research_mcp.tools.metrics.compare import RESOLVED_SHOWN, Use, gather, plan_groups
 from research_mcp.tools.metrics.stats import describe
 from research_mcp.workspace import Workspace
 
@@ -45,6 +45,9 @@ class PlotMetricsResult(ToolModel):
     drawn: list[str] = Field(description="What was drawn: 'source: metric (n points)' or 'group: metric mean ± CI'.")
     resolved: list[ResolvedMetric] = Field(
         default_factory=list[ResolvedMetric], description="Which metric of which file was drawn for each source."
+    )
+    resolved_files: list[ResolvedFiles] | None = Field(
+        default=None, description="Instead of resolved where it would be long: per metric and file pattern."
     )
     warnings: list[str] = Field(default_factory=list[str])
 
@@ -123,9 +126,11 @@ def plot_metrics(
             raise FileToolError(f"Cannot write the figure under paper/figures: {exc.strerror or exc}.") from exc
         preview = io.BytesIO()
         fig.savefig(preview, format="png", dpi=_PREVIEW_DPI, bbox_inches="tight")
+    brief = by_file(resolved) if len(resolved) > RESOLVED_SHOWN else None
     result = PlotMetricsResult(
-        pdf=ws.relative(pdf), png=ws.relative(png), kind=kind, drawn=drawn, resolved=resolved, warnings=warnings
-    )
+        pdf=ws.relative(pdf), png=ws.relative(png), kind=kind, drawn=drawn, resolved=[] if brief else resolved,
+        resolved_files=brief, warnings=bounded_warnings(warnings, 6000),
+    )  # fmt: skip
     return result, preview.getvalue()
 
 

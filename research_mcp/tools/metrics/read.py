@@ -13,16 +13,14 @@ from pydantic import Field
 from research_mcp.errors import BadInputError
 from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._names import candidates, spelling
-from research_mcp.tools.metrics._records import FileMetrics, Limits
+from research_mcp.tools.metrics._records import FileMetrics, Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, read_source, resolve
 from research_mcp.workspace import Workspace
 
 __all__ = ["MetricSummary", "ReadMetricsResult", "read_metrics", "summarise"]
 
-_MAX_WARNINGS = 40
 _SPELLED = 12
-_WARNING_CHARS = 600
 _FRAME = 200
 """The answer's keys and punctuation around its lists, in characters."""
 
@@ -131,21 +129,6 @@ def _selected(files: list[FileMetrics], patterns: list[str], base: str) -> tuple
     return picked, notes
 
 
-def _bounded(warnings: list[str], max_chars: int) -> list[str]:
-    """At most `_MAX_WARNINGS` warnings of at most `max_chars` in all, the rest counted."""
-    kept: list[str] = []
-    used = 0
-    for warning in warnings[:_MAX_WARNINGS]:
-        text = warning if len(warning) <= _WARNING_CHARS else warning[: _WARNING_CHARS - 3] + "..."
-        if used + len(text) > max_chars:
-            break
-        kept.append(text)
-        used += len(text) + 4
-    if len(kept) < len(warnings):
-        kept.append(f"... and {len(warnings) - len(kept)} more warnings")
-    return kept
-
-
 def read_metrics(
     ws: Workspace,
     source: str,
@@ -181,7 +164,7 @@ def read_metrics(
         )
     if offset > len(chosen) and chosen:
         raise BadInputError(f"offset {offset} is past the {len(chosen)} metrics found.")
-    warnings = _bounded(warnings, max_chars // 4)
+    warnings = bounded_warnings(warnings, max_chars // 4)
     page: list[MetricSummary] = []
     page_files: dict[str, None] = {}  # the files of the page's metrics, in order
     used = len(json.dumps(warnings)) + len(found.name) + _FRAME
