@@ -35,8 +35,9 @@ from research_mcp.workspace import Workspace
 __all__ = ["register"]
 
 Source = Annotated[str, Field(description="A run id or workspace path.", min_length=1, max_length=4096)]
+Path = Annotated[str, Field(min_length=1, max_length=4096)]
 Groups = Annotated[
-    dict[str, list[Annotated[str, Field(min_length=1, max_length=4096)]]] | None,
+    dict[str, list[Path]] | None,
     Field(description="e.g. {'baseline': [run ids or paths], 'method': [...]}"),
 ]
 RunIds = Annotated[list[str] | None, Field(description="Grouped by label or config (group_by).")]
@@ -128,22 +129,28 @@ def register(tools: ToolRegistry) -> None:
         ctx: AppContext,
         ws: WorkspaceParam,
         metrics: Annotated[list[Metric], Field(min_length=1, max_length=6, description="One panel each.")],
-        sources: Annotated[list[Source] | None, Field(description="One curve each (kind=line).")] = None,
+        sources: Annotated[list[Path] | None, Field(description="Run ids or paths, a curve each.")] = None,
         groups: Groups = None,
-        kind: Annotated[Literal["line", "bar"], Field(description="bar: group means with 95% CIs.")] = "line",
+        kind: Literal["line", "bar"] = "line",
+        band: Literal["ci95", "std"] = "ci95",
+        width: Annotated[Literal["column", "page"], Field(description="3.25 or 6.75 in.")] = "column",
         x: Literal["step", "index"] = "step",
         use: UseParam = "last",
         name: Annotated[str | None, Field(description="File stem under paper/figures/.", max_length=80)] = None,
         title: Annotated[str | None, Field(max_length=200)] = None,
         log_y: bool = False,
+        xlabel: Annotated[str, Field(max_length=100)] = "",
+        ylabel: Annotated[str, Field(max_length=100)] = "",
+        display_names: DisplayNames = None,
     ) -> Annotated[CallToolResult, PlotMetricsResult]:
-        """Plot metrics: curves over steps of runs, or bars of group means with 95% CIs. Returns the image and saves
-        it as PDF and PNG under paper/figures/ for LaTeX, replacing a figure of the same name."""
+        """Plot metrics: a curve per run, a mean curve per group (shaded band), or bars of group means (95% CI).
+        Returns the image; saves PDF and PNG under paper/figures/ (one of the same name is replaced)."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
+        style = domain.PlotStyle(band, width, xlabel or None, ylabel or None, display_names or {})
         result, png = await in_thread(
             domain.plot_metrics, workspace, _book(state, workspace), metrics, sources, groups, kind, x, use, name,
-            title, log_y, _limits(state),
+            title, log_y, _limits(state), style,
         )  # fmt: skip
         data = result.model_dump(mode="json")
         return CallToolResult(

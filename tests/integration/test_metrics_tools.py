@@ -176,6 +176,44 @@ async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(cli
     assert table["path"] == "paper/tables/main.tex"
 
 
+def pdf_text(path: Path) -> str:
+    from pypdf import PdfReader
+
+    return "".join(page.extract_text() for page in PdfReader(path).pages)
+
+
+async def test_line_plot_of_groups_draws_a_mean_and_band_per_group_named_for_the_paper(
+    client: Client, workspace: Path
+) -> None:
+    ids = record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81, 0.79]})
+    args = {
+        "metrics": ["val_acc"], "groups": ids, "name": "curves", "band": "std", "width": "page",
+        "display_names": {"method": "Ours", "val_acc": "Validation accuracy"}, "xlabel": "Training step",
+    }  # fmt: skip
+    plotted = await call(client, "plot_metrics", args)
+    assert plotted["drawn"] == [
+        "baseline: val_acc mean of 3 runs at 5 steps",
+        "method: val_acc mean of 4 runs at 5 steps",
+    ]
+    assert "Mean over 3-4 runs per group; the shaded band is the one standard deviation." in plotted["caption"]
+    assert [(r["source"], r["file"]) for r in plotted["resolved"]] == [
+        (run, f"runs/{run}/outputs/metrics.jsonl") for run in [*ids["baseline"], *ids["method"]]
+    ]
+    pdf = workspace / "paper" / "figures" / "curves.pdf"
+    text = pdf_text(pdf)
+    assert "Ours" in text and "baseline" in text and "Validation accuracy" in text and "Training step" in text
+    assert not any(run in text for run in [*ids["baseline"], *ids["method"]])  # no run id in the legend
+    assert b"/FontFile2" in pdf.read_bytes() and b"/Subtype /Type3" not in pdf.read_bytes()
+    from PIL import Image
+
+    with Image.open(workspace / "paper" / "figures" / "curves.png") as page:
+        assert page.width == 6.75 * 200  # the figure is as wide as the page's text, at 200 dpi
+    column = await call(client, "plot_metrics", {**args, "width": "column", "band": "ci95", "name": "narrow"})
+    assert "95% confidence interval of the mean" in column["caption"]
+    with Image.open(workspace / "paper" / "figures" / "narrow.png") as narrow:
+        assert narrow.width == 3.25 * 200
+
+
 @pytest.mark.latex
 async def test_a_table_shows_display_names_directions_seeds_and_compiles(client: Client, workspace: Path) -> None:
     record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81], "noisy": [0.6, 0.9]})

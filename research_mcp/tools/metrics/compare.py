@@ -122,6 +122,10 @@ class Grouped:
     sources: dict[str, list[str]] = field(default_factory=dict[str, list[str]])
     resolved: dict[str, list[ResolvedMetric]] = field(default_factory=dict[str, list[ResolvedMetric]])
     warnings: list[str] = field(default_factory=list[str])
+    curves: dict[str, list[tuple[list[float], list[float]]]] = field(
+        default_factory=dict[str, list[tuple[list[float], list[float]]]]
+    )
+    """With `curves=True`: each source's (downsampled) series as steps and values, sorted by step."""
 
 
 def _config_key(record: RunRecord) -> str | None:
@@ -209,13 +213,16 @@ def gather(
     limits: Limits,
     *,
     strict: bool = True,
+    curves: bool = False,
 ) -> Grouped:
     """Each source's value(s) of the metric; a source without it is left out with a warning (never a zero).
-    `strict`: a group where no source has the metric is an error (else it stays empty)."""
+    `strict`: a group where no source has the metric is an error (else it stays empty). `curves`: also keep each
+    source's series, downsampled to `limits.max_points`."""
     out = Grouped()
     points = 2 * _ALL_POINTS + 2 if use == "all" else 2  # all: one bucket per point, so every value is kept
+    points = limits.max_points if curves else points
     for name, sources in plan.items():
-        out.values[name], out.sources[name], out.resolved[name] = [], [], []
+        out.values[name], out.sources[name], out.resolved[name], out.curves[name] = [], [], [], []
         for source in sources:
             notes: list[str] = []
             files = read_source(ws, source, dataclasses.replace(limits, max_points=points), notes)
@@ -238,6 +245,9 @@ def gather(
                 out.values[name].append(value)
                 out.sources[name].append(source.name)
             out.resolved[name].append(match.resolved(source.name))
+            if curves:
+                ordered = sorted(series.points())
+                out.curves[name].append(([p[0] for p in ordered], [p[1] for p in ordered]))
         if strict and not out.values[name]:
             raise BadInputError(
                 f"No run of group {name!r} has the metric {metric!r} (or a metric ending in '.{plain_name(metric)}'). "
