@@ -121,25 +121,33 @@ async def test_answers_on_three_hundred_runs_stay_under_the_budget_and_name_thei
 ) -> None:
     finals = {"baseline": [0.5 + i / 1000 for i in range(150)], "method": [0.6 + i / 1000 for i in range(150)]}
     ids = record_runs(workspace, finals, ai_scientist_final_info)
+    for run in ids["baseline"][100:]:  # 50 runs without the metrics: a warning each
+        (workspace / "runs" / run / "work" / "run_1" / "final_info.json").write_text("{}")
+    finals["baseline"] = finals["baseline"][:100]
     labels = ["baseline", "method"]
-    brief = [{"metric": "spirals.means.val_acc", "file": "runs/{source}/work/run_1/final_info.json", "sources": 150}]
+
+    def brief_of(n: int) -> list[dict[str, Any]]:
+        return [{"metric": "spirals.means.val_acc", "file": "runs/{source}/work/run_1/final_info.json", "sources": n}]
+
+    brief = brief_of(150)
     compared = await call_raw(client, "compare_runs", {"metric": "val_acc", "labels": labels})
     found = compared.structured_content
     assert found is not None and len(json.dumps(found)) <= 24_000, len(json.dumps(found))
-    assert [(g["resolved"], g["resolved_files"]) for g in found["groups"]] == [([], brief), ([], brief)]
+    assert [(g["resolved"], g["resolved_files"]) for g in found["groups"]] == [([], brief_of(100)), ([], brief)]
+    assert found["warnings"][-1].startswith("... and ") and len(found["warnings"]) <= 41
     assert found["groups"][1]["sources"] == ids["method"] and found["groups"][1]["values"] == finals["method"]
 
     args = {"metrics": ["val_acc", "val_loss"], "caption": "c", "label": "big", "labels": labels}
     table = (await call_raw(client, "results_table", args)).structured_content
     assert table is not None and len(json.dumps(table)) <= 24_000, len(json.dumps(table))
-    assert table["cells"][0]["resolved_files"] == brief and table["cells"][0]["n"] == 150
+    assert table["cells"][2]["resolved_files"] == brief and table["cells"][2]["n"] == 150
     _, cells = parse_provenance((workspace / "paper" / "tables" / "big.tex").read_text())
-    assert cells[0].sources == ids["baseline"] and len(cells[3].files) == 150  # the file keeps every run
+    assert cells[0].sources == ids["baseline"][:100] and len(cells[3].files) == 150  # the file keeps every run
 
     bars = await call_raw(client, "plot_metrics", {"metrics": ["val_acc"], "kind": "bar", "groups": ids})
     plotted = bars.structured_content
     assert plotted is not None and len(json.dumps(plotted)) <= 24_000, len(json.dumps(plotted))
-    assert plotted["resolved"] == [] and plotted["resolved_files"] == [{**brief[0], "sources": 300}]
+    assert plotted["resolved"] == [] and plotted["resolved_files"] == brief_of(250)
 
 
 async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(client: Client, workspace: Path) -> None:

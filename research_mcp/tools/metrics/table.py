@@ -34,7 +34,7 @@ from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import atomic_write
 from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._names import ResolvedFiles, by_file, plain_name
-from research_mcp.tools.metrics._records import Limits
+from research_mcp.tools.metrics._records import Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, direction_of
 from research_mcp.tools.metrics._sources import RunBook
 from research_mcp.tools.metrics.compare import PairResult, Use, gather, group_results, plan_groups, verdict_of
@@ -222,7 +222,9 @@ def results_table(
         empty: dict[str, list[Any]] = {"sources": [], "values": [], "files": [], "names": []}
         ordered = [c.model_copy(update={**empty, "resolved_files": brief[c.group, c.metric]}) for c in ordered]
         notes.append("Cells told briefly: each one's runs, values and files are in its comment in the file.")
-    return ResultsTableResult(path=ws.relative(target), latex=latex, cells=ordered, notes=notes)
+    return ResultsTableResult(
+        path=ws.relative(target), latex=latex, cells=ordered, notes=bounded_warnings(notes, max_chars // 8)
+    )
 
 
 def _caption(caption: str, columns: list[tuple[str, Direction | None, list[CellProvenance]]]) -> str:
