@@ -216,6 +216,10 @@ async def test_line_plot_of_groups_draws_a_mean_and_band_per_group_named_for_the
 
     with Image.open(workspace / "paper" / "figures" / "curves.png") as page:
         assert page.width == 6.75 * 200  # the figure is as wide as the page's text, at 200 dpi
+    bars = await call(client, "plot_metrics", {**args, "kind": "bar", "name": "bars"})
+    assert bars["caption"].startswith("Bars: mean of each run's last value per group; error bars: 95% confidence")
+    text = pdf_text(workspace / "paper" / "figures" / "bars.pdf")
+    assert "Ours" in text and "Validation accuracy" in text and not any(run in text for run in ids["method"])
     column = await call(client, "plot_metrics", {**args, "width": "column", "band": "ci95", "name": "narrow"})
     assert "95% confidence interval of the mean" in column["caption"]
     with Image.open(workspace / "paper" / "figures" / "narrow.png") as narrow:
@@ -224,7 +228,7 @@ async def test_line_plot_of_groups_draws_a_mean_and_band_per_group_named_for_the
 
 @pytest.mark.latex
 async def test_a_table_shows_display_names_directions_seeds_and_compiles(client: Client, workspace: Path) -> None:
-    record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81], "noisy": [0.6, 0.9]})
+    ids = record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81], "noisy": [0.6, 0.9]})
     names = {"method": "Ours ($k=3$)", "val_acc": "Accuracy", "loss": "Loss"}
     args = {"metrics": ["val_acc", "loss"], "caption": "Spirals.", "label": "named", "display_names": names}
     table = await call(client, "results_table", {**args, "labels": ["baseline", "method", "noisy"]})
@@ -238,6 +242,9 @@ async def test_a_table_shows_display_names_directions_seeds_and_compiles(client:
     bold = {(c["group"], c["metric"]): c["bold"] for c in two["cells"]}
     assert bold == {(g, m): g == "method" for g in ("baseline", "method") for m in ("val_acc", "loss")}
     assert r"$\mathbf{0.810 \pm 0.010}$" in two["latex"]
+    singles = {"a": ids["baseline"][:1], "b": ids["method"][:1]}
+    one = await call(client, "results_table", {**args, "groups": singles, "label": "one"})
+    assert r"\caption{Spirals. One run each: no spread, no significance.}" in one["latex"]
 
     (workspace / "paper" / "main.tex").write_text(
         "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{tables/named}\\end{document}\n"

@@ -244,6 +244,7 @@ def _bars(
         positions = list(range(len(names)))
         ax.bar(positions, means, yerr=[low_err, high_err], capsize=3, color=[f"C{i}" for i in positions])
         ax.set_xticks(positions, names, rotation=20, ha="right")
+        ax.grid(False, axis="x")  # a grid line through each bar says nothing
 
 
 def _group_lines(

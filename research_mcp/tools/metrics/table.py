@@ -233,7 +233,9 @@ def _caption(caption: str, columns: list[tuple[str, Direction | None, list[CellP
     if not counts:
         return caption
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}--{counts[-1]}"
-    text = f"{caption.rstrip()} Mean $\\pm$ std over {seeds} seed{'s' if counts[-1] > 1 else ''}."
+    text = f"{caption.rstrip()} Mean $\\pm$ std over {seeds} seeds."
+    if counts == [1]:
+        text = f"{caption.rstrip()} One run each: no spread, no significance."
     if any(c.bold for _, _, cells in columns for c in cells):
         text += " Bold: significantly best (Welch's $t$-test, Holm)."
     return text
