@@ -23,6 +23,7 @@ from research_mcp.sandbox.runs import RunManager, RunRequest
 from research_mcp.server import build_server
 from research_mcp.store import Store
 from research_mcp.tools.metrics import parse_provenance
+from research_mcp.tools.metrics.table import CELL_MARKER
 from research_mcp.workspace import Workspace
 from tests.conftest import REPO, fixtures_dir
 from tests.integration._client import call, call_raw, error_text
@@ -141,6 +142,10 @@ async def test_answers_on_three_hundred_runs_stay_under_the_budget_and_name_thei
     table = (await call_raw(client, "results_table", args)).structured_content
     assert table is not None and len(json.dumps(table)) <= 24_000, len(json.dumps(table))
     assert table["cells"][2]["resolved_files"] == brief and table["cells"][2]["n"] == 150
+    assert (
+        r"\caption{c. Mean $\pm$ std over 100--150 seeds. Bold" in table["latex"] and CELL_MARKER not in table["latex"]
+    )
+    assert table["latex"].count(r"\pm") == 1 + 4 and r"\end{table}" in table["latex"]  # every number, not cut
     _, cells = parse_provenance((workspace / "paper" / "tables" / "big.tex").read_text())
     assert cells[0].sources == ids["baseline"][:100] and len(cells[3].files) == 150  # the file keeps every run
 

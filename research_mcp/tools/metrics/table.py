@@ -222,9 +222,17 @@ def results_table(
         empty: dict[str, list[Any]] = {"sources": [], "values": [], "files": [], "names": []}
         ordered = [c.model_copy(update={**empty, "resolved_files": brief[c.group, c.metric]}) for c in ordered]
         notes.append("Cells told briefly: each one's runs, values and files are in its comment in the file.")
+    if len(latex) > max_chars // 2:
+        latex = _without_provenance(latex, ws.relative(target))
     return ResultsTableResult(
         path=ws.relative(target), latex=latex, cells=ordered, notes=bounded_warnings(notes, max_chars // 8)
     )
+
+
+def _without_provenance(latex: str, path: str) -> str:
+    """The table as it prints, its cells' provenance comments left to the file (they grow with the runs)."""
+    lines = [line.split(" " + CELL_MARKER, 1)[0] for line in latex.splitlines()]
+    return "\n".join([f"% each number's provenance comment is in {path}", *lines, ""])
 
 
 def _caption(caption: str, columns: list[tuple[str, Direction | None, list[CellProvenance]]]) -> str:
@@ -233,9 +241,11 @@ def _caption(caption: str, columns: list[tuple[str, Direction | None, list[CellP
     if not counts:
         return caption
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}--{counts[-1]}"
-    text = f"{caption.rstrip()} Mean $\\pm$ std over {seeds} seeds."
+    given = caption.rstrip()
+    given += "" if given.endswith((".", "!", "?")) else "."
+    text = f"{given} Mean $\\pm$ std over {seeds} seeds."
     if counts == [1]:
-        text = f"{caption.rstrip()} One run each: no spread, no significance."
+        text = f"{given} One run each: no spread, no significance."
     if any(c.bold for _, _, cells in columns for c in cells):
         text += " Bold: significantly best (Welch's $t$-test, Holm)."
     return text
