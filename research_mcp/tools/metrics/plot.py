@@ -187,7 +187,7 @@ def _lines(
     warnings: list[str],
 ) -> None:
     limits = dataclasses.replace(base, max_points=_LINE_POINTS)
-    for source in sources:
+    for source, label in zip(sources, _legend_names(sources, style), strict=True):
         notes: list[str] = []
         files = read_source(ws, source, limits, notes)
         warnings += notes
@@ -201,12 +201,30 @@ def _lines(
             points = series.points()
             xs = [p[0] for p in points] if x == "step" else list(range(len(points)))
             marker = "o" if len(points) <= 30 else None  # a short series (one eval per epoch) stays visible
-            label = style.display_names.get(source.name, source.name)
             ax.plot(xs, [p[1] for p in points], label=label, linewidth=1.2, marker=marker, markersize=3)
             drawn.append(f"{source.name}: {match.name} ({series.count} points from {fm.path})")
     for ax in axes:
         if ax.lines:
             ax.legend(fontsize=7)
+
+
+def _legend_names(sources: list[Source], style: PlotStyle) -> list[str]:
+    """A legend entry per source: its display name, else a run's label (with its seed where the label repeats),
+    else the run id or path."""
+    labels = [source.run.label if source.run is not None else None for source in sources]
+    names: list[str] = []
+    for source, label in zip(sources, labels, strict=True):
+        if source.name in style.display_names:
+            names.append(style.display_names[source.name])
+        elif label is None or source.run is None:
+            names.append(source.name)
+        elif labels.count(label) == 1:
+            names.append(style.display_names.get(label, label))
+        else:
+            nth = labels[: len(names) + 1].count(label)
+            which = f"seed {source.run.seed}" if source.run.seed is not None else f"#{nth}"
+            names.append(f"{style.display_names.get(label, label)} ({which})")
+    return names
 
 
 def _bars(
