@@ -222,7 +222,8 @@ async def test_line_plot_of_groups_draws_a_mean_and_band_per_group_named_for_the
     with Image.open(workspace / "paper" / "figures" / "curves.png") as page:
         assert page.width == 6.75 * 200  # the figure is as wide as the page's text, at 200 dpi
     curves = [ids["baseline"][0], *ids["method"][:2]]
-    await call(client, "plot_metrics", {"metrics": ["val_acc"], "sources": curves, "name": "runs"})
+    each = await call(client, "plot_metrics", {"metrics": ["val_acc"], "sources": curves, "name": "runs"})
+    assert each["caption"] == "One curve per run or file, as logged."
     text = pdf_text(workspace / "paper" / "figures" / "runs.pdf")
     assert "baseline" in text and "method (seed 0)" in text and "method (seed 1)" in text
     assert not any(run in text for run in curves)  # a run is named by its label and seed

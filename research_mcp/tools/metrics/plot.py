@@ -137,7 +137,7 @@ def plot_metrics(
             _lines(
                 ws, [resolve(ws, s, book) for s in sources], metrics, x, axes, base, style, drawn, resolved, warnings
             )
-            captions.append("One curve per run.")
+            captions.append("One curve per run or file, as logged.")
         else:
             if not groups and not sources:
                 raise BadInputError("kind='bar' needs groups (name -> run ids or paths) or sources (a bar each).")
