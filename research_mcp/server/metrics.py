@@ -35,8 +35,9 @@ from research_mcp.workspace import Workspace
 __all__ = ["register"]
 
 Source = Annotated[str, Field(description="A run id or workspace path.", min_length=1, max_length=4096)]
+Path = Annotated[str, Field(min_length=1, max_length=4096)]
 Groups = Annotated[
-    dict[str, list[Annotated[str, Field(min_length=1, max_length=4096)]]] | None,
+    dict[str, list[Path]] | None,
     Field(description="e.g. {'baseline': [run ids or paths], 'method': [...]}"),
 ]
 RunIds = Annotated[list[str] | None, Field(description="Grouped by label or config (group_by).")]
@@ -44,9 +45,10 @@ Labels = Annotated[list[str] | None, Field(description="Every run with one of th
 GroupBy = Literal["label", "config"]
 UseParam = Annotated[
     Literal["last", "best", "min", "max", "all"],
-    Field(description="The value of a run that counts; all: every point is a sample."),
+    Field(description="Each run's value; all: each point is a sample."),
 ]  # fmt: skip
-Alpha = Annotated[float, Field(gt=0, lt=0.5, description="After Holm's correction.")]
+DisplayNames = Annotated[dict[str, str] | None, Field(description="Group or metric -> shown name.")]
+Alpha = Annotated[float, Field(gt=0, lt=0.5, description="Holm-corrected.")]
 Metric = Annotated[
     str,
     Field(description="As read_metrics names it ('file:name' if ambiguous).", min_length=1),
@@ -85,7 +87,7 @@ def register(tools: ToolRegistry) -> None:
         metrics: Annotated[list[str] | None, Field(description="Names or globs ('val_*'); default all.")] = None,
         max_points: Annotated[int, Field(ge=2, le=1000, description="Per series.")] = 200,
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="metric -> higher is better; else guessed from the name.")
+            dict[str, bool] | None, Field(description="metric -> higher is better (else by name).")
         ] = None,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ReadMetricsResult:
@@ -127,22 +129,28 @@ def register(tools: ToolRegistry) -> None:
         ctx: AppContext,
         ws: WorkspaceParam,
         metrics: Annotated[list[Metric], Field(min_length=1, max_length=6, description="One panel each.")],
-        sources: Annotated[list[Source] | None, Field(description="One curve each (kind=line).")] = None,
+        sources: Annotated[list[Path] | None, Field(description="Run ids or paths, a curve each.")] = None,
         groups: Groups = None,
-        kind: Annotated[Literal["line", "bar"], Field(description="bar: group means with 95% CIs.")] = "line",
+        kind: Literal["line", "bar"] = "line",
+        band: Literal["ci95", "std"] = "ci95",
+        width: Annotated[Literal["column", "page"], Field(description="3.25 or 6.75 in.")] = "column",
         x: Literal["step", "index"] = "step",
         use: UseParam = "last",
         name: Annotated[str | None, Field(description="File stem under paper/figures/.", max_length=80)] = None,
         title: Annotated[str | None, Field(max_length=200)] = None,
         log_y: bool = False,
+        xlabel: Annotated[str, Field(max_length=100)] = "",
+        ylabel: Annotated[str, Field(max_length=100)] = "",
+        display_names: DisplayNames = None,
     ) -> Annotated[CallToolResult, PlotMetricsResult]:
-        """Plot metrics: curves over steps of runs, or bars of group means with 95% CIs. Returns the image and saves
-        it as PDF and PNG under paper/figures/ for LaTeX, replacing a figure of the same name."""
+        """Plot metrics: a curve per run, a mean curve per group (shaded band), or bars of group means (95% CI).
+        Returns the image; saves PDF and PNG under paper/figures/ (one of the same name is replaced)."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
+        style = domain.PlotStyle(band, width, xlabel or None, ylabel or None, display_names or {})
         result, png = await in_thread(
             domain.plot_metrics, workspace, _book(state, workspace), metrics, sources, groups, kind, x, use, name,
-            title, log_y, _limits(state),
+            title, log_y, _limits(state), style,
         )  # fmt: skip
         data = result.model_dump(mode="json")
         return CallToolResult(
@@ -166,17 +174,19 @@ def register(tools: ToolRegistry) -> None:
         group_by: GroupBy = "label",
         use: UseParam = "last",
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="metric -> higher is better; else guessed from the name.")
+            dict[str, bool] | None, Field(description="metric -> higher is better (else by name).")
         ] = None,
         alpha: Alpha = 0.05,
+        display_names: DisplayNames = None,
     ) -> ResultsTableResult:
-        """Write a booktabs table of mean ± std per group (rows) and metric (columns) to paper/tables/<label>.tex;
-        bold only where significantly best (Welch, Holm). Each number carries a comment naming its runs."""
+        """Write paper/tables/<label>.tex: mean ± std per group and metric (↑/↓), seeds in the caption, bold only
+        where significantly best (Welch, Holm), each number's runs in a comment."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         result = await in_thread(
             domain.results_table, workspace, _book(state, workspace), metrics, caption, label, groups, run_ids,
-            labels, group_by, use, higher_is_better, alpha, _limits(state),
+            labels, group_by, use, higher_is_better, alpha, _limits(state), display_names=display_names,
+            max_chars=state.settings.max_output_chars,
         )  # fmt: skip
         budget = state.settings.max_output_chars // 2
         if len(result.latex) > budget:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -22,9 +23,10 @@ from research_mcp.sandbox.runs import RunManager, RunRequest
 from research_mcp.server import build_server
 from research_mcp.store import Store
 from research_mcp.tools.metrics import parse_provenance
+from research_mcp.tools.metrics.table import CELL_MARKER
 from research_mcp.workspace import Workspace
 from tests.conftest import REPO, fixtures_dir
-from tests.integration._client import call, error_text
+from tests.integration._client import call, call_raw, error_text
 
 pytestmark = pytest.mark.anyio
 
@@ -73,10 +75,11 @@ async def test_read_metrics_of_a_run_finds_its_outputs_and_its_working_copy(clie
     ]
     metrics = {m["name"]: m for m in found["metrics"]}
     assert metrics["val_acc"]["last"] == 0.7 and metrics["val_acc"]["direction"] == "max"
-    assert metrics["val_acc"]["step_max"] == 400 and len(metrics["val_acc"]["series"]) == 5
+    assert metrics["val_acc"]["step_max"] == 400 and metrics["val_acc"]["steps"] == [0, 100, 200, 300, 400]
+    assert metrics["val_acc"]["values"] == [0, 0.175, 0.35, 0.525, 0.7]
     assert metrics["ds.means.loss"]["last"] == pytest.approx(0.3)
     only = await call(client, "read_metrics", {"source": f"runs/{run_id}", "metrics": ["val_*"], "max_points": 2})
-    assert [m["name"] for m in only["metrics"]] == ["val_acc"] and len(only["metrics"][0]["series"]) == 2
+    assert [m["name"] for m in only["metrics"]] == ["val_acc"] and only["metrics"][0]["steps"] == [0, 400]
 
 
 async def test_read_metrics_pages_under_the_output_budget(client: Client, workspace: Path) -> None:
@@ -91,6 +94,65 @@ async def test_read_metrics_pages_under_the_output_budget(client: Client, worksp
         seen += [m["name"] for m in page["metrics"]]
         offset = page["next_offset"]
     assert seen == [f"m{i}" for i in range(40)]
+
+
+async def test_read_metrics_of_hundreds_of_runs_pages_every_metric_under_the_budget(
+    client: Client, workspace: Path
+) -> None:
+    record_runs(workspace, {"baseline": [0.5] * 200, "method": [0.6] * 200})
+    seen: list[tuple[str, str]] = []
+    offset: int | None = 0
+    pages = 0
+    page: dict[str, Any] = {}
+    while offset is not None:
+        result = await call_raw(client, "read_metrics", {"source": "runs", "offset": offset})
+        page = result.structured_content
+        assert not result.is_error and page is not None, result.content
+        assert len(json.dumps(page)) <= 24_000, (offset, len(json.dumps(page)))
+        files = [f.rpartition(" (")[0] for f in page["files"]]
+        assert files == list(dict.fromkeys(m["file"] for m in page["metrics"]))  # the files of this page only
+        seen += [(m["file"], m["name"]) for m in page["metrics"]]
+        offset, pages = page["next_offset"], pages + 1
+    assert page["file_count"] == 500 and any("500" in w for w in page["warnings"])  # the folder search's cap
+    assert len(seen) == len(set(seen)) == page["total"] == 500 and pages > 1
+
+
+async def test_answers_on_three_hundred_runs_stay_under_the_budget_and_name_their_files(
+    client: Client, workspace: Path
+) -> None:
+    finals = {"baseline": [0.5 + i / 1000 for i in range(150)], "method": [0.6 + i / 1000 for i in range(150)]}
+    ids = record_runs(workspace, finals, ai_scientist_final_info)
+    for run in ids["baseline"][100:]:  # 50 runs without the metrics: a warning each
+        (workspace / "runs" / run / "work" / "run_1" / "final_info.json").write_text("{}")
+    finals["baseline"] = finals["baseline"][:100]
+    labels = ["baseline", "method"]
+
+    def brief_of(n: int) -> list[dict[str, Any]]:
+        return [{"metric": "spirals.means.val_acc", "file": "runs/{source}/work/run_1/final_info.json", "sources": n}]
+
+    brief = brief_of(150)
+    compared = await call_raw(client, "compare_runs", {"metric": "val_acc", "labels": labels})
+    found = compared.structured_content
+    assert found is not None and len(json.dumps(found)) <= 24_000, len(json.dumps(found))
+    assert [(g["resolved"], g["resolved_files"]) for g in found["groups"]] == [([], brief_of(100)), ([], brief)]
+    assert found["warnings"][-1].startswith("... and ") and len(found["warnings"]) <= 41
+    assert found["groups"][1]["sources"] == ids["method"] and found["groups"][1]["values"] == finals["method"]
+
+    args = {"metrics": ["val_acc", "val_loss"], "caption": "c", "label": "big", "labels": labels}
+    table = (await call_raw(client, "results_table", args)).structured_content
+    assert table is not None and len(json.dumps(table)) <= 24_000, len(json.dumps(table))
+    assert table["cells"][2]["resolved_files"] == brief and table["cells"][2]["n"] == 150
+    assert (
+        r"\caption{c. Mean $\pm$ std over 100--150 seeds. Bold" in table["latex"] and CELL_MARKER not in table["latex"]
+    )
+    assert table["latex"].count(r"\pm") == 1 + 4 and r"\end{table}" in table["latex"]  # every number, not cut
+    _, cells = parse_provenance((workspace / "paper" / "tables" / "big.tex").read_text())
+    assert cells[0].sources == ids["baseline"][:100] and len(cells[3].files) == 150  # the file keeps every run
+
+    bars = await call_raw(client, "plot_metrics", {"metrics": ["val_acc"], "kind": "bar", "groups": ids})
+    plotted = bars.structured_content
+    assert plotted is not None and len(json.dumps(plotted)) <= 24_000, len(json.dumps(plotted))
+    assert plotted["resolved"] == [] and plotted["resolved_files"] == brief_of(250)
 
 
 async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(client: Client, workspace: Path) -> None:
@@ -125,6 +187,84 @@ async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(cli
     assert pdf.startswith(b"%PDF") and b"/FontFile2" in pdf  # TrueType fonts embedded (pdf.fonttype 42)
     assert b"/Subtype /Type3" not in pdf and (workspace / "paper" / "figures" / "acc_bar.png").is_file()
     assert table["path"] == "paper/tables/main.tex"
+
+
+def pdf_text(path: Path) -> str:
+    from pypdf import PdfReader
+
+    return "".join(page.extract_text() for page in PdfReader(path).pages)
+
+
+async def test_line_plot_of_groups_draws_a_mean_and_band_per_group_named_for_the_paper(
+    client: Client, workspace: Path
+) -> None:
+    ids = record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81, 0.79]})
+    args = {
+        "metrics": ["val_acc"], "groups": ids, "name": "curves", "band": "std", "width": "page",
+        "display_names": {"method": "Ours", "val_acc": "Validation accuracy"}, "xlabel": "Training step",
+    }  # fmt: skip
+    plotted = await call(client, "plot_metrics", args)
+    assert plotted["drawn"] == [
+        "baseline: val_acc mean of 3 runs at 5 steps",
+        "method: val_acc mean of 4 runs at 5 steps",
+    ]
+    assert "Mean over 3-4 runs per group; the shaded band is the one standard deviation." in plotted["caption"]
+    assert [(r["source"], r["file"]) for r in plotted["resolved"]] == [
+        (run, f"runs/{run}/outputs/metrics.jsonl") for run in [*ids["baseline"], *ids["method"]]
+    ]
+    pdf = workspace / "paper" / "figures" / "curves.pdf"
+    text = pdf_text(pdf)
+    assert "Ours" in text and "baseline" in text and "Validation accuracy" in text and "Training step" in text
+    assert not any(run in text for run in [*ids["baseline"], *ids["method"]])  # no run id in the legend
+    assert b"/FontFile2" in pdf.read_bytes() and b"/Subtype /Type3" not in pdf.read_bytes()
+    from PIL import Image
+
+    with Image.open(workspace / "paper" / "figures" / "curves.png") as page:
+        assert page.width == 6.75 * 200  # the figure is as wide as the page's text, at 200 dpi
+    curves = [ids["baseline"][0], *ids["method"][:2]]
+    each = await call(client, "plot_metrics", {"metrics": ["val_acc"], "sources": curves, "name": "runs"})
+    assert each["caption"] == "One curve per run or file, as logged."
+    text = pdf_text(workspace / "paper" / "figures" / "runs.pdf")
+    assert "baseline" in text and "method (seed 0)" in text and "method (seed 1)" in text
+    assert not any(run in text for run in curves)  # a run is named by its label and seed
+    bars = await call(client, "plot_metrics", {**args, "kind": "bar", "name": "bars"})
+    assert bars["caption"].startswith("Bars: mean of each run's last value per group; error bars: 95% confidence")
+    text = pdf_text(workspace / "paper" / "figures" / "bars.pdf")
+    assert "Ours" in text and "Validation accuracy" in text and not any(run in text for run in ids["method"])
+    column = await call(client, "plot_metrics", {**args, "width": "column", "band": "ci95", "name": "narrow"})
+    assert "95% confidence interval of the mean" in column["caption"]
+    with Image.open(workspace / "paper" / "figures" / "narrow.png") as narrow:
+        assert narrow.width == 3.25 * 200
+
+
+@pytest.mark.latex
+async def test_a_table_shows_display_names_directions_seeds_and_compiles(client: Client, workspace: Path) -> None:
+    ids = record_runs(workspace, {"baseline": [0.70, 0.71, 0.69], "method": [0.80, 0.82, 0.81], "noisy": [0.6, 0.9]})
+    names = {"method": "Ours ($k=3$)", "val_acc": "Accuracy", "loss": "Loss"}
+    args = {"metrics": ["val_acc", "loss"], "caption": "Spirals.", "label": "named", "display_names": names}
+    table = await call(client, "results_table", {**args, "labels": ["baseline", "method", "noisy"]})
+    lines = table["latex"].splitlines()
+    assert r"    Method & Accuracy ($\uparrow$) & Loss ($\downarrow$) \\" in lines
+    assert lines.index("    baseline") < lines.index("    Ours ($k=3$)") < lines.index("    noisy")
+    assert r"  \caption{Spirals. Mean $\pm$ std over 2--3 seeds.}" in lines  # noisy's two seeds: no bold
+    assert not any(c["bold"] for c in table["cells"]) and "Ours" not in json.dumps(table["cells"])
+    two = await call(client, "results_table", {**args, "labels": ["baseline", "method"], "label": "two"})
+    assert r"\caption{Spirals. Mean $\pm$ std over 3 seeds. Bold: significantly best" in two["latex"]
+    bold = {(c["group"], c["metric"]): c["bold"] for c in two["cells"]}
+    assert bold == {(g, m): g == "method" for g in ("baseline", "method") for m in ("val_acc", "loss")}
+    assert r"$\mathbf{0.810 \pm 0.010}$" in two["latex"]
+    singles = {"a": ids["baseline"][:1], "b": ids["method"][:1]}
+    one = await call(client, "results_table", {**args, "groups": singles, "label": "one"})
+    assert r"\caption{Spirals. One run each: no spread, no significance.}" in one["latex"]
+
+    (workspace / "paper" / "main.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{tables/named}\\end{document}\n"
+    )
+    with anyio.fail_after(120):
+        done = await anyio.run_process(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"], cwd=workspace / "paper", check=False
+        )
+    assert done.returncode == 0, done.stdout.decode(errors="replace")[-2000:]
 
 
 def ai_scientist_final_info(folder: Path, final: float) -> None:

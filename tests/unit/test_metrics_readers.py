@@ -104,7 +104,8 @@ def test_mlflow_fixture_metrics_match_the_metric_files() -> None:
     assert val_f1["count"] == len(rows) == 3
     assert val_f1["last"] == float(rows[-1][1]) and val_f1["best"] == max(float(r[1]) for r in rows)
     assert val_f1["direction"] == "max" and metrics["val_cross_entropy"]["direction"] == "min"
-    assert val_f1["series"] == [(float(r[2]), pytest.approx(float(r[1]), rel=1e-6)) for r in rows]
+    assert val_f1["steps"] == [float(r[2]) for r in rows]
+    assert val_f1["values"] == [pytest.approx(float(r[1]), rel=1e-6) for r in rows]
 
 
 def test_ai_scientist_final_info_is_flattened_with_per_seed_lists_as_series() -> None:
@@ -124,7 +125,7 @@ def test_mlperf_logs_read_eval_accuracy_by_epoch_from_the_raw_log_and_its_jsonl(
     derived = by_name(read(folder, "mlperf/Google__tpu-v4-128-TF__resnet__result_0.mllog.jsonl"))
     acc = raw["eval_accuracy"]
     assert acc["direction"] == "max" and acc["count"] >= 5
-    assert acc["series"][0] == (3.0, 0.25054)
+    assert (acc["steps"][0], acc["values"][0]) == (3.0, 0.25054)
     assert {k: derived["eval_accuracy"][k] for k in ("count", "last", "max")} == {
         k: acc[k] for k in ("count", "last", "max")
     }
@@ -187,7 +188,7 @@ def test_csv_with_gaps_text_nan_and_a_truncated_row(tmp_path: Path) -> None:
     result = read(tmp_path, "lightning")
     metrics = by_name(result)
     assert metrics["train_loss"]["count"] == 3 and metrics["train_loss"]["non_finite"] == 1
-    assert metrics["val_acc"]["series"] == [(10.0, 0.5), (30.0, 0.7), (40.0, 0.8)]
+    assert metrics["val_acc"]["steps"] == [10.0, 30.0, 40.0] and metrics["val_acc"]["values"] == [0.5, 0.7, 0.8]
     assert metrics["val_acc"]["best"] == 0.8 and metrics["val_acc"]["best_step"] == 40.0
     text = "\n".join(result["warnings"])
     assert "lightning/metrics.csv: truncated last line at line 8" in text
@@ -263,7 +264,7 @@ def test_non_finite_steps_and_values_never_become_numbers(tmp_path: Path) -> Non
     metrics = by_name(read(tmp_path, "only_nan.csv"))
     loss = metrics["loss"]
     assert loss["count"] == 0 and loss["non_finite"] == 2
-    assert loss["last"] is None and loss["min"] is None and loss["series"] == []
+    assert loss["last"] is None and loss["min"] is None and loss["steps"] == loss["values"] == []
     assert not any(isinstance(v, float) and math.isnan(v) for v in loss.values())
 
 

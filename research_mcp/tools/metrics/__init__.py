@@ -10,7 +10,7 @@ from research_mcp.tools.metrics._names import ResolvedMetric
 from research_mcp.tools.metrics._records import Limits
 from research_mcp.tools.metrics._sources import RunBook
 from research_mcp.tools.metrics.compare import CompareRunsResult, compare_runs
-from research_mcp.tools.metrics.plot import PlotMetricsResult, plot_metrics
+from research_mcp.tools.metrics.plot import PlotMetricsResult, PlotStyle, plot_metrics
 from research_mcp.tools.metrics.read import MetricSummary, ReadMetricsResult, read_metrics
 from research_mcp.tools.metrics.table import CellProvenance, ResultsTableResult, parse_provenance, results_table
 
@@ -20,6 +20,7 @@ __all__ = [
     "Limits",
     "MetricSummary",
     "PlotMetricsResult",
+    "PlotStyle",
     "ReadMetricsResult",
     "ResolvedMetric",
     "ResultsTableResult",

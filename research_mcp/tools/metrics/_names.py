@@ -23,7 +23,7 @@ from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._records import FileMetrics
 from research_mcp.tools.metrics._series import Series
 
-__all__ = ["Match", "ResolvedMetric", "candidates", "plain_name", "resolve_metric"]
+__all__ = ["Match", "ResolvedFiles", "ResolvedMetric", "by_file", "candidates", "plain_name", "resolve_metric"]
 
 _SHOWN = 12
 
@@ -32,6 +32,21 @@ class ResolvedMetric(ToolModel):
     source: str = Field(description="The run id or workspace path the value came from.")
     metric: str = Field(description="The full name of the recorded metric the asked name stood for.")
     file: str = Field(description="Workspace path of the file (or MLflow run folder) it was read from.")
+
+
+class ResolvedFiles(ToolModel):
+    metric: str = Field(description="The full name of the recorded metric read.")
+    file: str = Field(description="The file read, '{source}' standing for each run id or path.")
+    sources: int = Field(description="How many runs or paths were read so.")
+
+
+def by_file(resolved: list[ResolvedMetric]) -> list[ResolvedFiles]:
+    """`resolved` told briefly, for hundreds of runs: one entry per metric name and file path pattern."""
+    counts: dict[tuple[str, str], int] = {}
+    for taken in resolved:
+        pattern = taken.file.replace(taken.source, "{source}", 1) if taken.source else taken.file
+        counts[taken.metric, pattern] = counts.get((taken.metric, pattern), 0) + 1
+    return [ResolvedFiles(metric=metric, file=file, sources=n) for (metric, file), n in counts.items()]
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,6 +23,7 @@ __all__ = [
     "Limits",
     "Problems",
     "bounded_lines",
+    "bounded_warnings",
     "flatten",
     "lib",
     "number",
@@ -33,6 +34,10 @@ STEP_KEYS = ("step", "global_step", "_step", "trainer/global_step", "iteration",
 """Names of the step column, in order of preference (case-insensitive); the first present is the x axis."""
 
 _FLUSH = 65_536
+
+
+_MAX_WARNINGS = 40
+_WARNING_CHARS = 600
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,21 @@ def bounded_lines(fh: IO[bytes], limits: Limits, problems: Problems) -> Iterator
             problems.note(f"line over the {max_line_bytes}-byte limit ({size} bytes)", f"line {number}")
             continue
         yield number, line
+
+
+def bounded_warnings(warnings: list[str], max_chars: int) -> list[str]:
+    """At most `_MAX_WARNINGS` warnings of at most `max_chars` in all, the rest counted."""
+    kept: list[str] = []
+    used = 0
+    for warning in warnings[:_MAX_WARNINGS]:
+        text = warning if len(warning) <= _WARNING_CHARS else warning[: _WARNING_CHARS - 3] + "..."
+        if used + len(text) > max_chars:
+            break
+        kept.append(text)
+        used += len(text) + 4
+    if len(kept) < len(warnings):
+        kept.append(f"... and {len(warnings) - len(kept)} more warnings")
+    return kept
 
 
 def lib(name: str) -> Any:

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from research_mcp.errors import BadInputError
 from research_mcp.model import ToolModel
-from research_mcp.tools.metrics._names import ResolvedMetric, plain_name, resolve_metric
-from research_mcp.tools.metrics._records import Limits
+from research_mcp.tools.metrics._names import ResolvedFiles, ResolvedMetric, by_file, plain_name, resolve_metric
+from research_mcp.tools.metrics._records import Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, RunRecord, Source, read_source, resolve
 from research_mcp.tools.metrics.stats import Described, compare_groups
@@ -34,6 +34,9 @@ Use = Literal["last", "best", "min", "max", "all"]
 _ALL_POINTS = 10_000
 _MAX_GROUPS = 30
 _MAX_SOURCES = 300
+RESOLVED_SHOWN = 60
+_WARNING_BUDGET = 6000
+"""Past this many runs in one answer, which metric of which file each was read from is told per file pattern."""
 _SEED_KEYS = frozenset({"seed", "random_seed", "rng_seed", "run_seed"})
 
 
@@ -48,6 +51,9 @@ class GroupResult(ToolModel):
     sources: list[str] = Field(description="The run id or path each value came from, in order.")
     resolved: list[ResolvedMetric] = Field(
         default_factory=list[ResolvedMetric], description="Which metric of which file each run's value was read from."
+    )
+    resolved_files: list[ResolvedFiles] | None = Field(
+        default=None, description="Instead of resolved where it would be long: per metric and file pattern."
     )
 
 
@@ -116,6 +122,10 @@ class Grouped:
     sources: dict[str, list[str]] = field(default_factory=dict[str, list[str]])
     resolved: dict[str, list[ResolvedMetric]] = field(default_factory=dict[str, list[ResolvedMetric]])
     warnings: list[str] = field(default_factory=list[str])
+    curves: dict[str, list[tuple[list[float], list[float]]]] = field(
+        default_factory=dict[str, list[tuple[list[float], list[float]]]]
+    )
+    """With `curves=True`: each source's (downsampled) series as steps and values, sorted by step."""
 
 
 def _config_key(record: RunRecord) -> str | None:
@@ -203,13 +213,16 @@ def gather(
     limits: Limits,
     *,
     strict: bool = True,
+    curves: bool = False,
 ) -> Grouped:
     """Each source's value(s) of the metric; a source without it is left out with a warning (never a zero).
-    `strict`: a group where no source has the metric is an error (else it stays empty)."""
+    `strict`: a group where no source has the metric is an error (else it stays empty). `curves`: also keep each
+    source's series, downsampled to `limits.max_points`."""
     out = Grouped()
     points = 2 * _ALL_POINTS + 2 if use == "all" else 2  # all: one bucket per point, so every value is kept
+    points = limits.max_points if curves else points
     for name, sources in plan.items():
-        out.values[name], out.sources[name], out.resolved[name] = [], [], []
+        out.values[name], out.sources[name], out.resolved[name], out.curves[name] = [], [], [], []
         for source in sources:
             notes: list[str] = []
             files = read_source(ws, source, dataclasses.replace(limits, max_points=points), notes)
@@ -232,6 +245,9 @@ def gather(
                 out.values[name].append(value)
                 out.sources[name].append(source.name)
             out.resolved[name].append(match.resolved(source.name))
+            if curves:
+                ordered = sorted(series.points())
+                out.curves[name].append(([p[0] for p in ordered], [p[1] for p in ordered]))
         if strict and not out.values[name]:
             raise BadInputError(
                 f"No run of group {name!r} has the metric {metric!r} (or a metric ending in '.{plain_name(metric)}'). "
@@ -322,10 +338,14 @@ def compare_runs(
         )  # fmt: skip
         for p in pairs
     ]
+    if sum(len(g.resolved) for g in results) > RESOLVED_SHOWN:
+        for g in results:
+            g.resolved_files, g.resolved = by_file(g.resolved), []
     best, best_sig, verdict = verdict_of(metric, direction, results, tests, alpha)
     if len(results) < 2:
         verdict = "Only one group: nothing to compare. " + verdict
     return CompareRunsResult(
         metric=metric, use=use, direction=direction, alpha=alpha, groups=results, tests=tests,
-        best_group=best, best_is_significant=best_sig, verdict=verdict, warnings=notes + found.warnings,
+        best_group=best, best_is_significant=best_sig, verdict=verdict,
+        warnings=bounded_warnings(notes + found.warnings, _WARNING_BUDGET),
     )  # fmt: skip

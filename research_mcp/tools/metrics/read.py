@@ -13,15 +13,16 @@ from pydantic import Field
 from research_mcp.errors import BadInputError
 from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._names import candidates, spelling
-from research_mcp.tools.metrics._records import FileMetrics, Limits
+from research_mcp.tools.metrics._records import FileMetrics, Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, Series, direction_of
 from research_mcp.tools.metrics._sources import RunBook, read_source, resolve
 from research_mcp.workspace import Workspace
 
 __all__ = ["MetricSummary", "ReadMetricsResult", "read_metrics", "summarise"]
 
-_MAX_WARNINGS = 40
 _SPELLED = 12
+_FRAME = 200
+"""The answer's keys and punctuation around its lists, in characters."""
 
 
 class MetricSummary(ToolModel):
@@ -41,14 +42,16 @@ class MetricSummary(ToolModel):
     non_finite: int = Field(default=0, description="NaN/Inf values logged (left out of every statistic).")
     step_min: float | None = None
     step_max: float | None = None
-    series: list[tuple[float, float]] = Field(
-        description="[step, value] downsampled to max_points, keeping each stretch's lowest and highest point."
+    steps: list[float] = Field(
+        description="Steps of the series, downsampled to max_points keeping each stretch's lowest and highest point."
     )
+    values: list[float] = Field(description="The value at each of `steps`.")
 
 
 class ReadMetricsResult(ToolModel):
     source: str = Field(description="The run id or workspace path read.")
-    files: list[str] = Field(description="Metric files read, with their format: 'path (format)'.")
+    files: list[str] = Field(description="Files of this page's metrics, with their format: 'path (format)'.")
+    file_count: int = Field(description="Metric files read in all.")
     metrics: list[MetricSummary]
     total: int = Field(description="Metrics found in all (after the `metrics` filter), before paging.")
     next_offset: int | None = Field(default=None, description="Pass as `offset` to get the next metrics.")
@@ -68,6 +71,7 @@ def _short(value: float) -> float:
 def summarise(name: str, fm: FileMetrics, series: Series, direction: Direction | None) -> MetricSummary:
     best = series.max if direction == "max" else series.min if direction == "min" else math.nan
     best_step = series.max_step if direction == "max" else series.min_step if direction == "min" else math.nan
+    points = series.points()
     return MetricSummary(
         name=name,
         file=fm.path,
@@ -83,7 +87,8 @@ def summarise(name: str, fm: FileMetrics, series: Series, direction: Direction |
         non_finite=series.non_finite,
         step_min=_num(series.step_min),
         step_max=_num(series.step_max),
-        series=[(_short(step), _short(value)) for step, value in series.points()],
+        steps=[_short(step) for step, _ in points],
+        values=[_short(value) for _, value in points],
     )
 
 
@@ -159,23 +164,30 @@ def read_metrics(
         )
     if offset > len(chosen) and chosen:
         raise BadInputError(f"offset {offset} is past the {len(chosen)} metrics found.")
+    warnings = bounded_warnings(warnings, max_chars // 4)
     page: list[MetricSummary] = []
-    used = 0
+    page_files: dict[str, None] = {}  # the files of the page's metrics, in order
+    used = len(json.dumps(warnings)) + len(found.name) + _FRAME
     for name, fm, series in chosen[offset:]:
         override = (higher_is_better or {}).get(name)
         direction = direction_of(name) if override is None else ("max" if override else "min")
         summary = summarise(name, fm, series, direction)
-        cost = len(json.dumps(summary.model_dump(mode="json")))
+        label = f"{fm.path} ({fm.kind})"
+        cost = (
+            len(json.dumps(summary.model_dump(mode="json")))
+            + 2
+            + (0 if label in page_files else len(json.dumps(label)) + 2)
+        )
         if page and used + cost > max_chars:
             break
         page.append(summary)
+        page_files[label] = None
         used += cost
     end = offset + len(page)
-    if len(warnings) > _MAX_WARNINGS:
-        warnings = [*warnings[:_MAX_WARNINGS], f"... and {len(warnings) - _MAX_WARNINGS} more warnings"]
     return ReadMetricsResult(
         source=found.name,
-        files=[f"{fm.path} ({fm.kind})" for fm in files],
+        files=list(page_files) if chosen else [f"{fm.path} ({fm.kind})" for fm in files[:_SPELLED]],
+        file_count=len(files),
         metrics=page,
         total=len(chosen),
         next_offset=end if end < len(chosen) else None,

@@ -33,8 +33,8 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import atomic_write
 from research_mcp.model import ToolModel
-from research_mcp.tools.metrics._names import plain_name
-from research_mcp.tools.metrics._records import Limits
+from research_mcp.tools.metrics._names import ResolvedFiles, by_file, plain_name
+from research_mcp.tools.metrics._records import Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, direction_of
 from research_mcp.tools.metrics._sources import RunBook
 from research_mcp.tools.metrics.compare import PairResult, Use, gather, group_results, plan_groups, verdict_of
@@ -75,6 +75,9 @@ class CellProvenance(ToolModel):
     )
     bold: bool
     printed: str = Field(description="The LaTeX printed for this cell.")
+    resolved_files: list[ResolvedFiles] | None = Field(
+        default=None, description="Where sources..names are left out of a long answer: metric and file per pattern."
+    )
 
 
 class ResultsTableResult(ToolModel):
@@ -150,6 +153,8 @@ def results_table(
     higher_is_better: dict[str, bool] | None = None,
     alpha: float = 0.05,
     limits: Limits | None = None,
+    display_names: dict[str, str] | None = None,
+    max_chars: int = 24_000,
 ) -> ResultsTableResult:
     if not _LABEL.match(label):
         raise BadInputError(f"label {label!r} must be letters, digits, '-' or '_' (it names the file and tab:<label>).")
@@ -158,6 +163,7 @@ def results_table(
     plan, notes = plan_groups(ws, book, groups, run_ids, labels, group_by)
     names = list(plan)
     columns: list[tuple[str, Direction | None, list[CellProvenance]]] = []
+    brief: dict[tuple[str, str], list[ResolvedFiles]] = {}
     for metric in metrics:
         override = (higher_is_better or {}).get(metric)
         plain = plain_name(metric)
@@ -174,6 +180,7 @@ def results_table(
         notes.append(f"{metric}: {verdict}")
         cells: list[CellProvenance] = []
         for g in names:
+            brief[g, metric] = by_file(found.resolved[g])
             values = found.values[g]
             d = described.get(g)
             bold = best_sig and best == g
@@ -202,19 +209,46 @@ def results_table(
                 )  # fmt: skip
             )
         columns.append((metric, direction, cells))
-    latex = _render(label, caption, names, columns, use, alpha)
+    shown = display_names or {}
+    latex = _render(label, _caption(caption, columns), names, columns, use, alpha, shown)
     target = ws.resolve(f"paper/tables/{label}.tex")
     try:
         _atomic_write(target, latex)
     except OSError as exc:
         raise FileToolError(f"Cannot write {ws.relative(target)!r}: {exc.strerror or exc}.") from exc
     notes.insert(0, r"Needs \usepackage{booktabs}. Bold: significantly better than every other group (Welch, Holm).")
+    ordered = [cells[row] for row in range(len(names)) for _, _, cells in columns]  # the file's order
+    if len(json.dumps([c.model_dump(mode="json") for c in ordered])) > max_chars // 2:
+        empty: dict[str, list[Any]] = {"sources": [], "values": [], "files": [], "names": []}
+        ordered = [c.model_copy(update={**empty, "resolved_files": brief[c.group, c.metric]}) for c in ordered]
+        notes.append("Cells told briefly: each one's runs, values and files are in its comment in the file.")
+    if len(latex) > max_chars // 2:
+        latex = _without_provenance(latex, ws.relative(target))
     return ResultsTableResult(
-        path=ws.relative(target),
-        latex=latex,
-        cells=[cells[row] for row in range(len(names)) for _, _, cells in columns],  # the file's order
-        notes=notes,
+        path=ws.relative(target), latex=latex, cells=ordered, notes=bounded_warnings(notes, max_chars // 8)
     )
+
+
+def _without_provenance(latex: str, path: str) -> str:
+    """The table as it prints, its cells' provenance comments left to the file (they grow with the runs)."""
+    lines = [line.split(" " + CELL_MARKER, 1)[0] for line in latex.splitlines()]
+    return "\n".join([f"% each number's provenance comment is in {path}", *lines, ""])
+
+
+def _caption(caption: str, columns: list[tuple[str, Direction | None, list[CellProvenance]]]) -> str:
+    """The caption, then how many seeds each number is over and what the bold means."""
+    counts = sorted({c.n for _, _, cells in columns for c in cells if c.stat != "missing"})
+    if not counts:
+        return caption
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}--{counts[-1]}"
+    given = caption.rstrip()
+    given += "" if given.endswith((".", "!", "?")) else "."
+    text = f"{given} Mean $\\pm$ std over {seeds} seeds."
+    if counts == [1]:
+        text = f"{given} One run each: no spread, no significance."
+    if any(c.bold for _, _, cells in columns for c in cells):
+        text += " Bold: significantly best (Welch's $t$-test, Holm)."
+    return text
 
 
 def _render(
@@ -224,8 +258,12 @@ def _render(
     columns: list[tuple[str, Direction | None, list[CellProvenance]]],
     use: str,
     alpha: float,
+    shown: dict[str, str],
 ) -> str:
-    header = {"label": label, "metrics": [m for m, _, _ in columns], "groups": names, "use": use, "alpha": alpha}
+    metrics = [m for m, _, _ in columns]
+    header: dict[str, Any] = {"label": label, "metrics": metrics, "groups": names, "use": use, "alpha": alpha}
+    if shown:
+        header["display_names"] = shown
     arrows = {"max": r" ($\uparrow$)", "min": r" ($\downarrow$)", None: ""}
     lines = [
         TABLE_MARKER + json.dumps(header),
@@ -235,15 +273,22 @@ def _render(
         f"  \\label{{tab:{label}}}",
         f"  \\begin{{tabular}}{{l{'c' * len(columns)}}}",
         r"    \toprule",
-        "    Method & " + " & ".join(escape(plain_name(m)) + arrows[d] for m, d, _ in columns) + r" \\",
+        "    Method & " + " & ".join(_shown(m, shown, metric=True) + arrows[d] for m, d, _ in columns) + r" \\",
         r"    \midrule",
     ]
     for row, group in enumerate(names):
-        lines.append(f"    {escape(group)}")
+        lines.append(f"    {_shown(group, shown)}")
         for _, _, cells in columns:
             cell = cells[row]
-            data = cell.model_dump(mode="json", exclude={"printed"})
+            data = cell.model_dump(mode="json", exclude={"printed", "resolved_files"})
             lines.append(f"      & {cell.printed} {CELL_MARKER}{json.dumps({'v': 1, **data})}")
         lines.append(r"      \\")
     lines += [r"    \bottomrule", r"  \end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
+
+
+def _shown(name: str, shown: dict[str, str], *, metric: bool = False) -> str:
+    """A group's or metric's display name (LaTeX, as given), else the name escaped (a metric's without its file)."""
+    plain = plain_name(name) if metric else name
+    found = shown.get(name, shown.get(plain))
+    return found if found is not None else escape(plain)
