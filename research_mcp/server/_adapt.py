@@ -269,8 +269,10 @@ class MappedTool(Tool):
 
     async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
         try:
-            result = await super().run(arguments, context, convert_result=convert_result)
-            return compact_result(result, self.text_field) if isinstance(result, CallToolResult) else result
+            result = await super().run(arguments, context, convert_result=False)
+            if not convert_result:
+                return result
+            return self._answer(result)
         except UnexpectedToolError as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             raise ToolError(f"Error executing tool {self.name}: {error_text(self.name, cause)}") from cause
@@ -280,6 +282,20 @@ class MappedTool(Tool):
                     f"Error executing tool {self.name}: {_validation_text(exc.__cause__)}"
                 ) from exc.__cause__
             raise
+
+    def _answer(self, result: Any) -> Any:
+        """The answer to send. A result of the declared output model becomes `structuredContent` plus its compact
+        text at once (the SDK would dump it indented first, to be parsed back here); anything else goes through
+        the SDK's conversion, then `compact_result`. A conversion that fails is a crash, answered as one."""
+        model = self.fn_metadata.output_model
+        try:
+            if isinstance(model, type) and isinstance(result, model) and not self.fn_metadata.wrap_output:
+                record = result.model_dump(mode="json", by_alias=True)  # pyright: ignore[reportUnknownMemberType]
+                return CallToolResult(content=record_text(record, self.text_field), structured_content=record)
+            converted = self.fn_metadata.convert_result(result)
+        except Exception as exc:
+            raise ToolError(f"Error executing tool {self.name}: {error_text(self.name, exc)}") from exc
+        return compact_result(converted, self.text_field) if isinstance(converted, CallToolResult) else converted
 
 
 @dataclass(frozen=True)
