@@ -289,9 +289,9 @@ async def test_a_short_name_resolves_to_the_ai_scientist_metric_and_each_answer_
     labels = ["baseline", "method"]
     compared = await call(client, "compare_runs", {"metric": "val_acc", "labels": labels})
     assert compared["groups"][1]["values"] == [0.80, 0.82, 0.81] and compared["best_group"] == "method"
-    assert compared["groups"][1]["resolved"] == [
-        {"source": run, "metric": "spirals.means.val_acc", "file": f"runs/{run}/work/run_1/final_info.json"}
-        for run in ids["method"]
+    assert compared["groups"][1]["sources"] == ids["method"] and compared["groups"][1]["resolved"] == []
+    assert compared["groups"][1]["resolved_files"] == [
+        {"metric": "spirals.means.val_acc", "file": "runs/{source}/work/run_1/final_info.json", "sources": 3}
     ]
 
     await call(
@@ -333,13 +333,13 @@ async def test_a_short_name_two_files_of_a_run_record_asks_back_naming_both(clie
         assert f"'spirals.means.val_acc' (spirals.means.val_acc in runs/{first}/work/run_1/final_info.json)" in text
     everyone = [*ids["baseline"], *ids["method"]]
     by_file = await call(client, "compare_runs", {"metric": "outputs/metrics.jsonl:val_acc", "labels": labels})
-    taken = [r for g in by_file["groups"] for r in g["resolved"]]
-    assert [(r["metric"], r["file"]) for r in taken] == [
-        ("val_acc", f"runs/{i}/outputs/metrics.jsonl") for i in everyone
-    ]
+    assert [g["resolved_files"] for g in by_file["groups"]] == [
+        [{"metric": "val_acc", "file": "runs/{source}/outputs/metrics.jsonl", "sources": 2}]
+    ] * 2
+    assert [s for g in by_file["groups"] for s in g["sources"]] == everyone
     by_name = await call(client, "compare_runs", {"metric": "spirals.means.val_acc", "labels": labels})
-    assert {r["file"] for g in by_name["groups"] for r in g["resolved"]} == {
-        f"runs/{i}/work/run_1/final_info.json" for i in everyone
+    assert {f["file"] for g in by_name["groups"] for f in g["resolved_files"]} == {
+        "runs/{source}/work/run_1/final_info.json"
     }
     assert [g["values"] for g in by_name["groups"]] == [g["values"] for g in by_file["groups"]]
 
@@ -360,9 +360,10 @@ async def test_one_metric_of_several_datasets_in_real_ai_scientist_runs_asks_bac
         json.loads((workspace / p / "final_info.json").read_text())["dino"]["means"]["eval_loss"]
         for p in groups["dual_scale"]
     ]
-    assert dual["values"] == expected and [r["file"] for r in dual["resolved"]] == [
-        "ai/run_1/final_info.json", "ai/run_2/final_info.json"
-    ]  # fmt: skip
+    assert dual["values"] == expected and dual["sources"] == groups["dual_scale"]
+    assert dual["resolved_files"] == [
+        {"metric": "dino.means.eval_loss", "file": "{source}/final_info.json", "sources": 2}
+    ]
 
 
 async def test_read_metrics_filters_by_short_names_and_shows_each_match_with_its_file(

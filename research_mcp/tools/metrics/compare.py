@@ -53,7 +53,9 @@ class GroupResult(ToolModel):
         default_factory=list[ResolvedMetric], description="Which metric of which file each run's value was read from."
     )
     resolved_files: list[ResolvedFiles] | None = Field(
-        default=None, description="Instead of resolved where it would be long: per metric and file pattern."
+        default=None,
+        description="Instead of resolved where every run was read alike, or where it would be long: per metric and "
+        "file pattern.",
     )
 
 
@@ -338,9 +340,11 @@ def compare_runs(
         )  # fmt: skip
         for p in pairs
     ]
-    if sum(len(g.resolved) for g in results) > RESOLVED_SHOWN:
-        for g in results:
-            g.resolved_files, g.resolved = by_file(g.resolved), []
+    total = sum(len(g.resolved) for g in results)
+    for g in results:
+        brief = by_file(g.resolved)
+        if total > RESOLVED_SHOWN or len(brief) == 1:  # one pattern: each source's file is the pattern, filled in
+            g.resolved_files, g.resolved = brief, []
     best, best_sig, verdict = verdict_of(metric, direction, results, tests, alpha)
     if len(results) < 2:
         verdict = "Only one group: nothing to compare. " + verdict
