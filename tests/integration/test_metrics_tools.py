@@ -141,7 +141,8 @@ async def test_answers_on_three_hundred_runs_stay_under_the_budget_and_name_thei
     args = {"metrics": ["val_acc", "val_loss"], "caption": "c", "label": "big", "labels": labels}
     table = (await call_raw(client, "results_table", args)).structured_content
     assert table is not None and len(json.dumps(table)) <= 24_000, len(json.dumps(table))
-    assert table["cells"][2]["resolved_files"] == brief and table["cells"][2]["n"] == 150
+    assert table["runs"] == {"baseline": ids["baseline"][:100], "method": ids["method"]}
+    assert [n["n"] for n in table["numbers"]] == [100, 100, 150, 150] and "sources" not in table["numbers"][0]
     assert (
         r"\caption{c. Mean $\pm$ std over 100--150 seeds. Bold" in table["latex"] and CELL_MARKER not in table["latex"]
     )
@@ -247,10 +248,10 @@ async def test_a_table_shows_display_names_directions_seeds_and_compiles(client:
     assert r"    Method & Accuracy ($\uparrow$) & Loss ($\downarrow$) \\" in lines
     assert lines.index("    baseline") < lines.index("    Ours ($k=3$)") < lines.index("    noisy")
     assert r"  \caption{Spirals. Mean $\pm$ std over 2--3 seeds.}" in lines  # noisy's two seeds: no bold
-    assert not any(c["bold"] for c in table["cells"]) and "Ours" not in json.dumps(table["cells"])
+    assert not any(c["bold"] for c in table["numbers"]) and "Ours" not in json.dumps(table["numbers"])
     two = await call(client, "results_table", {**args, "labels": ["baseline", "method"], "label": "two"})
     assert r"\caption{Spirals. Mean $\pm$ std over 3 seeds. Bold: significantly best" in two["latex"]
-    bold = {(c["group"], c["metric"]): c["bold"] for c in two["cells"]}
+    bold = {(c["group"], c["metric"]): c["bold"] for c in two["numbers"]}
     assert bold == {(g, m): g == "method" for g in ("baseline", "method") for m in ("val_acc", "loss")}
     assert r"$\mathbf{0.810 \pm 0.010}$" in two["latex"]
     singles = {"a": ids["baseline"][:1], "b": ids["method"][:1]}
