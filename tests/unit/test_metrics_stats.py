@@ -167,11 +167,13 @@ def test_a_number_over_other_runs_than_its_group_names_them_unless_the_answer_wo
     assert [(n.metric, n.n, n.sources) for n in result.numbers] == [
         ("val_acc", 3, None), ("train_loss", 2, groups["a"][:2])
     ]  # fmt: skip
-    short = results_table(
-        _ws(tmp_path), lambda: None, ["val_acc", "train_loss"], "c", "t", groups=groups, max_chars=400
-    )
-    assert [n.sources for n in short.numbers] == [None, None] and short.runs == result.runs
     assert parse_provenance((tmp_path / "paper/tables/t.tex").read_text())[1][1].sources == groups["a"][:2]
+    many = _runs(tmp_path, {"b": [0.5] * 30})
+    (tmp_path / "results" / "b_s0" / "metrics.jsonl").write_text('{"step": 1, "val_acc": 0.5}\n')
+    short = results_table(_ws(tmp_path), lambda: None, ["val_acc", "train_loss"], "c", "u", groups=many, max_chars=1600)
+    assert [n.sources for n in short.numbers] == [None, None] and short.runs == many
+    assert "in their comments in the file" in short.notes[1]
+    assert parse_provenance((tmp_path / "paper/tables/u.tex").read_text())[1][1].sources == many["b"][1:]
 
 
 def test_results_table_marks_a_group_without_the_metric_and_refuses_bad_labels(tmp_path: Path) -> None:

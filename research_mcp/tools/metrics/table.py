@@ -241,7 +241,7 @@ def results_table(
     numbers = [_number(c, runs[c.group]) for c in ordered]
     if len(json.dumps([runs, [n.model_dump(mode="json") for n in numbers]])) > max_chars // 2:
         numbers = [n.model_copy(update={"sources": None}) for n in numbers]
-        notes.append("Numbers over other runs than their group's: their runs are in their comments in the file.")
+        notes.insert(1, "Numbers over other runs than their group's: their runs are in their comments in the file.")
     return ResultsTableResult(
         path=ws.relative(target),
         latex=_without_provenance(latex, ws.relative(target)),
