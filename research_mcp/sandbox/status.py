@@ -46,15 +46,30 @@ _FAILED = {
 _INTERPRETER_SIGNS = re.compile(r"bad interpreter|not found|No such file|Permission denied|cannot execute|Exec format")
 
 
+def _none_of(value: list[str] | int) -> bool:
+    """An empty list of files, or no file left out: left out of the answer (absent reads as none)."""
+    return not value
+
+
 class RunStatusResult(ToolModel):
     run: Run
     log_tail: list[str] = Field(description="The last lines of output (a final traceback whole).")
     outputs: list[str] = Field(
-        description="Files the run wrote (workspace paths), caches left out, other than its metric files and plots."
+        default_factory=list[str],
+        exclude_if=_none_of,
+        description="Files the run wrote (workspace paths), caches left out, other than its metric files and plots.",
     )
-    outputs_not_listed: int = Field(0, description="Files past the answer's budget.")
-    metric_files: list[str] = Field(description="The metric files it wrote (final_info.json, JSON, CSV, ...).")
-    plots: list[str] = Field(description="The images it wrote (PNG, JPEG): read_file shows them.")
+    outputs_not_listed: int = Field(0, exclude_if=_none_of, description="Files past the answer's budget.")
+    metric_files: list[str] = Field(
+        default_factory=list[str],
+        exclude_if=_none_of,
+        description="The metric files it wrote (final_info.json, JSON, CSV, ...).",
+    )
+    plots: list[str] = Field(
+        default_factory=list[str],
+        exclude_if=_none_of,
+        description="The images it wrote (PNG, JPEG): read_file shows them.",
+    )
     next_step: NextStep
 
 

@@ -91,6 +91,8 @@ async def test_a_run_succeeds_and_its_output_is_logged(lab: Client) -> None:
     assert done["run"]["created_at"] == round(done["run"]["created_at"], 3)
     assert not [key for key, value in done["run"].items() if value is None]  # a field without a value is left out
     assert "label" not in done["run"] and "python_env" not in done["run"]
+    assert not {"outputs", "metric_files", "plots", "outputs_not_listed"} & done.keys()  # wrote none: no empty lists
+    assert done["next_step"]["tool"] == "run_logs"
 
 
 async def test_a_non_zero_exit_is_a_failed_run_with_its_code(lab: Client) -> None:
