@@ -134,7 +134,7 @@ async def test_answers_on_three_hundred_runs_stay_under_the_budget_and_name_thei
     compared = await call_raw(client, "compare_runs", {"metric": "val_acc", "labels": labels})
     found = compared.structured_content
     assert found is not None and len(json.dumps(found)) <= 24_000, len(json.dumps(found))
-    assert [(g["resolved"], g["resolved_files"]) for g in found["groups"]] == [([], brief_of(100)), ([], brief)]
+    assert [(g.get("resolved"), g["resolved_files"]) for g in found["groups"]] == [(None, brief_of(100)), (None, brief)]
     assert found["warnings"][-1].startswith("... and ") and len(found["warnings"]) <= 41
     assert found["groups"][1]["sources"] == ids["method"] and found["groups"][1]["values"] == finals["method"]
 
@@ -162,6 +162,8 @@ async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(cli
     assert [g["name"] for g in compared["groups"]] == ["baseline", "method"]
     assert compared["groups"][1]["sources"] == ids["method"] and compared["best_group"] == "method"
     assert compared["best_is_significant"] and compared["tests"][0]["p_holm"] < 0.05
+    assert compared["tests"][0]["better"] == "method" and "note" not in compared["tests"][0]  # no null fields
+    assert "resolved" not in compared["groups"][0] and len(compared["groups"][0]["resolved_files"]) == 1
     by_id = await call(client, "compare_runs", {"metric": "val_acc", "run_ids": [*ids["baseline"], *ids["method"]]})
     assert [g["values"] for g in by_id["groups"]] == [g["values"] for g in compared["groups"]]
     by_config = await call(
@@ -290,7 +292,7 @@ async def test_a_short_name_resolves_to_the_ai_scientist_metric_and_each_answer_
     labels = ["baseline", "method"]
     compared = await call(client, "compare_runs", {"metric": "val_acc", "labels": labels})
     assert compared["groups"][1]["values"] == [0.80, 0.82, 0.81] and compared["best_group"] == "method"
-    assert compared["groups"][1]["sources"] == ids["method"] and compared["groups"][1]["resolved"] == []
+    assert compared["groups"][1]["sources"] == ids["method"] and "resolved" not in compared["groups"][1]
     assert compared["groups"][1]["resolved_files"] == [
         {"metric": "spirals.means.val_acc", "file": "runs/{source}/work/run_1/final_info.json", "sources": 3}
     ]

@@ -40,6 +40,11 @@ _WARNING_BUDGET = 6000
 _SEED_KEYS = frozenset({"seed", "random_seed", "rng_seed", "run_seed"})
 
 
+def _empty(value: object) -> bool:
+    """A field left out of the answer: absent reads as null, or as an empty list."""
+    return value is None or value == []
+
+
 class GroupResult(ToolModel):
     name: str
     n: int
@@ -50,10 +55,13 @@ class GroupResult(ToolModel):
     values: list[float]
     sources: list[str] = Field(description="The run id or path each value came from, in order.")
     resolved: list[ResolvedMetric] = Field(
-        default_factory=list[ResolvedMetric], description="Which metric of which file each run's value was read from."
+        default_factory=list[ResolvedMetric],
+        exclude_if=_empty,
+        description="Which metric of which file each run's value was read from; absent where resolved_files says.",
     )
     resolved_files: list[ResolvedFiles] | None = Field(
         default=None,
+        exclude_if=_empty,
         description="Instead of resolved where every run was read alike, or where it would be long: per metric and "
         "file pattern.",
     )
@@ -98,9 +106,9 @@ class PairResult(ToolModel):
     )
     significant: bool | None = Field(default=None, description="p_holm < alpha; None when no test could be made.")
     better: str | None = Field(
-        default=None, description="The better group when significant and the direction is known."
+        default=None, exclude_if=_empty, description="The better group when significant and the direction is known."
     )
-    note: str | None = None
+    note: str | None = Field(default=None, exclude_if=_empty)
 
 
 class CompareRunsResult(ToolModel):
