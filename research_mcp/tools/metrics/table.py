@@ -266,7 +266,7 @@ def _number(cell: CellProvenance, runs: list[str]) -> TableNumber:
 def _without_provenance(latex: str, path: str) -> str:
     """The table as it prints: its header and cells' provenance comments left to the file."""
     lines = [line.split(" " + CELL_MARKER, 1)[0] for line in latex.splitlines() if not line.startswith(TABLE_MARKER)]
-    return "\n".join([f"% the numbers' provenance comments are in {path}", *lines, ""])
+    return "\n".join([f"% provenance comments in {path}", *lines, ""])
 
 
 def _caption(caption: str, columns: list[tuple[str, Direction | None, list[CellProvenance]]]) -> str:
