@@ -85,8 +85,10 @@ class TableNumber(ToolModel):
     group: str
     metric: str
     n: int = Field(description="How many values it is over (0: no run had the metric, printed --).")
-    mean: float | None = Field(None, exclude_if=lambda v: v is None, description="Absent where n is 0.")
-    std: float | None = Field(None, exclude_if=lambda v: v is None, description="Sample std; absent for n < 2.")
+    mean: float | None = Field(
+        None, exclude_if=lambda v: v is None, description="To 12 significant digits (whole in the file); absent at n 0."
+    )
+    std: float | None = Field(None, exclude_if=lambda v: v is None, description="Sample std, so; absent for n < 2.")
     bold: bool
     sources: list[str] | None = Field(
         None,
@@ -258,9 +260,14 @@ def _usual(lists: list[list[str]]) -> list[str]:
 
 def _number(cell: CellProvenance, runs: list[str]) -> TableNumber:
     return TableNumber(
-        group=cell.group, metric=cell.metric, n=cell.n, mean=cell.mean, std=cell.std, bold=cell.bold,
+        group=cell.group, metric=cell.metric, n=cell.n, mean=_digits(cell.mean), std=_digits(cell.std), bold=cell.bold,
         sources=None if cell.sources == runs or not cell.sources else cell.sources,
     )  # fmt: skip
+
+
+def _digits(value: float | None) -> float | None:
+    """A statistic without float noise: 0.9250000000000002 is 0.925."""
+    return None if value is None else float(f"{value:.12g}")
 
 
 def _without_provenance(latex: str, path: str) -> str:
