@@ -99,6 +99,7 @@ def test_compare_runs_reads_last_values_and_says_what_can_be_claimed(tmp_path: P
     result = compare_runs(_ws(tmp_path), lambda: None, "val_acc", groups=groups)
     assert [g.values for g in result.groups] == [[0.70, 0.71, 0.69], [0.80, 0.82, 0.81, 0.79]]
     assert result.groups[0].sources == groups["baseline"]
+    assert (result.groups[0].mean, result.groups[0].std) == (0.7, 0.01)  # not 0.6999999999999998, 0.010000000000000009
     assert result.direction == "max" and result.best_group == "method" and result.best_is_significant
     assert "significantly better" in result.verdict
     single = compare_runs(

@@ -26,6 +26,7 @@ __all__ = [
     "PairResult",
     "Use",
     "compare_runs",
+    "digits",
     "gather",
     "plan_groups",
 ]
@@ -38,6 +39,16 @@ RESOLVED_SHOWN = 60
 _WARNING_BUDGET = 6000
 """Past this many runs in one answer, which metric of which file each was read from is told per file pattern."""
 _SEED_KEYS = frozenset({"seed", "random_seed", "rng_seed", "run_seed"})
+
+
+def _sig(value: float) -> float:
+    """A statistic as answers give it, without float noise: 0.9250000000000002 is 0.925 (12 significant digits)."""
+    return float(f"{value:.12g}")
+
+
+def digits(value: float | None) -> float | None:
+    """`_sig` of a statistic that may be missing."""
+    return None if value is None else _sig(value)
 
 
 def _empty(value: object) -> bool:
@@ -335,16 +346,18 @@ def compare_runs(
         PairResult(
             a=p.a,
             b=p.b,
-            diff=p.diff,
-            t=p.t,
-            df=p.df,
-            p=p.p,
-            p_holm=p.p_holm,
-            hedges_g=p.hedges_g,
+            diff=_sig(p.diff),
+            t=digits(p.t),
+            df=digits(p.df),
+            p=digits(p.p),
+            p_holm=digits(p.p_holm),
+            hedges_g=digits(p.hedges_g),
             significant=p.significant,
             better=p.better,
             note=p.note,
-            diff_ci95=None if p.diff_ci_low is None or p.diff_ci_high is None else (p.diff_ci_low, p.diff_ci_high),
+            diff_ci95=None
+            if p.diff_ci_low is None or p.diff_ci_high is None
+            else (_sig(p.diff_ci_low), _sig(p.diff_ci_high)),
         )  # fmt: skip
         for p in pairs
     ]
@@ -356,6 +369,8 @@ def compare_runs(
     best, best_sig, verdict = verdict_of(metric, direction, results, tests, alpha)
     if len(results) < 2:
         verdict = "Only one group: nothing to compare. " + verdict
+    for g in results:  # as answered, once the verdict is made on the whole means
+        g.mean, g.std, g.ci95_low, g.ci95_high = _sig(g.mean), *map(digits, (g.std, g.ci95_low, g.ci95_high))
     return CompareRunsResult(
         metric=metric, use=use, direction=direction, alpha=alpha, groups=results, tests=tests,
         best_group=best, best_is_significant=best_sig, verdict=verdict,

@@ -37,7 +37,7 @@ from research_mcp.tools.metrics._names import plain_name
 from research_mcp.tools.metrics._records import Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, direction_of
 from research_mcp.tools.metrics._sources import RunBook
-from research_mcp.tools.metrics.compare import PairResult, Use, gather, group_results, plan_groups, verdict_of
+from research_mcp.tools.metrics.compare import PairResult, Use, digits, gather, group_results, plan_groups, verdict_of
 from research_mcp.tools.metrics.stats import compare_groups
 from research_mcp.workspace import Workspace
 
@@ -260,14 +260,9 @@ def _usual(lists: list[list[str]]) -> list[str]:
 
 def _number(cell: CellProvenance, runs: list[str]) -> TableNumber:
     return TableNumber(
-        group=cell.group, metric=cell.metric, n=cell.n, mean=_digits(cell.mean), std=_digits(cell.std), bold=cell.bold,
+        group=cell.group, metric=cell.metric, n=cell.n, mean=digits(cell.mean), std=digits(cell.std), bold=cell.bold,
         sources=None if cell.sources == runs or not cell.sources else cell.sources,
     )  # fmt: skip
-
-
-def _digits(value: float | None) -> float | None:
-    """A statistic without float noise: 0.9250000000000002 is 0.925."""
-    return None if value is None else float(f"{value:.12g}")
 
 
 def _without_provenance(latex: str, path: str) -> str:
