@@ -12,6 +12,7 @@ from research_mcp.model import ToolModel
 
 __all__ = [
     "ACTIVE",
+    "CODE_HASH_SHOWN",
     "FINISHED",
     "METRIC_PATTERNS",
     "WAIT_TICK_S",
@@ -50,30 +51,46 @@ Note = Annotated[str | None, Field(max_length=4000)]
 METRIC_PATTERNS = ("final_info", ".json", ".jsonl", ".csv", ".tsv", "tfevents", "metrics", "MLmodel")
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
+def _absent(description: str | None = None) -> Any:
+    """A field left out of the answer while it has no value (absent reads as null)."""
+    return Field(None, description=description, exclude_if=_unset)
+
+
+CODE_HASH_SHOWN = 12
+"""Hex digits of a run's code hash in its answers; the store keeps all 64."""
+
+
 class Run(ToolModel):
-    """One run as the model sees it."""
+    """One run as the model sees it. A field without a value is left out."""
 
     id: str
     state: RunState
     backend: str
     command: str
     workdir: str = Field(description="The workspace folder that was snapshotted; empty for inline files only.")
-    image: str | None = None
-    code_hash: str | None = Field(None, description="sha256 over the snapshot's paths and contents.")
-    label: str | None = None
-    config: dict[str, Any] | None = None
-    seed: int | None = None
-    parent: str | None = None
-    note: str | None = None
-    python_env: str | None = Field(None, description="The Python environment it ran with; null: the sandbox's.")
-    exit_code: int | None = None
-    failure: str | None = Field(None, description="timeout, oom, cuda_oom, disk, cancelled, error or lost.")
-    detail: str | None = None
-    created_at: float
-    started_at: float | None = None
-    ended_at: float | None = None
-    duration_s: float | None = None
-    peak_memory_bytes: int | None = None
+    image: str | None = _absent()
+    code_hash: str | None = _absent(
+        f"The first {CODE_HASH_SHOWN} hex digits of the sha256 over the snapshot's paths and contents (equal "
+        "prefixes: the same code)."
+    )
+    label: str | None = _absent()
+    config: dict[str, Any] | None = _absent()
+    seed: int | None = _absent()
+    parent: str | None = _absent()
+    note: str | None = _absent()
+    python_env: str | None = _absent("The Python environment it ran with; absent: the sandbox's.")
+    exit_code: int | None = _absent()
+    failure: str | None = _absent("timeout, oom, cuda_oom, disk, cancelled, error or lost.")
+    detail: str | None = _absent()
+    created_at: float = Field(description="Unix time, to the millisecond, as are started_at and ended_at.")
+    started_at: float | None = _absent()
+    ended_at: float | None = _absent()
+    duration_s: float | None = _absent()
+    peak_memory_bytes: int | None = _absent()
     folder: str = Field(description="The run's folder in the workspace: code/, work/, outputs/, log.txt.")
 
 

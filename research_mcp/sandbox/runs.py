@@ -29,6 +29,7 @@ from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, Run
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import (
     ACTIVE,
+    CODE_HASH_SHOWN,
     FINISHED,
     WAIT_TICK_S,
     Run,
@@ -79,6 +80,15 @@ def _owner_gone(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def _short(code_hash: str | None) -> str | None:
+    """A code hash as answers show it: its prefix (the store keeps it whole)."""
+    return None if code_hash is None else code_hash[:CODE_HASH_SHOWN]
+
+
+def _ms(stamp: float | None) -> float | None:
+    return None if stamp is None else round(stamp, 3)
 
 
 def _env_name(limits: str) -> str | None:
@@ -506,11 +516,11 @@ class RunManager:
         started = row["started_at"]
         return Run(
             id=row["id"], state=row["state"], backend=row["backend"], command=row["command"],
-            workdir=row["workdir"], image=row["image"], code_hash=row["code_hash"], label=row["label"],
+            workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
             note=row["note"], python_env=_env_name(row["limits"]),
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
-            created_at=row["created_at"], started_at=started, ended_at=row["ended_at"],
+            created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,
             peak_memory_bytes=row["peak_memory_bytes"], folder=f"runs/{row['id']}",
         )  # fmt: skip

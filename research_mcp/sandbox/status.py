@@ -46,13 +46,30 @@ _FAILED = {
 _INTERPRETER_SIGNS = re.compile(r"bad interpreter|not found|No such file|Permission denied|cannot execute|Exec format")
 
 
+def _none_of(value: list[str] | int) -> bool:
+    """An empty list of files, or no file left out: left out of the answer (absent reads as none)."""
+    return not value
+
+
 class RunStatusResult(ToolModel):
     run: Run
     log_tail: list[str] = Field(description="The last lines of output (a final traceback whole).")
-    outputs: list[str] = Field(description="Files the run wrote (workspace paths), caches left out.")
-    outputs_not_listed: int = Field(0, description="Files past the answer's budget.")
-    metric_files: list[str] = Field(description="Of those, the metric files (final_info.json, JSON, CSV, ...).")
-    plots: list[str] = Field(description="Of those, the images (PNG, JPEG): read_file shows them.")
+    outputs: list[str] = Field(
+        default_factory=list[str],
+        exclude_if=_none_of,
+        description="Files the run wrote (workspace paths), caches left out, other than its metric files and plots.",
+    )
+    outputs_not_listed: int = Field(0, exclude_if=_none_of, description="Files past the answer's budget.")
+    metric_files: list[str] = Field(
+        default_factory=list[str],
+        exclude_if=_none_of,
+        description="The metric files it wrote (final_info.json, JSON, CSV, ...).",
+    )
+    plots: list[str] = Field(
+        default_factory=list[str],
+        exclude_if=_none_of,
+        description="The images it wrote (PNG, JPEG): read_file shows them.",
+    )
     next_step: NextStep
 
 
@@ -89,7 +106,7 @@ def _why_interpreter(runs: RunManager, run: Run) -> str:
     return why + (f"; the log says: {said[:300]}" if said else "")
 
 
-def _next_step(runs: RunManager, run: Run, outputs: list[str], metrics: list[str]) -> NextStep:
+def _next_step(runs: RunManager, run: Run, outputs: list[str], metrics: list[str], plots: list[str]) -> NextStep:
     if run.state in _WAIT:
         return NextStep(tool="run_status", arguments={"run_id": run.id, "wait_s": 50}, why=_WAIT[run.state])
     if run.state == "succeeded":
@@ -98,6 +115,8 @@ def _next_step(runs: RunManager, run: Run, outputs: list[str], metrics: list[str
             return NextStep(tool="read_metrics", arguments={"source": run.id}, why=why)
         if outputs:
             return NextStep(tool="read_file", arguments={"path": outputs[0]}, why="Done: read what it wrote.")
+        if plots:
+            return NextStep(tool="read_file", arguments={"path": plots[0]}, why="Done: look at the plot it drew.")
         return NextStep(tool="run_logs", arguments={"run_id": run.id}, why="Done; it wrote no files, read its output.")
     if run.state == "cancelled":
         return NextStep(tool="list_runs", arguments={}, why="Cancelled; nothing of it is running.")
@@ -145,17 +164,19 @@ def _status(runs: RunManager, run_id: str) -> RunStatusResult:
     run = runs.get(run_id)
     tail = read_tail(runs.run_dir(run_id) / "log.txt", _STATUS_TAIL_LINES, _STATUS_TAIL_CHARS)
     found = runs.outputs(run_id, limit=5000)
-    metrics = _within([path for path in found if is_metric_file(path)], _PATHS_CHARS // 4)
-    plots = _within([path for path in found if is_plot(path)], _PATHS_CHARS // 4)
-    outputs = _within(found, _PATHS_CHARS // 2)
+    images = [path for path in found if is_plot(path)]
+    metric = [path for path in found if not is_plot(path) and is_metric_file(path)]
+    plots = _within(images, _PATHS_CHARS // 4)
+    metrics = _within(metric, _PATHS_CHARS // 4)
+    outputs = _within([path for path in found if not is_plot(path) and not is_metric_file(path)], _PATHS_CHARS // 2)
     return RunStatusResult(
         run=run,
         log_tail=tail,
         outputs=outputs,
-        outputs_not_listed=len(found) - len(outputs),
+        outputs_not_listed=len(found) - len(outputs) - len(metrics) - len(plots),
         metric_files=metrics,
         plots=plots,
-        next_step=_next_step(runs, run, outputs, metrics),
+        next_step=_next_step(runs, run, outputs, metrics, plots),
     )
 
 

@@ -134,14 +134,15 @@ async def test_answers_on_three_hundred_runs_stay_under_the_budget_and_name_thei
     compared = await call_raw(client, "compare_runs", {"metric": "val_acc", "labels": labels})
     found = compared.structured_content
     assert found is not None and len(json.dumps(found)) <= 24_000, len(json.dumps(found))
-    assert [(g["resolved"], g["resolved_files"]) for g in found["groups"]] == [([], brief_of(100)), ([], brief)]
+    assert [(g.get("resolved"), g["resolved_files"]) for g in found["groups"]] == [(None, brief_of(100)), (None, brief)]
     assert found["warnings"][-1].startswith("... and ") and len(found["warnings"]) <= 41
     assert found["groups"][1]["sources"] == ids["method"] and found["groups"][1]["values"] == finals["method"]
 
     args = {"metrics": ["val_acc", "val_loss"], "caption": "c", "label": "big", "labels": labels}
     table = (await call_raw(client, "results_table", args)).structured_content
     assert table is not None and len(json.dumps(table)) <= 24_000, len(json.dumps(table))
-    assert table["cells"][2]["resolved_files"] == brief and table["cells"][2]["n"] == 150
+    assert table["runs"] == {"baseline": ids["baseline"][:100], "method": ids["method"]}
+    assert [n["n"] for n in table["numbers"]] == [100, 100, 150, 150] and "sources" not in table["numbers"][0]
     assert (
         r"\caption{c. Mean $\pm$ std over 100--150 seeds. Bold" in table["latex"] and CELL_MARKER not in table["latex"]
     )
@@ -161,6 +162,8 @@ async def test_compare_runs_by_label_and_the_table_and_plot_of_the_same_runs(cli
     assert [g["name"] for g in compared["groups"]] == ["baseline", "method"]
     assert compared["groups"][1]["sources"] == ids["method"] and compared["best_group"] == "method"
     assert compared["best_is_significant"] and compared["tests"][0]["p_holm"] < 0.05
+    assert compared["tests"][0]["better"] == "method" and "note" not in compared["tests"][0]  # no null fields
+    assert "resolved" not in compared["groups"][0] and len(compared["groups"][0]["resolved_files"]) == 1
     by_id = await call(client, "compare_runs", {"metric": "val_acc", "run_ids": [*ids["baseline"], *ids["method"]]})
     assert [g["values"] for g in by_id["groups"]] == [g["values"] for g in compared["groups"]]
     by_config = await call(
@@ -247,10 +250,10 @@ async def test_a_table_shows_display_names_directions_seeds_and_compiles(client:
     assert r"    Method & Accuracy ($\uparrow$) & Loss ($\downarrow$) \\" in lines
     assert lines.index("    baseline") < lines.index("    Ours ($k=3$)") < lines.index("    noisy")
     assert r"  \caption{Spirals. Mean $\pm$ std over 2--3 seeds.}" in lines  # noisy's two seeds: no bold
-    assert not any(c["bold"] for c in table["cells"]) and "Ours" not in json.dumps(table["cells"])
+    assert not any(c["bold"] for c in table["numbers"]) and "Ours" not in json.dumps(table["numbers"])
     two = await call(client, "results_table", {**args, "labels": ["baseline", "method"], "label": "two"})
     assert r"\caption{Spirals. Mean $\pm$ std over 3 seeds. Bold: significantly best" in two["latex"]
-    bold = {(c["group"], c["metric"]): c["bold"] for c in two["cells"]}
+    bold = {(c["group"], c["metric"]): c["bold"] for c in two["numbers"]}
     assert bold == {(g, m): g == "method" for g in ("baseline", "method") for m in ("val_acc", "loss")}
     assert r"$\mathbf{0.810 \pm 0.010}$" in two["latex"]
     singles = {"a": ids["baseline"][:1], "b": ids["method"][:1]}
@@ -289,9 +292,9 @@ async def test_a_short_name_resolves_to_the_ai_scientist_metric_and_each_answer_
     labels = ["baseline", "method"]
     compared = await call(client, "compare_runs", {"metric": "val_acc", "labels": labels})
     assert compared["groups"][1]["values"] == [0.80, 0.82, 0.81] and compared["best_group"] == "method"
-    assert compared["groups"][1]["resolved"] == [
-        {"source": run, "metric": "spirals.means.val_acc", "file": f"runs/{run}/work/run_1/final_info.json"}
-        for run in ids["method"]
+    assert compared["groups"][1]["sources"] == ids["method"] and "resolved" not in compared["groups"][1]
+    assert compared["groups"][1]["resolved_files"] == [
+        {"metric": "spirals.means.val_acc", "file": "runs/{source}/work/run_1/final_info.json", "sources": 3}
     ]
 
     await call(
@@ -333,13 +336,13 @@ async def test_a_short_name_two_files_of_a_run_record_asks_back_naming_both(clie
         assert f"'spirals.means.val_acc' (spirals.means.val_acc in runs/{first}/work/run_1/final_info.json)" in text
     everyone = [*ids["baseline"], *ids["method"]]
     by_file = await call(client, "compare_runs", {"metric": "outputs/metrics.jsonl:val_acc", "labels": labels})
-    taken = [r for g in by_file["groups"] for r in g["resolved"]]
-    assert [(r["metric"], r["file"]) for r in taken] == [
-        ("val_acc", f"runs/{i}/outputs/metrics.jsonl") for i in everyone
-    ]
+    assert [g["resolved_files"] for g in by_file["groups"]] == [
+        [{"metric": "val_acc", "file": "runs/{source}/outputs/metrics.jsonl", "sources": 2}]
+    ] * 2
+    assert [s for g in by_file["groups"] for s in g["sources"]] == everyone
     by_name = await call(client, "compare_runs", {"metric": "spirals.means.val_acc", "labels": labels})
-    assert {r["file"] for g in by_name["groups"] for r in g["resolved"]} == {
-        f"runs/{i}/work/run_1/final_info.json" for i in everyone
+    assert {f["file"] for g in by_name["groups"] for f in g["resolved_files"]} == {
+        "runs/{source}/work/run_1/final_info.json"
     }
     assert [g["values"] for g in by_name["groups"]] == [g["values"] for g in by_file["groups"]]
 
@@ -360,9 +363,10 @@ async def test_one_metric_of_several_datasets_in_real_ai_scientist_runs_asks_bac
         json.loads((workspace / p / "final_info.json").read_text())["dino"]["means"]["eval_loss"]
         for p in groups["dual_scale"]
     ]
-    assert dual["values"] == expected and [r["file"] for r in dual["resolved"]] == [
-        "ai/run_1/final_info.json", "ai/run_2/final_info.json"
-    ]  # fmt: skip
+    assert dual["values"] == expected and dual["sources"] == groups["dual_scale"]
+    assert dual["resolved_files"] == [
+        {"metric": "dino.means.eval_loss", "file": "{source}/final_info.json", "sources": 2}
+    ]
 
 
 async def test_read_metrics_filters_by_short_names_and_shows_each_match_with_its_file(

@@ -87,7 +87,12 @@ async def test_a_run_succeeds_and_its_output_is_logged(lab: Client) -> None:
     assert (done["run"]["state"], done["run"]["exit_code"]) == ("succeeded", 0)
     assert re.fullmatch(r"Exited with code 0 after \d+\.\d s\.", done["run"]["detail"])  # the same on every backend
     assert "42" in done["log_tail"]
-    assert len(done["run"]["code_hash"]) == 64
+    assert re.fullmatch(r"[0-9a-f]{12}", done["run"]["code_hash"])
+    assert done["run"]["created_at"] == round(done["run"]["created_at"], 3)
+    assert not [key for key, value in done["run"].items() if value is None]  # a field without a value is left out
+    assert "label" not in done["run"] and "python_env" not in done["run"]
+    assert not {"outputs", "metric_files", "plots", "outputs_not_listed"} & done.keys()  # wrote none: no empty lists
+    assert done["next_step"]["tool"] == "run_logs"
 
 
 async def test_a_non_zero_exit_is_a_failed_run_with_its_code(lab: Client) -> None:
@@ -494,17 +499,16 @@ async def test_a_finished_run_suggests_a_call_that_works_and_lists_its_files_fro
     done = await finish(lab, started["run"]["id"])
     run_id, folder = done["run"]["id"], done["run"]["folder"]
     assert done["run"]["state"] == "succeeded", done["log_tail"]
-    assert sorted(done["outputs"]) == [f"{folder}/outputs/curve.png", f"{folder}/outputs/metrics.jsonl",
-                                       f"{folder}/work/notes.txt"]  # fmt: skip
+    assert done["outputs"] == [f"{folder}/work/notes.txt"]  # each file listed once: metric files and plots apart
+    assert done["metric_files"] == [f"{folder}/outputs/metrics.jsonl"]
     assert (workspace / folder / "work" / "__pycache__").is_dir()  # made, but a cache: not listed
     assert done["plots"] == [f"{folder}/outputs/curve.png"] and (workspace / done["plots"][0]).is_file()
     step = done["next_step"]
     assert (step["tool"], step["arguments"]) == ("read_metrics", {"source": run_id})
     metrics = await call(lab, step["tool"], step["arguments"])
     assert {m["name"]: m["last"] for m in metrics["metrics"]}["loss"] == 0.25
-    for path in done["outputs"]:
-        if not path.endswith(".png"):
-            assert (await call(lab, "read_file", {"path": path}))["text"]
+    for path in [*done["outputs"], *done["metric_files"]]:
+        assert (await call(lab, "read_file", {"path": path}))["text"]
     # without metric files the suggestion is to read what it wrote, and that works too
     plain = await call(lab, "run_experiment", {"command": "echo done > $RESEARCH_OUT/report.txt", "workdir": None,
                                                "files": {"a": ""}, "wait_s": 30})  # fmt: skip

@@ -15,7 +15,7 @@ from research_mcp.errors import BadInputError
 from research_mcp.tools.metrics import compare_runs, parse_provenance, results_table
 from research_mcp.tools.metrics._records import lib
 from research_mcp.tools.metrics.stats import compare_groups, describe, hedges_g, holm
-from research_mcp.tools.metrics.table import format_mean_std
+from research_mcp.tools.metrics.table import CELL_MARKER, format_mean_std
 from research_mcp.workspace import Workspace
 from tests.conftest import fixtures_dir
 
@@ -99,6 +99,7 @@ def test_compare_runs_reads_last_values_and_says_what_can_be_claimed(tmp_path: P
     result = compare_runs(_ws(tmp_path), lambda: None, "val_acc", groups=groups)
     assert [g.values for g in result.groups] == [[0.70, 0.71, 0.69], [0.80, 0.82, 0.81, 0.79]]
     assert result.groups[0].sources == groups["baseline"]
+    assert (result.groups[0].mean, result.groups[0].std) == (0.7, 0.01)  # not 0.6999999999999998, 0.010000000000000009
     assert result.direction == "max" and result.best_group == "method" and result.best_is_significant
     assert "significantly better" in result.verdict
     single = compare_runs(
@@ -132,11 +133,23 @@ def test_results_table_round_trips_its_provenance_and_bolds_only_significant_win
         _ws(tmp_path), lambda: None, ["val_acc", "train_loss"], "Accuracy (\\%) over 3 seeds.", "main", groups=groups
     )
     tex = (tmp_path / "paper/tables/main.tex").read_text()
-    assert result.path == "paper/tables/main.tex" and tex == result.latex
+    assert result.path == "paper/tables/main.tex" and CELL_MARKER not in result.latex and CELL_MARKER in tex
+    assert [line for line in tex.splitlines() if r"\caption" in line] == [
+        line for line in result.latex.splitlines() if r"\caption" in line
+    ]
     header, cells = parse_provenance(tex)
     assert header == {"label": "main", "metrics": ["val_acc", "train_loss"], "groups": ["baseline", "method", "single"],
                       "use": "last", "alpha": 0.05}  # fmt: skip
-    assert cells == result.cells and len(cells) == 6
+    told = [(n.group, n.metric, n.n, n.mean, n.std, n.bold, n.sources or result.runs[n.group]) for n in result.numbers]
+
+    def near(x: float | None) -> object:
+        return None if x is None else pytest.approx(x, rel=1e-11)
+
+    assert told == [(c.group, c.metric, c.n, near(c.mean), near(c.std), c.bold, c.sources) for c in cells]
+    baseline, method = result.numbers[0], result.numbers[2]  # 0.6999999999999998 and 0.009999999999999953 in the file
+    assert len(cells) == 6 and (baseline.mean, method.std) == (0.7, 0.01) != (cells[0].mean, cells[2].std)
+    assert result.runs == groups and all(n.sources is None for n in result.numbers)  # each group's runs told once
+    assert all(c.printed in result.latex for c in cells)
     by_key = {(c.group, c.metric): c for c in cells}
     method = by_key[("method", "val_acc")]
     assert method.values == [0.80, 0.82, 0.81] and method.sources == groups["method"] and method.n == 3
@@ -150,7 +163,24 @@ def test_results_table_round_trips_its_provenance_and_bolds_only_significant_win
     two = results_table(
         _ws(tmp_path), lambda: None, ["val_acc"], "c", "two", groups={k: groups[k] for k in ("baseline", "method")}
     )
-    assert [c.bold for c in two.cells] == [False, True] and two.cells[1].printed.startswith("$\\mathbf{")
+    assert [n.bold for n in two.numbers] == [False, True] and "$\\mathbf{0.810" in two.latex
+
+
+def test_a_number_over_other_runs_than_its_group_names_them_unless_the_answer_would_be_long(tmp_path: Path) -> None:
+    groups = _runs(tmp_path, {"a": [0.5, 0.6, 0.7]})
+    (tmp_path / "results" / "a_s2" / "metrics.jsonl").write_text('{"step": 1, "val_acc": 0.7}\n')  # no train_loss
+    result = results_table(_ws(tmp_path), lambda: None, ["val_acc", "train_loss"], "c", "t", groups=groups)
+    assert result.runs == {"a": groups["a"]}
+    assert [(n.metric, n.n, n.sources) for n in result.numbers] == [
+        ("val_acc", 3, None), ("train_loss", 2, groups["a"][:2])
+    ]  # fmt: skip
+    assert parse_provenance((tmp_path / "paper/tables/t.tex").read_text())[1][1].sources == groups["a"][:2]
+    many = _runs(tmp_path, {"b": [0.5] * 30})
+    (tmp_path / "results" / "b_s0" / "metrics.jsonl").write_text('{"step": 1, "val_acc": 0.5}\n')
+    short = results_table(_ws(tmp_path), lambda: None, ["val_acc", "train_loss"], "c", "u", groups=many, max_chars=1600)
+    assert [n.sources for n in short.numbers] == [None, None] and short.runs == many
+    assert "in their comments in the file" in short.notes[1]
+    assert parse_provenance((tmp_path / "paper/tables/u.tex").read_text())[1][1].sources == many["b"][1:]
 
 
 def test_results_table_marks_a_group_without_the_metric_and_refuses_bad_labels(tmp_path: Path) -> None:
@@ -158,8 +188,9 @@ def test_results_table_marks_a_group_without_the_metric_and_refuses_bad_labels(t
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "m.csv").write_text("step,f1\n0,0.3\n")
     result = results_table(_ws(tmp_path), lambda: None, ["val_acc"], "c", "t", groups={**groups, "b": ["other"]})
-    assert [c.stat for c in result.cells] == ["mean_std", "missing"] and result.cells[1].printed == "--"
-    assert parse_provenance(result.latex)[1] == result.cells
+    _, cells = parse_provenance((tmp_path / "paper/tables/t.tex").read_text())
+    assert [c.stat for c in cells] == ["mean_std", "missing"] and cells[1].printed == "--"
+    assert [(n.n, n.mean, n.sources) for n in result.numbers][1] == (0, None, None) and result.runs["b"] == []
     with pytest.raises(BadInputError, match="label"):
         results_table(_ws(tmp_path), lambda: None, ["val_acc"], "c", "../x", groups=groups)
 

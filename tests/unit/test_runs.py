@@ -87,7 +87,9 @@ async def test_a_run_is_snapshotted_queued_then_started_with_its_spec(ws: Worksp
     backend = FakeBackend()
     runs = manager(ws, backend)
     run = runs.prepare(request(label="baseline", seed=1, config={"lr": 0.1}, note="first try"))
-    assert run.state == "queued" and run.code_hash and len(run.code_hash) == 64
+    assert run.state == "queued" and run.code_hash and len(run.code_hash) == 12
+    [(stored,)] = runs.store.connection().execute("SELECT code_hash FROM runs WHERE id = ?", (run.id,)).fetchall()
+    assert len(stored) == 64 and stored.startswith(run.code_hash)  # the store keeps the whole hash
     folder = ws.root / run.folder
     assert sorted(p.name for p in (folder / "code").iterdir()) == ["train.py"]  # caches left out
     assert (folder / "work" / "train.py").exists() and (folder / "outputs").is_dir()

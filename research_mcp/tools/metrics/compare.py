@@ -26,6 +26,7 @@ __all__ = [
     "PairResult",
     "Use",
     "compare_runs",
+    "digits",
     "gather",
     "plan_groups",
 ]
@@ -40,6 +41,21 @@ _WARNING_BUDGET = 6000
 _SEED_KEYS = frozenset({"seed", "random_seed", "rng_seed", "run_seed"})
 
 
+def _sig(value: float) -> float:
+    """A statistic as answers give it, without float noise: 0.9250000000000002 is 0.925 (12 significant digits)."""
+    return float(f"{value:.12g}")
+
+
+def digits(value: float | None) -> float | None:
+    """`_sig` of a statistic that may be missing."""
+    return None if value is None else _sig(value)
+
+
+def _empty(value: object) -> bool:
+    """A field left out of the answer: absent reads as null, or as an empty list."""
+    return value is None or value == []
+
+
 class GroupResult(ToolModel):
     name: str
     n: int
@@ -50,10 +66,15 @@ class GroupResult(ToolModel):
     values: list[float]
     sources: list[str] = Field(description="The run id or path each value came from, in order.")
     resolved: list[ResolvedMetric] = Field(
-        default_factory=list[ResolvedMetric], description="Which metric of which file each run's value was read from."
+        default_factory=list[ResolvedMetric],
+        exclude_if=_empty,
+        description="Which metric of which file each run's value was read from; absent where resolved_files says.",
     )
     resolved_files: list[ResolvedFiles] | None = Field(
-        default=None, description="Instead of resolved where it would be long: per metric and file pattern."
+        default=None,
+        exclude_if=_empty,
+        description="Instead of resolved where every run was read alike, or where it would be long: per metric and "
+        "file pattern.",
     )
 
 
@@ -96,9 +117,9 @@ class PairResult(ToolModel):
     )
     significant: bool | None = Field(default=None, description="p_holm < alpha; None when no test could be made.")
     better: str | None = Field(
-        default=None, description="The better group when significant and the direction is known."
+        default=None, exclude_if=_empty, description="The better group when significant and the direction is known."
     )
-    note: str | None = None
+    note: str | None = Field(default=None, exclude_if=_empty)
 
 
 class CompareRunsResult(ToolModel):
@@ -325,25 +346,31 @@ def compare_runs(
         PairResult(
             a=p.a,
             b=p.b,
-            diff=p.diff,
-            t=p.t,
-            df=p.df,
-            p=p.p,
-            p_holm=p.p_holm,
-            hedges_g=p.hedges_g,
+            diff=_sig(p.diff),
+            t=digits(p.t),
+            df=digits(p.df),
+            p=digits(p.p),
+            p_holm=digits(p.p_holm),
+            hedges_g=digits(p.hedges_g),
             significant=p.significant,
             better=p.better,
             note=p.note,
-            diff_ci95=None if p.diff_ci_low is None or p.diff_ci_high is None else (p.diff_ci_low, p.diff_ci_high),
+            diff_ci95=None
+            if p.diff_ci_low is None or p.diff_ci_high is None
+            else (_sig(p.diff_ci_low), _sig(p.diff_ci_high)),
         )  # fmt: skip
         for p in pairs
     ]
-    if sum(len(g.resolved) for g in results) > RESOLVED_SHOWN:
-        for g in results:
-            g.resolved_files, g.resolved = by_file(g.resolved), []
+    total = sum(len(g.resolved) for g in results)
+    for g in results:
+        brief = by_file(g.resolved)
+        if total > RESOLVED_SHOWN or len(brief) == 1:  # one pattern: each source's file is the pattern, filled in
+            g.resolved_files, g.resolved = brief, []
     best, best_sig, verdict = verdict_of(metric, direction, results, tests, alpha)
     if len(results) < 2:
         verdict = "Only one group: nothing to compare. " + verdict
+    for g in results:  # as answered, once the verdict is made on the whole means
+        g.mean, g.std, g.ci95_low, g.ci95_high = _sig(g.mean), *map(digits, (g.std, g.ci95_low, g.ci95_high))
     return CompareRunsResult(
         metric=metric, use=use, direction=direction, alpha=alpha, groups=results, tests=tests,
         best_group=best, best_is_significant=best_sig, verdict=verdict,

@@ -33,11 +33,11 @@ from pydantic import Field
 from research_mcp.errors import BadInputError, FileToolError
 from research_mcp.fileio import atomic_write
 from research_mcp.model import ToolModel
-from research_mcp.tools.metrics._names import ResolvedFiles, by_file, plain_name
+from research_mcp.tools.metrics._names import plain_name
 from research_mcp.tools.metrics._records import Limits, bounded_warnings
 from research_mcp.tools.metrics._series import Direction, direction_of
 from research_mcp.tools.metrics._sources import RunBook
-from research_mcp.tools.metrics.compare import PairResult, Use, gather, group_results, plan_groups, verdict_of
+from research_mcp.tools.metrics.compare import PairResult, Use, digits, gather, group_results, plan_groups, verdict_of
 from research_mcp.tools.metrics.stats import compare_groups
 from research_mcp.workspace import Workspace
 
@@ -46,6 +46,7 @@ __all__ = [
     "TABLE_MARKER",
     "CellProvenance",
     "ResultsTableResult",
+    "TableNumber",
     "format_mean_std",
     "parse_provenance",
     "results_table",
@@ -75,15 +76,37 @@ class CellProvenance(ToolModel):
     )
     bold: bool
     printed: str = Field(description="The LaTeX printed for this cell.")
-    resolved_files: list[ResolvedFiles] | None = Field(
-        default=None, description="Where sources..names are left out of a long answer: metric and file per pattern."
+
+
+class TableNumber(ToolModel):
+    """One number of the table as the answer tells it; its values, files and metric names are in its comment in
+    the file."""
+
+    group: str
+    metric: str
+    n: int = Field(description="How many values it is over (0: no run had the metric, printed --).")
+    mean: float | None = Field(
+        None, exclude_if=lambda v: v is None, description="To 12 significant digits (whole in the file); absent at n 0."
+    )
+    std: float | None = Field(None, exclude_if=lambda v: v is None, description="Sample std, so; absent for n < 2.")
+    bold: bool
+    sources: list[str] | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="The runs or paths it was read from, one per value, where not its group's `runs`.",
     )
 
 
 class ResultsTableResult(ToolModel):
     path: str = Field(description="Workspace path of the .tex file written.")
-    latex: str = Field(description="The table's LaTeX (needs \\usepackage{booktabs}); \\input it or paste it.")
-    cells: list[CellProvenance]
+    latex: str = Field(
+        description="The table's LaTeX as it prints (needs \\usepackage{booktabs}): \\input the file or paste "
+        "this. The file also holds each number's provenance comment (runs, values, files, metric names)."
+    )
+    runs: dict[str, list[str]] = Field(
+        description="Each group's runs or paths, one per value, in order: what its numbers were read from."
+    )
+    numbers: list[TableNumber] = Field(description="Row by row, as in the table.")
     notes: list[str] = Field(default_factory=list[str], description="What the bold means, single runs, warnings.")
 
 
@@ -163,7 +186,6 @@ def results_table(
     plan, notes = plan_groups(ws, book, groups, run_ids, labels, group_by)
     names = list(plan)
     columns: list[tuple[str, Direction | None, list[CellProvenance]]] = []
-    brief: dict[tuple[str, str], list[ResolvedFiles]] = {}
     for metric in metrics:
         override = (higher_is_better or {}).get(metric)
         plain = plain_name(metric)
@@ -180,7 +202,6 @@ def results_table(
         notes.append(f"{metric}: {verdict}")
         cells: list[CellProvenance] = []
         for g in names:
-            brief[g, metric] = by_file(found.resolved[g])
             values = found.values[g]
             d = described.get(g)
             bold = best_sig and best == g
@@ -218,21 +239,36 @@ def results_table(
         raise FileToolError(f"Cannot write {ws.relative(target)!r}: {exc.strerror or exc}.") from exc
     notes.insert(0, r"Needs \usepackage{booktabs}. Bold: significantly better than every other group (Welch, Holm).")
     ordered = [cells[row] for row in range(len(names)) for _, _, cells in columns]  # the file's order
-    if len(json.dumps([c.model_dump(mode="json") for c in ordered])) > max_chars // 2:
-        empty: dict[str, list[Any]] = {"sources": [], "values": [], "files": [], "names": []}
-        ordered = [c.model_copy(update={**empty, "resolved_files": brief[c.group, c.metric]}) for c in ordered]
-        notes.append("Cells told briefly: each one's runs, values and files are in its comment in the file.")
-    if len(latex) > max_chars // 2:
-        latex = _without_provenance(latex, ws.relative(target))
+    runs = {g: _usual([c.sources for c in ordered if c.group == g and c.sources]) for g in names}
+    numbers = [_number(c, runs[c.group]) for c in ordered]
+    if len(json.dumps([runs, [n.model_dump(mode="json") for n in numbers]])) > max_chars // 2:
+        numbers = [n.model_copy(update={"sources": None}) for n in numbers]
+        notes.insert(1, "Numbers over other runs than their group's: their runs are in their comments in the file.")
     return ResultsTableResult(
-        path=ws.relative(target), latex=latex, cells=ordered, notes=bounded_warnings(notes, max_chars // 8)
+        path=ws.relative(target),
+        latex=_without_provenance(latex, ws.relative(target)),
+        runs=runs,
+        numbers=numbers,
+        notes=bounded_warnings(notes, max_chars // 8),
     )
 
 
+def _usual(lists: list[list[str]]) -> list[str]:
+    """The list of sources most of a group's numbers were read from (the first such, on a tie)."""
+    return max(lists, key=lists.count) if lists else []
+
+
+def _number(cell: CellProvenance, runs: list[str]) -> TableNumber:
+    return TableNumber(
+        group=cell.group, metric=cell.metric, n=cell.n, mean=digits(cell.mean), std=digits(cell.std), bold=cell.bold,
+        sources=None if cell.sources == runs or not cell.sources else cell.sources,
+    )  # fmt: skip
+
+
 def _without_provenance(latex: str, path: str) -> str:
-    """The table as it prints, its cells' provenance comments left to the file (they grow with the runs)."""
-    lines = [line.split(" " + CELL_MARKER, 1)[0] for line in latex.splitlines()]
-    return "\n".join([f"% each number's provenance comment is in {path}", *lines, ""])
+    """The table as it prints: its header and cells' provenance comments left to the file."""
+    lines = [line.split(" " + CELL_MARKER, 1)[0] for line in latex.splitlines() if not line.startswith(TABLE_MARKER)]
+    return "\n".join([f"% provenance comments in {path}", *lines, ""])
 
 
 def _caption(caption: str, columns: list[tuple[str, Direction | None, list[CellProvenance]]]) -> str:
@@ -280,7 +316,7 @@ def _render(
         lines.append(f"    {_shown(group, shown)}")
         for _, _, cells in columns:
             cell = cells[row]
-            data = cell.model_dump(mode="json", exclude={"printed", "resolved_files"})
+            data = cell.model_dump(mode="json", exclude={"printed"})
             lines.append(f"      & {cell.printed} {CELL_MARKER}{json.dumps({'v': 1, **data})}")
         lines.append(r"      \\")
     lines += [r"    \bottomrule", r"  \end{tabular}", r"\end{table}", ""]
