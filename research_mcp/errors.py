@@ -21,6 +21,7 @@ The server adapters turn a `ResearchError` into an `isError` tool result carryin
     │   └── UnsafeArchiveError
     ├── LatexError             a LaTeX source cannot be read, compiled or previewed; TeX is missing
     └── BadInputError          an argument is well-typed but unusable (bad regex, bad glob, ...)
+        └── LabelNotFoundError a run label no run has: names the closest ones there are
 
 `os_error_message` turns an `OSError` into that kind of sentence (the path workspace-relative, the next step
 named); the adapters use it for every `OSError` that reaches them, and domain code through `os_errors`.
@@ -28,6 +29,7 @@ named); the adapters use it for every `OSError` that reaches them, and domain co
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 from collections.abc import Generator, Sequence
@@ -40,6 +42,7 @@ __all__ = [
     "ConfigError",
     "FileToolError",
     "GitHubRateLimitError",
+    "LabelNotFoundError",
     "LatexError",
     "LiteratureError",
     "NotFoundError",
@@ -160,6 +163,21 @@ class UnsafeArchiveError(RepoError):
 
 class BadInputError(ResearchError):
     """An argument passed the schema but cannot be used (a bad regex, an impossible range)."""
+
+
+class LabelNotFoundError(BadInputError):
+    """A run label no run of the workspace has; the message names the closest labels there are, then the rest."""
+
+    def __init__(self, label: str, labels: list[str]) -> None:
+        if not labels:
+            message = f"No run has label {label!r}; no run here has a label (list_runs shows the runs)."
+        else:
+            closest = difflib.get_close_matches(label, labels, n=5, cutoff=0.5)
+            named = [*closest, *(other for other in sorted(labels) if other not in closest)]
+            more = f" and {len(named) - 20} more" if len(named) > 20 else ""
+            message = f"No run has label {label!r}; labels here: {', '.join(named[:20])}{more}."
+        super().__init__(message)
+        self.label = label
 
 
 class LatexError(ResearchError):

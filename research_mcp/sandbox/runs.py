@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
+from research_mcp.errors import BadInputError, LabelNotFoundError, RunNotFoundError, SandboxError
 from research_mcp.sandbox._files import changed_files, folder_bytes, output_files
 from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
@@ -558,14 +558,8 @@ class RunManager:
         """Refuse a label no run has, naming the closest labels there are first."""
         rows = self.store.connection().execute("SELECT DISTINCT label FROM runs WHERE label IS NOT NULL")
         labels = sorted(str(row[0]) for row in rows)
-        if label in labels:
-            return
-        if not labels:
-            raise BadInputError(f"No run has label {label!r}; no run here has a label (list_runs shows the runs).")
-        closest = difflib.get_close_matches(label, labels, n=5, cutoff=0.5)
-        named = [*closest, *(other for other in labels if other not in closest)]
-        more = f" and {len(named) - 20} more" if len(named) > 20 else ""
-        raise BadInputError(f"No run has label {label!r}; labels here: {', '.join(named[:20])}{more}.")
+        if label not in labels:
+            raise LabelNotFoundError(label, labels)
 
     def outputs(self, run_id: str, limit: int = 200) -> list[str]:
         """Files the run wrote, workspace-relative (`runs/<id>/outputs/...`, `runs/<id>/work/...`): everything in

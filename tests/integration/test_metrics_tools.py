@@ -494,3 +494,13 @@ def test_the_metrics_bench_runs_end_to_end_with_tiny_counts(tmp_path: Path) -> N
         "tb_vs_accumulator_all", "tb_vs_accumulator_default",
     }  # fmt: skip
     assert all(ratio > 0 for ratio in report["ratios"].values()) and "target <= 1.0x" in done.stdout
+
+
+async def test_a_mistyped_label_is_answered_with_the_closest_labels(client: Client, workspace: Path) -> None:
+    record_runs(workspace, {"lr1.0": [0.7, 0.71], "lr0.05": [0.6, 0.61], "baseline": [0.5, 0.52]})
+    for tool, args in (
+        ("compare_runs", {"metric": "val_acc", "labels": ["lr1.O", "baseline"]}),
+        ("results_table", {"metrics": ["val_acc"], "labels": ["lr1.O", "baseline"], "caption": "c", "label": "t"}),
+    ):
+        text = error_text(await client.call_tool(tool, args))
+        assert "No run has label 'lr1.O'; labels here: lr1.0, lr0.05, baseline." in text, (tool, text)

@@ -65,6 +65,11 @@ class RunBook:
         )
         return None if row is None else _record(row)
 
+    def labels(self) -> list[str]:
+        """Every label a run of the workspace has, sorted."""
+        rows = self.store.connection().execute("SELECT DISTINCT label FROM runs WHERE label IS NOT NULL")
+        return sorted(str(row[0]) for row in rows)
+
     def with_labels(self, labels: list[str]) -> list[RunRecord]:
         marks = ", ".join("?" for _ in labels)
         rows = self.store.connection().execute(

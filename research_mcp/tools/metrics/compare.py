@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from research_mcp.errors import BadInputError
+from research_mcp.errors import BadInputError, LabelNotFoundError
 from research_mcp.model import ToolModel
 from research_mcp.tools.metrics._names import ResolvedFiles, ResolvedMetric, by_file, plain_name, resolve_metric
 from research_mcp.tools.metrics._records import Limits, bounded_warnings
@@ -186,7 +186,7 @@ def plan_groups(
         rows = found.with_labels(labels) if found is not None else []
         for label in labels:
             if not any(r.label == label for r in rows):
-                raise BadInputError(f"No run has label {label!r}. Call list_runs to see labels, or pass run_ids.")
+                raise LabelNotFoundError(label, found.labels() if found is not None else [])
         records = [(resolve(ws, r.id, book), r) for r in rows]
         group_by = "label"
     else:
