@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from research_mcp.config import BackendChoice
+from research_mcp.errors import ResearchError
 from research_mcp.sandbox.models import (
     ACTIVE,
     WAIT_TICK_S,
@@ -53,6 +55,23 @@ KEEPALIVE_S = 2.0
 """Longest a waiting call goes without a progress notification, though the run's log is quiet."""
 RunId = Annotated[str, Field(description="From run_experiment or list_runs.", min_length=1, max_length=64)]
 WaitS = Annotated[float, Field(ge=0, le=MAX_WAIT_S)]
+
+
+async def _pictures(ws: Workspace, paths: list[str]) -> list[ContentBlock]:
+    """The plots as images a model can look at, bounded as read_file bounds them; one that cannot be shown is
+    said, not dropped."""
+    from research_mcp.tools.files import read_image
+
+    found: list[ContentBlock] = []
+    for path in paths:
+        try:
+            _, picture = await in_thread(read_image, ws, path)
+        except ResearchError as exc:
+            found.append(TextContent(type="text", text=f"Plot {path} not attached: {exc}"))
+            continue
+        data = base64.b64encode(picture.data).decode()
+        found.append(ImageContent(type="image", data=data, mime_type=picture.mime_type))
+    return found
 
 
 async def _watch(ctx: AppContext, ws: WorkspaceParam, run_id: str, wait_s: float) -> RunStatusResult:
@@ -119,10 +138,19 @@ def register(tools: ToolRegistry) -> None:
         return await _watch(ctx, ws, run.id, wait_s)
 
     @tools.tool(READ_ONLY_LOCAL)
-    async def run_status(ctx: AppContext, ws: WorkspaceParam, run_id: RunId, wait_s: WaitS = 0) -> RunStatusResult:
+    async def run_status(
+        ctx: AppContext,
+        ws: WorkspaceParam,
+        run_id: RunId,
+        wait_s: WaitS = 0,
+        plots: Annotated[int, Field(ge=0, le=4, description="Attach up to this many of its plots as images.")] = 0,
+    ) -> Annotated[CallToolResult, RunStatusResult]:
         """A run's state, exit code, failure kind (timeout, oom, cuda_oom, disk, ...), duration, peak memory, last
         log lines and output files; waits up to wait_s (max 50) for it to end."""
-        return await _watch(ctx, ws, run_id, wait_s)
+        status = await _watch(ctx, ws, run_id, wait_s)
+        content: list[ContentBlock] = [TextContent(type="text", text=status.model_dump_json(exclude_none=True))]
+        content += await _pictures(need_workspace(ctx, ws), status.plots[:plots])
+        return CallToolResult(content=content, structured_content=status.model_dump(mode="json", exclude_none=True))
 
     @tools.tool(READ_ONLY_LOCAL, text_field="lines")
     async def run_logs(

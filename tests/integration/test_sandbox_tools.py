@@ -6,6 +6,7 @@ Backend-specific escape attempts live beside each backend's own tests.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp_types import ImageContent
 
 from research_mcp.config import Settings
 from research_mcp.server import build_server
@@ -516,6 +518,13 @@ async def test_a_finished_run_suggests_a_call_that_works_and_lists_its_files_fro
     step = plain["next_step"]
     assert (step["tool"], step["arguments"]) == ("read_file", {"path": f"{plain['run']['folder']}/outputs/report.txt"})
     assert "done" in (await call(lab, step["tool"], step["arguments"]))["text"]
+    # the plot itself, when asked for: as an image, beside the same record
+    shown = await lab.call_tool("run_status", {"run_id": run_id, "plots": 1})
+    [picture] = [block for block in shown.content if isinstance(block, ImageContent)]
+    assert picture.mime_type == "image/png" and base64.b64decode(picture.data) == PNG_1X1
+    assert shown.structured_content is not None and shown.structured_content["plots"] == done["plots"]
+    plain_status = await lab.call_tool("run_status", {"run_id": run_id})
+    assert not [block for block in plain_status.content if isinstance(block, ImageContent)]
 
 
 async def test_an_environment_whose_interpreter_cannot_start_is_blamed_not_the_code(
