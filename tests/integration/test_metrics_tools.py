@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp_types import ImageContent
+from mcp_types import ImageContent, TextContent
 
 from research_mcp.config import Settings
 from research_mcp.sandbox.runs import RunManager, RunRequest
@@ -504,3 +504,25 @@ async def test_a_mistyped_label_is_answered_with_the_closest_labels(client: Clie
     ):
         text = error_text(await client.call_tool(tool, args))
         assert "No run has label 'lr1.O'; labels here: lr1.0, lr0.05, baseline." in text, (tool, text)
+
+
+async def test_every_listing_tool_stays_within_the_budget_on_four_hundred_runs(client: Client, workspace: Path) -> None:
+    """What the model reads (the text blocks) and the record, for each tool that lists runs, files or numbers."""
+    finals = {"baseline": [0.5 + i / 1000 for i in range(150)], "method": [0.6] * 150, "extra": [0.4] * 100}
+    ids = record_runs(workspace, finals)
+    labels = ["baseline", "method"]  # 300: the most one comparison takes
+    calls = [
+        ("list_runs", {"limit": 200}),
+        ("read_metrics", {"source": "runs"}),
+        ("compare_runs", {"metric": "val_acc", "labels": labels}),
+        ("results_table", {"metrics": ["val_acc"], "labels": labels, "caption": "c", "label": "all"}),
+        ("plot_metrics", {"metrics": ["val_acc"], "groups": {k: ids[k] for k in labels}, "kind": "bar"}),
+        ("list_files", {"path": "runs", "depth": 4, "limit": 1000}),
+        ("grep", {"pattern": "val_acc", "path": "runs"}),
+    ]
+    for tool, args in calls:
+        result = await client.call_tool(tool, args)
+        assert not result.is_error, (tool, result.content)
+        text = sum(len(block.text) for block in result.content if isinstance(block, TextContent))
+        record = len(json.dumps(result.structured_content, separators=(",", ":")))
+        assert text <= 24_000 and record <= 24_000, (tool, text, record)
