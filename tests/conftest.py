@@ -28,11 +28,20 @@ FIXTURES = REPO.parent / "shared" / "fixtures"
 TS_CLIENT_DIR = REPO / "tests" / "integration" / "ts_client"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FUZZ_SEED = int(os.environ.get("RESEARCH_MCP_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
-"""The seed of the tool fuzz (tests/integration/test_fuzz.py), new each run; printed in the header to replay it."""
+"""The seed of the tool fuzz (tests/integration/test_fuzz.py), new each run; printed in the header and at the end."""
+
+
+def _fuzz_seed_line() -> str:
+    return f"tool fuzz seed: {FUZZ_SEED} (replay with RESEARCH_MCP_FUZZ_SEED={FUZZ_SEED})"
 
 
 def pytest_report_header() -> str:
-    return f"tool fuzz seed: {FUZZ_SEED} (replay with RESEARCH_MCP_FUZZ_SEED={FUZZ_SEED})"
+    return _fuzz_seed_line()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The seed again at the end: `-q`, as `make test` runs, leaves the header out."""
+    terminalreporter.write_line(_fuzz_seed_line())
 
 
 def _runs(argv: list[str]) -> bool:

@@ -4,7 +4,7 @@ Whatever the arguments, a call ends as a result or as an error that says what we
 `Error executing tool X`, never an internal error, never a traceback in the text, and nothing changes in the
 folder beside the workspace. The traps: regular files where folders are expected and the reverse, a symlink
 out, a read-only folder, a FIFO, a `runs` file; the network tools point at a closed port on 127.0.0.1 and runs
-are bounded by short timeouts. The seed is printed in pytest's header (`RESEARCH_MCP_FUZZ_SEED` replays it).
+are bounded by short timeouts. The seed is printed at the end of the run (`RESEARCH_MCP_FUZZ_SEED` replays it).
 """
 
 from __future__ import annotations
