@@ -234,7 +234,7 @@ def render(result: dict[str, Any]) -> str:
         f"3. tools/list answer: {sizes['tools']} tools, {sizes['answer_chars']:,} chars "
         f"(tools array {sizes['tools_chars']:,}; baseline: {sizes['baseline']['tools']} tool, "
         f"{sizes['baseline']['answer_chars']:,} chars)",
-        "   model = what a client puts in its model's context: name + description + inputSchema as compact JSON",
+        "   model = what a client puts in its model's context: name + description + json.dumps(inputSchema)",
         f"   {'tool':18}{'toolset':>11}{'model':>8}{'total':>8}{'description':>13}{'inputSchema':>13}"
         f"{'outputSchema':>14}",
     ]

@@ -220,8 +220,10 @@ def _chars(value: Any) -> int:
 
 def model_chars(tool: dict[str, Any]) -> int:
     """What a client puts in its model's context for one listed tool (a `tools/list` entry as JSON): the characters
-    of its name and description plus its input schema as compact JSON (separators `,` and `:`, no ASCII escaping)."""
-    return len(tool["name"]) + len(tool.get("description") or "") + _chars(tool.get("inputSchema"))
+    of its name and description plus its input schema as `json.dumps` writes it by default (`, ` and `: `, ASCII
+    escaped), the larger of the usual ways a client re-serialises it."""
+    schema = tool.get("inputSchema")
+    return len(tool["name"]) + len(tool.get("description") or "") + (0 if schema is None else len(json.dumps(schema)))
 
 
 def tools_list_size(listed: ListToolsResult, toolsets: dict[str, str] | None = None) -> dict[str, Any]:

@@ -38,20 +38,20 @@ Source = Annotated[str, Field(description="A run id or workspace path.", min_len
 Path = Annotated[str, Field(min_length=1, max_length=4096)]
 Groups = Annotated[
     dict[str, list[Path]] | None,
-    Field(description="e.g. {'baseline': [run ids or paths], 'method': [...]}"),
+    Field(description="{'baseline': [run ids or paths], ...}"),
 ]
-RunIds = Annotated[list[str] | None, Field(description="Grouped by label or config (group_by).")]
-Labels = Annotated[list[str] | None, Field(description="Every run with one of these labels.")]
+RunIds = Annotated[list[str] | None, Field(description="Grouped by group_by.")]
+Labels = Annotated[list[str] | None, Field(description="Runs with these labels.")]
 GroupBy = Literal["label", "config"]
 UseParam = Annotated[
     Literal["last", "best", "min", "max", "all"],
-    Field(description="Each run's value; all: each point is a sample."),
+    Field(description="A run's value; all: every point a sample."),
 ]  # fmt: skip
 DisplayNames = Annotated[dict[str, str] | None, Field(description="Group or metric -> shown name.")]
-Alpha = Annotated[float, Field(gt=0, lt=0.5, description="Holm-corrected.")]
+Alpha = Annotated[float, Field(gt=0, lt=0.5)]  # the tools' descriptions say it is Holm-corrected
 Metric = Annotated[
     str,
-    Field(description="As read_metrics names it ('file:name' if ambiguous).", min_length=1),
+    Field(description="read_metrics' name ('file:name' if ambiguous).", min_length=1),
 ]
 
 
@@ -87,7 +87,7 @@ def register(tools: ToolRegistry) -> None:
         metrics: Annotated[list[str] | None, Field(description="Names or globs ('val_*'); default all.")] = None,
         max_points: Annotated[int, Field(ge=2, le=1000, description="Per series.")] = 200,
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="metric -> higher is better (else by name).")
+            dict[str, bool] | None, Field(description="metric -> bool (else by its name).")
         ] = None,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ReadMetricsResult:
@@ -129,22 +129,22 @@ def register(tools: ToolRegistry) -> None:
         ctx: AppContext,
         ws: WorkspaceParam,
         metrics: Annotated[list[Metric], Field(min_length=1, max_length=6, description="One panel each.")],
-        sources: Annotated[list[Path] | None, Field(description="Run ids or paths, a curve each.")] = None,
+        sources: Annotated[list[Path] | None, Field(description="Run ids or paths.")] = None,
         groups: Groups = None,
         kind: Literal["line", "bar"] = "line",
         band: Literal["ci95", "std"] = "ci95",
         width: Annotated[Literal["column", "page"], Field(description="3.25 or 6.75 in.")] = "column",
         x: Literal["step", "index"] = "step",
         use: UseParam = "last",
-        name: Annotated[str | None, Field(description="File stem under paper/figures/.", max_length=80)] = None,
+        name: Annotated[str | None, Field(description="File stem.", max_length=80)] = None,
         title: Annotated[str | None, Field(max_length=200)] = None,
         log_y: bool = False,
-        xlabel: Annotated[str, Field(max_length=100)] = "",
-        ylabel: Annotated[str, Field(max_length=100)] = "",
+        xlabel: Annotated[str | None, Field(max_length=100)] = None,
+        ylabel: Annotated[str | None, Field(max_length=100)] = None,
         display_names: DisplayNames = None,
     ) -> Annotated[CallToolResult, PlotMetricsResult]:
         """Plot metrics: a curve per run, a mean curve per group (shaded band), or bars of group means (95% CI).
-        Returns the image; saves PDF and PNG under paper/figures/ (one of the same name is replaced)."""
+        Returns the image; saves PDF and PNG under paper/figures/."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         style = domain.PlotStyle(band, width, xlabel or None, ylabel or None, display_names or {})
@@ -167,20 +167,20 @@ def register(tools: ToolRegistry) -> None:
         ws: WorkspaceParam,
         metrics: Annotated[list[Metric], Field(min_length=1, max_length=12, description="The columns.")],
         caption: Annotated[str, Field(description="LaTeX.", min_length=1, max_length=2000)],
-        label: Annotated[str, Field(description="File name and \\label{tab:<label>}.", max_length=80)],
+        label: Annotated[str, Field(description="File stem; \\label{tab:<label>}.", max_length=80)],
         groups: Groups = None,
         run_ids: RunIds = None,
         labels: Labels = None,
         group_by: GroupBy = "label",
         use: UseParam = "last",
         higher_is_better: Annotated[
-            dict[str, bool] | None, Field(description="metric -> higher is better (else by name).")
+            dict[str, bool] | None, Field(description="metric -> bool (else by its name).")
         ] = None,
         alpha: Alpha = 0.05,
         display_names: DisplayNames = None,
     ) -> ResultsTableResult:
-        """Write paper/tables/<label>.tex: mean ± std per group and metric (↑/↓), seeds in the caption, bold only
-        where significantly best (Welch, Holm), each number's runs in a comment."""
+        """Write paper/tables/<label>.tex: mean ± std per group and metric (↑/↓), bold only where significantly best
+        (Welch + Holm); each number's runs in a comment."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         result = await in_thread(

@@ -98,8 +98,8 @@ def register(tools: ToolRegistry) -> None:
     async def run_experiment(
         ctx: AppContext,
         ws: WorkspaceParam,
-        command: Annotated[Command, Field(description="e.g. 'python train.py --lr 0.1'")],
-        workdir: Annotated[str | None, Field(description="null: inline files only.")] = ".",
+        command: Annotated[Command, Field(description="e.g. 'python train.py'")],
+        workdir: Annotated[str | None, Field(description="null: only files.")] = ".",
         files: Annotated[dict[str, str] | None, Field(description="name -> text")] = None,
         backend: BackendChoice = "auto",
         image: str | None = None,
@@ -112,19 +112,18 @@ def register(tools: ToolRegistry) -> None:
         python_env: Annotated[
             PythonEnvName,
             Field(
-                description="A venv/conda folder or python_envs name; default: sandbox python3.",
+                description="venv/conda folder or a python_envs name.",
             ),
         ] = None,
         wait_s: WaitS = 0,
-        label: Annotated[Label, Field(description="Group name, e.g. 'baseline'.")] = None,
-        config: Annotated[dict[str, Any] | None, Field(description="The run's settings (small JSON).")] = None,
+        label: Annotated[Label, Field(description="Group name ('baseline').")] = None,
+        config: Annotated[dict[str, Any] | None, Field(description="Its settings (small JSON).")] = None,
         seed: int | None = None,
-        parent: Annotated[str | None, Field(description="The run this improves or ablates.")] = None,
-        note: Annotated[Note, Field(description="The hypothesis or change.")] = None,
+        parent: Annotated[str | None, Field(description="Run id this improves on.")] = None,
+        note: Annotated[Note, Field(description="Hypothesis or change.")] = None,
     ) -> RunStatusResult:
         """Run a command on a snapshot of workdir in the sandbox (no network, limited CPU/memory, only its folder
-        writable). Returns the run id at once, or waits up to wait_s (max 50). Results go to $RESEARCH_OUT; then
-        run_status, run_logs."""
+        writable). Returns the run id, or waits up to wait_s for its end. Outputs: $RESEARCH_OUT."""
         from research_mcp.sandbox.runs import RunRequest
 
         request = RunRequest(

@@ -179,9 +179,9 @@ async def test_the_listing_costs_the_model_and_the_client_no_more_than_its_targe
     assert not missed, f"listing targets missed (value, target): {missed}; tools over 1,600 chars: {heavy}"
 
 
-def test_model_characters_are_the_name_the_description_and_the_compact_input_schema() -> None:
+def test_model_characters_are_the_name_the_description_and_the_input_schema_as_json_dumps_writes_it() -> None:
     tool = {"name": "ping", "description": "Answer pong.", "inputSchema": {"type": "object", "properties": {}}}
-    assert model_chars(tool) == len("ping") + len("Answer pong.") + len('{"type":"object","properties":{}}')
+    assert model_chars(tool) == len("ping") + len("Answer pong.") + len('{"type": "object", "properties": {}}')
     everything = {"model_chars_per_tool": 801, "model_chars_max": 1600, "answer_chars_per_tool": 1500}
     found = verdicts(everything, {"tools": 33, "model_chars": 24_000})
     assert [key for key, target in found.items() if not target["passed"]] == ["model_chars_per_tool", "tools"]
