@@ -76,6 +76,24 @@ WORKSPACE_MIGRATIONS: tuple[Migration, ...] = (
             tokenize = 'porter unicode61 remove_diacritics 2')""",
         "ALTER TABLE papers ADD COLUMN saved_at REAL",  # set by get_paper, cite, read_paper; NULL: only seen
     ),
+    (  # what the paper audit traces numbers to and what it found; review sets and the forms filled in them
+        """CREATE TABLE comparisons (
+            id TEXT PRIMARY KEY,
+            metric TEXT NOT NULL, data TEXT NOT NULL, idea_id TEXT,
+            created_at REAL NOT NULL)""",
+        """CREATE TABLE audits (
+            id TEXT PRIMARY KEY,
+            main TEXT NOT NULL, paper_hash TEXT NOT NULL, data TEXT NOT NULL, idea_id TEXT,
+            created_at REAL NOT NULL)""",
+        "CREATE INDEX audits_main ON audits(main, created_at)",
+        """CREATE TABLE review_sets (
+            id TEXT PRIMARY KEY,
+            paper TEXT NOT NULL, paper_hash TEXT NOT NULL, mode TEXT NOT NULL, state TEXT NOT NULL,
+            data TEXT NOT NULL, idea_id TEXT,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        "ALTER TABLE reviews ADD COLUMN review_id TEXT REFERENCES review_sets(id)",
+        "CREATE INDEX reviews_set ON reviews(review_id)",
+    ),
 )
 
 CACHE_MIGRATIONS: tuple[Migration, ...] = (WORKSPACE_MIGRATIONS[0][-1:],)  # api_cache only
