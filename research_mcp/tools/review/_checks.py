@@ -86,6 +86,9 @@ class PaperSource:
                     skip.add(number)
                 inside = inside and "\\end{thebibliography}" not in line
             self.skipped[name] = skip
+        preamble = "\n".join(self.lines.get(self.main, [])[: max(self.skipped.get(self.main, {1}))])
+        found = re.search(r"\\graphicspath\s*\{((?:\s*\{[^{}]*\})*)\s*\}", preamble)
+        self.graphics_dirs = [""] + (re.findall(r"\{([^{}]*)\}", found.group(1)) if found else [])
 
     def rel(self, file: str | Path) -> str:
         return self._rel(self.root / file)
@@ -171,7 +174,7 @@ def structure_findings(src: PaperSource) -> list[Finding]:
             )
     refs = {r.key for r in doc.refs}
     for flt in doc.floats:
-        for graphic in [g for g in flt.graphics if not any((src.root / (g + e)).is_file() for e in _GRAPHIC_EXTS)]:
+        for graphic in [g for g in flt.graphics if not _graphic_exists(src, g)]:
             found.append(  # noqa: PERF401
                 finding(
                     "structure",
@@ -200,6 +203,14 @@ def structure_findings(src: PaperSource) -> list[Finding]:
     return found
 
 
+def _graphic_exists(src: PaperSource, graphic: str) -> bool:
+    for folder in src.graphics_dirs:
+        base = (src.root / folder).resolve()
+        if any((base / (graphic + ext)).is_file() for ext in _GRAPHIC_EXTS):
+            return True
+    return False
+
+
 def has_test_in_text(src: PaperSource) -> bool:
     return any(_TEST_TEXT.search(text) for _, _, text in src.body())
 
@@ -210,37 +221,36 @@ def claim_findings(src: PaperSource, tested: bool, seeds: int | None) -> list[Fi
         return []
     found: list[Finding] = []
     for file, line, text in src.body():
-        for match in _CLAIM.finditer(text):
-            if any(
-                start <= match.start() <= end for start, end in ((m.start(), m.end()) for m in _CITE.finditer(text))
-            ):
-                continue
-            claim = match.group(0)
-            if seeds == 1:
-                found.append(
-                    finding(
-                        "claims",
-                        "one_seed_claim",
-                        "blocking",
-                        src.rel(file),
-                        line,
-                        f"'{claim}', but the numbers behind the paper come from one run per configuration.",
-                        "Run 3-5 seeds per configuration and compare them with compare_runs, or drop the claim.",
-                    )
+        cites = [(m.start(), m.end()) for m in _CITE.finditer(text)]
+        claims = [m.group(0) for m in _CLAIM.finditer(text) if not any(a <= m.start() <= b for a, b in cites)]
+        if not claims:
+            continue
+        said = ", ".join(f"'{c}'" for c in dict.fromkeys(claims))
+        if seeds == 1:
+            found.append(
+                finding(
+                    "claims",
+                    "one_seed_claim",
+                    "blocking",
+                    src.rel(file),
+                    line,
+                    f"{said}, but the numbers behind the paper come from one run per configuration.",
+                    "Run 3-5 seeds per configuration and compare them with compare_runs, or drop the claim.",
                 )
-            else:
-                found.append(
-                    finding(
-                        "claims",
-                        "untested_claim",
-                        "warning",
-                        src.rel(file),
-                        line,
-                        f"'{claim}' with no statistical test in the paper or behind its numbers.",
-                        "Compare the runs with compare_runs (Welch t-test, Holm) and report its p-value "
-                        "and interval, or soften the claim.",
-                    )
+            )
+        else:
+            found.append(
+                finding(
+                    "claims",
+                    "untested_claim",
+                    "warning",
+                    src.rel(file),
+                    line,
+                    f"{said} with no statistical test in the paper or behind its numbers.",
+                    "Compare the runs with compare_runs (Welch t-test, Holm) and report its p-value and interval, "
+                    "or soften the claim.",
                 )
+            )
     return found
 
 
