@@ -29,6 +29,7 @@ _REFERENCE_WORD = re.compile(
     r"Assumptions?|Examples?|Remarks?)\s*~?\s*\(?\s*$",
     re.IGNORECASE,
 )
+_LEVEL = re.compile(r"^\s*(?:\\?%)?\s*(?:CIs?\b|confidence|credible|prediction interval)", re.IGNORECASE)
 _LAYOUT_UNIT = re.compile(r"^\s*(?:pt|cm|mm|in|em|ex|bp|\\(?:text|line|column|paper)(?:width|height))\b")
 _CLAIM = re.compile(
     r"\b(?:statistically\s+)?significant(?:ly)?\b|\boutperform(?:s|ed|ing)?\b|\bstate[- ]of[- ]the[- ]art\b|"
@@ -110,8 +111,8 @@ class PaperSource:
 
 def is_result(number: NumberUse, src: PaperSource) -> bool:
     """Whether a number could be a result: not a year, a section / figure / equation number, a count up to ten, a
-    constant of a formula, a length, part of a name (ResNet-50), quoted beside a citation, or in the preamble or the
-    bibliography."""
+    constant of a formula, a confidence level (95% CI), a length, part of a name (ResNet-50), quoted beside a
+    citation, or in the preamble or the bibliography."""
     text = number.text.rstrip("%")
     percent = number.text.endswith("%")
     integer = "." not in text and "e" not in text.lower()
@@ -127,7 +128,12 @@ def is_result(number: NumberUse, src: PaperSource) -> bool:
         if spot < 0:
             return True  # written across lines or by a macro: judged a result
         before, after = raw[:spot], raw[spot + len(text) :]
-        if _REFERENCE_WORD.search(before) or _LAYOUT_UNIT.match(after) or re.search(r"[A-Za-z]-$", before):
+        if (
+            _REFERENCE_WORD.search(before)
+            or _LAYOUT_UNIT.match(after)
+            or _LEVEL.match(after)
+            or re.search(r"[A-Za-z]-$", before)
+        ):
             return False
         if "&" in raw and cites:
             return False  # a table row quoting another work
