@@ -4,6 +4,7 @@ defects of a paper are found with file:line; the real fixture papers audit witho
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.integration._client import call, error_text
 from tests.integration.test_literature_citations import known_papers
 from tests.integration.test_literature_tools import _fast_backoff, lit, server  # the fixtures, shared by import
 from tests.integration.test_metrics_tools import record_runs
+from tests.integration.test_run_answers import answer
 from tests.replay import ReplayServer
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +139,28 @@ async def test_the_real_fixture_papers_audit_with_file_and_line_for_every_findin
         assert audit["citations_verified"] == 0 and not any(f["code"] == "unverified_citation" for f in findings)
     ai = await call(lit, "audit_paper", {"main": "fixtures/" + next(iter(mains))})
     assert not any(f["code"] == "missing_figure" for f in ai["findings"]), "\\graphicspath{{../}} is followed"
+
+
+async def test_an_audit_of_a_long_paper_over_four_hundred_runs_pages_within_the_budget(
+    lit: Client, workspace: Path
+) -> None:
+    rng = random.Random(7)
+    record_runs(workspace, {f"config-{i}": [rng.random() for _ in range(20)] for i in range(20)})
+    lines = [f"We get {rng.random():.3f}, {rng.random():.2f} and {100 * rng.random():.1f}\\%.\n" for _ in range(100)]
+    (workspace / "paper").mkdir()
+    (workspace / "paper" / "main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n" + "".join(lines) + "\\end{document}\n"
+    )
+    began = time.monotonic()
+    first = await answer(lit, "audit_paper", {})
+    assert time.monotonic() - began < 30
+    assert first["numbers"] == 300 and first["traced"] + first["untraced"] == 300
+    assert first["chance_trace_rate"]["2 decimals"] > 0.5, "400 runs of random values cover most two-decimal numbers"
+    assert first["weak"] > 0.9 * first["traced"]
+    seen, offset = 0, first["next_offset"]
+    seen += len(first["findings"]) + len(first["traced_numbers"])
+    while offset is not None:
+        page = await answer(lit, "audit_paper", {"offset": offset})
+        seen += len(page["findings"]) + len(page["traced_numbers"])
+        offset = page["next_offset"]
+    assert seen == first["total"] == sum(first["counts"].values()) + first["traced"]

@@ -39,6 +39,7 @@ id is a digest of the answer, so auditing an unchanged paper again keeps one rec
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -365,14 +366,19 @@ def _keep(store: Store, result: AuditResult) -> None:
     )
 
 
+def _size(model: Finding | TracedNumber | AuditResult) -> int:
+    """Characters of a model as the answer carries it (json.dumps' separators, as the listings are counted)."""
+    return len(json.dumps(model.model_dump(mode="json")))
+
+
 def _page(full: AuditResult, offset: int, max_chars: int) -> AuditResult:
     if offset > full.total:
         raise BadInputError(f"offset {offset} is past the {full.total} findings and traced numbers.")
     items: list[Finding | TracedNumber] = [*full.findings, *full.traced_numbers]
-    used = len(full.model_copy(update={"findings": [], "traced_numbers": []}).model_dump_json())
+    used = _size(full.model_copy(update={"findings": [], "traced_numbers": [], "next_offset": 0})) + 16
     end = offset
     while end < len(items):
-        cost = len(items[end].model_dump_json()) + 1
+        cost = _size(items[end]) + 2
         if end > offset and used + cost > max_chars:
             break
         used += cost
