@@ -143,6 +143,9 @@ def test_a_hyperparameter_traces_to_the_run_configs(workspace: Path, store: Stor
     [lr] = [t for t in result.traced_numbers if t.text == "0.10"]
     assert lr.how == "config" and set(lr.runs) == set(ids["method"]) and "config lr" in lr.what
     assert [f.evidence.split(" ")[0] for f in only(result, "untraced_number")] == ["4096"]
+    record_runs(workspace, {"sweep": [0.5 + i / 100 for i in range(12)]})
+    counted = audit(workspace, store, write_paper(workspace, "Over 12 seeds.\n", name="n.tex"))
+    assert [(t.text, t.how, t.what) for t in counted.traced_numbers] == [("12", "config", "12 runs labelled 'sweep'")]
 
 
 def test_the_chance_trace_rate_is_counted_and_coarse_matches_are_weak(workspace: Path, store: Store) -> None:

@@ -8,7 +8,8 @@ numbers     Every result number of the text and tables (`read_latex(...).numbers
             std must be the comment's), else by value against the metrics of `runs` (each metric's last, min and max;
             per run label the mean and std of the last and best values, as `compare_runs` computes them), else
             against the stored comparisons (every statistic: means, stds, intervals, differences, t, df, p-values,
-            Hedges' g; a written `p < 0.01` traces to a stored p-value below it), else against the runs' configs.
+            Hedges' g; a written `p < 0.01` traces to a stored p-value below it), else against the runs' configs
+            (and how many runs each label has: "over 12 seeds").
             A value matches at the precision shown (0.912 matches 0.9123; 91.2\\% matches 0.912). Not results:
             years, numbers after Section / Figure / Table / Eq. / Appendix ..., counts up to ten, integers inside
             formulas, lengths (0.5\\linewidth), parts of names (ResNet-50), numbers inside or within 30 characters
@@ -118,7 +119,13 @@ def _evidence(ws: Workspace, store: Store, sources: list[Source], notes: list[st
     evidence = metric_evidence(read)
     evidence += comparison_evidence((c.id, c.result) for c in load_comparisons(store))
     records = [(s.name, s.run.config, s.run.seed) for s in sources if s.run is not None]
-    return evidence + config_evidence(records)
+    by_label: dict[str, list[str]] = {}
+    for s in sources:
+        if s.run is not None and s.run.label is not None:
+            by_label.setdefault(s.run.label, []).append(s.name)
+    counts = [Evidence(float(len(ids)), "config", tuple(ids), (), f"{len(ids)} runs labelled {label!r}")
+              for label, ids in sorted(by_label.items())]  # fmt: skip
+    return evidence + config_evidence(records) + counts
 
 
 def _cells(src: PaperSource) -> dict[tuple[str, int], list[CellProvenance]]:
@@ -242,8 +249,9 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
                     found[0].what,
                 )
             )
-            traced_runs.update(r for e in found for r in e.runs)
-            seeds = max(seeds, max(len(e.runs) if tier != "config" else 1 for e in found))
+            if rate <= WEAK_RATE:  # a chance match says nothing of where the number came from
+                traced_runs.update(r for e in found for r in e.runs)
+                seeds = max(seeds, max(len(e.runs) if tier != "config" else 1 for e in found))
             break
         else:
             rate = index.chance_rate(shown)
