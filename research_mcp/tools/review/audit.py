@@ -76,7 +76,7 @@ __all__ = ["CODES", "WEAK_RATE", "AuditResult", "Finding", "FindingKind", "Trace
 
 WEAK_RATE = 0.05
 MAX_RUNS = 500
-READ_BUDGET_S = 25.0
+READ_BUDGET_S = 15.0
 _SHOWN = 20
 _SEVERITY = {"blocking": 0, "warning": 1, "info": 2}
 _P_BOUND = re.compile(r"\bp(?:_\{?\w+\}?)?\s*(?:<|\\le|\\leq|\\lt)\s*\$?\s*$")
