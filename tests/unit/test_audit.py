@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -246,6 +247,13 @@ def test_missing_entries_and_a_paper_with_no_bibliography(workspace: Path, store
         4,
         "citations",
     ) and "unknown" in missing.evidence
+    log = workspace / "paper" / ".build" / "main.log"
+    log.parent.mkdir()
+    log.write_text("LaTeX Warning: Citation `known' on page 1 undefined on input line 4.\n")
+    [left] = only(audit(workspace, store, main), "undefined_cite")
+    assert (left.file, left.line) == ("paper/main.tex", 4) and "last compile" in left.evidence
+    os.utime(log, (1, 1))  # the paper changed since that compile: its log says nothing of it now
+    assert not only(audit(workspace, store, main), "undefined_cite")
     bare = write_paper(workspace, "As shown \\cite{known}.\n", name="bare.tex")
     [undefined] = only(audit(workspace, store, bare), "undefined_cite")
     assert undefined.kind == "structure" and "no bibliography" in undefined.evidence

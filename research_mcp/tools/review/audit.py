@@ -22,7 +22,8 @@ chance      A value match can succeed by chance. For each number traced by value
 citations   cited keys without an entry (`missing_entry`), entries arXiv / Semantic Scholar do not confirm
             (`unverified_citation`, with the corrected entry), and entries that could not be checked because the
             sources are unreachable (`citation_not_checked`: "not verified: <source> unreachable"; see `_cites`).
-structure   undefined references, citations with no bibliography at all (`undefined_cite`), duplicate labels,
+structure   undefined references, citations with no bibliography at all or left undefined by the last compile
+            (its log, when newer than the sources: `undefined_cite`), duplicate labels,
             figures whose files are missing, figures and tables never referenced.
 claims      "significant(ly)", "outperforms", "state of the art", "better than" when neither the text names a
             statistical test nor a stored comparison or a bold (tested) table cell is behind the paper's numbers
@@ -92,6 +93,7 @@ class _Local:
     traced: list[TracedNumber] = field(default_factory=list[TracedNumber])
     numbers: int = 0
     rates: dict[str, float] = field(default_factory=dict[str, float])
+    undefined_cites: frozenset[str] = frozenset()
     notes: list[str] = field(default_factory=list[str])
 
 
@@ -292,6 +294,7 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
     out.findings += _checks.structure_findings(src)
     out.findings += _checks.claim_findings(src, tested, seeds or None)
     pages, pdf = _pages(path, out.notes)
+    out.undefined_cites = _undefined_in_log(path, src)
     out.findings += _checks.hygiene_findings(src, page_limit, pages, pdf and ws.relative(pdf))
     code = [(r, ws.root / "runs" / r / "code") for r in sorted(traced_runs) if (ws.root / "runs" / r / "code").is_dir()]
     out.findings += _checks.placeholder_code(code, ws.relative)
@@ -312,6 +315,23 @@ def _pages(main: Path, notes: list[str]) -> tuple[int | None, Path | None]:
     except (OSError, ValueError, KeyError, PyPdfError) as exc:
         notes.append(f"{pdf.name}: its pages could not be counted ({exc})")
         return None, pdf
+
+
+def _undefined_in_log(main: Path, src: PaperSource) -> frozenset[str]:
+    """The citations the last compile's log left undefined, when that log is newer than every source file."""
+    from research_mcp.latex.logparse import parse_log
+
+    log = main.parent / ".build" / f"{main.stem}.log"
+    try:
+        made = log.stat().st_mtime
+        sources = [src.root / name for name in src.doc.files] + [
+            src.root / (b if b.endswith(".bib") else b + ".bib") for b in src.doc.bib_files
+        ]
+        if any(p.is_file() and p.stat().st_mtime > made for p in sources):
+            return frozenset()
+        return frozenset(parse_log(log.read_text(encoding="utf-8", errors="replace")).undefined_citations)
+    except OSError:
+        return frozenset()
 
 
 def _order(f: Finding) -> tuple[int, str, int, str, str]:
@@ -340,7 +360,9 @@ async def audit_paper(
     limit = page_limit if page_limit is not None else settings.page_limit
     local = await anyio.to_thread.run_sync(_local, ws, store, path, runs, limit)
     await progress("checking the citations")
-    cites = await citation_findings(settings, store, local.src, verify=verify_citations, progress=progress)
+    cites = await citation_findings(
+        settings, store, local.src, verify=verify_citations, progress=progress, compiled_undefined=local.undefined_cites
+    )
     findings = sorted(local.findings + cites.findings, key=_order)
     counts = {kind: sum(f.kind == kind for f in findings) for kind in CODES}
     traced = sorted(local.traced, key=lambda t: (t.file, t.line, t.text))
