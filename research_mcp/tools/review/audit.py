@@ -60,6 +60,7 @@ from research_mcp.tools.metrics._sources import RunBook, Source, read_source, re
 from research_mcp.tools.metrics.stored import load_comparisons
 from research_mcp.tools.metrics.table import CELL_MARKER, CellProvenance, format_mean_std, parse_provenance
 from research_mcp.tools.review import _checks
+from research_mcp.tools.review._build import last_pages, undefined_in_log
 from research_mcp.tools.review._checks import PaperSource, finding
 from research_mcp.tools.review._cites import citation_findings
 from research_mcp.tools.review._models import CODES, AuditResult, Finding, FindingKind, TracedNumber
@@ -293,45 +294,12 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
     )
     out.findings += _checks.structure_findings(src)
     out.findings += _checks.claim_findings(src, tested, seeds or None)
-    pages, pdf = _pages(path, out.notes)
-    out.undefined_cites = _undefined_in_log(path, src)
+    pages, pdf = last_pages(path, out.notes)
+    out.undefined_cites = undefined_in_log(path, src)
     out.findings += _checks.hygiene_findings(src, page_limit, pages, pdf and ws.relative(pdf))
     code = [(r, ws.root / "runs" / r / "code") for r in sorted(traced_runs) if (ws.root / "runs" / r / "code").is_dir()]
     out.findings += _checks.placeholder_code(code, ws.relative)
     return out
-
-
-def _pages(main: Path, notes: list[str]) -> tuple[int | None, Path | None]:
-    """The page count of the last compile's PDF (the build's, or the last clean one, whichever is newer)."""
-    found = [p for p in (main.parent / ".build" / f"{main.stem}.pdf", main.with_suffix(".pdf")) if p.is_file()]
-    if not found:
-        return None, None
-    pdf = max(found, key=lambda p: p.stat().st_mtime)
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    try:
-        return len(PdfReader(pdf).pages), pdf
-    except (OSError, ValueError, KeyError, PyPdfError) as exc:
-        notes.append(f"{pdf.name}: its pages could not be counted ({exc})")
-        return None, pdf
-
-
-def _undefined_in_log(main: Path, src: PaperSource) -> frozenset[str]:
-    """The citations the last compile's log left undefined, when that log is newer than every source file."""
-    from research_mcp.latex.logparse import parse_log
-
-    log = main.parent / ".build" / f"{main.stem}.log"
-    try:
-        made = log.stat().st_mtime
-        sources = [src.root / name for name in src.doc.files] + [
-            src.root / (b if b.endswith(".bib") else b + ".bib") for b in src.doc.bib_files
-        ]
-        if any(p.is_file() and p.stat().st_mtime > made for p in sources):
-            return frozenset()
-        return frozenset(parse_log(log.read_text(encoding="utf-8", errors="replace")).undefined_citations)
-    except OSError:
-        return frozenset()
 
 
 def _order(f: Finding) -> tuple[int, str, int, str, str]:
