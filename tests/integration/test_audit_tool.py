@@ -12,11 +12,17 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from research_mcp.server import build_server
 from research_mcp.store import Store
-from tests.conftest import fixtures_dir
+from tests.conftest import fixtures_dir, open_for_sandbox
 from tests.integration._client import call, error_text
 from tests.integration.test_literature_citations import known_papers
-from tests.integration.test_literature_tools import _fast_backoff, lit, server  # the fixtures, shared by import
+from tests.integration.test_literature_tools import (  # the fixtures, shared by import
+    _fast_backoff,
+    lit,
+    lit_settings,
+    server,
+)
 from tests.integration.test_metrics_tools import record_runs
 from tests.integration.test_run_answers import answer
 from tests.replay import ReplayServer
@@ -164,3 +170,22 @@ async def test_an_audit_of_a_long_paper_over_four_hundred_runs_pages_within_the_
         seen += len(page["findings"]) + len(page["traced_numbers"])
         offset = page["next_offset"]
     assert seen == first["total"] == sum(first["counts"].values()) + first["traced"]
+
+
+@pytest.mark.latex
+async def test_the_page_limit_counts_the_last_compiles_pdf(tmp_path: Path, server: ReplayServer) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    open_for_sandbox(tmp_path, root)  # compiles enter it as an unprivileged uid when the server is root
+    (root / "paper").mkdir()
+    (root / "paper" / "main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n\\section{One}\nFirst page.\n\\newpage\n"
+        "\\section{Limitations}\nSecond page.\n\\end{document}\n"
+    )
+    async with Client(build_server(lit_settings(root, server, page_limit=1)), raise_exceptions=True) as client:
+        assert not any(f["code"] == "page_limit" for f in (await call(client, "audit_paper", {}))["findings"])
+        compiled = await call(client, "compile_paper", {}, timeout_s=120)
+        assert compiled["ok"] and compiled["pages"] == 2
+        audit = await call(client, "audit_paper", {})
+    [over] = [f for f in audit["findings"] if f["code"] == "page_limit"]
+    assert (over["file"], over["line"]) == ("paper/main.tex", 1) and "2 pages; the limit is 1" in over["evidence"]
