@@ -17,10 +17,10 @@ form that works on both protocol versions; `ctx.session.create_message` works on
   call, one after another. A resolver asks only while the call's time so far plus one step (the slowest step of
   this call, or the stored estimate) stays within `SAMPLING_BUDGET_S`; the first is always asked.
 
-Measured with a scripted sampler answering after 0.5 s, 3 reviewers (tests/integration/test_review_tools.py,
-`test_sampling_steps_*`): 2026-07-28 finishes in 2 calls after the one that starts it (one per step, reviewers
-concurrently), about 0.5 s a call; 2025-11-25 needs the same 2 calls, about 1.5 s each (three asks in turn). A
-slow model on 2025-11-25 (a step near the budget) gets one step a call.
+Measured through real in-process client sessions with a scripted sampler answering after 0.2 s, 3 reviewers
+(tests/integration/test_review_tools.py): 2026-07-28 finishes in 2 calls after the one that prepares the review
+(all drafts, then all reflections), 0.21 and 0.22 s a call; 2025-11-25 in the same 2 calls, 0.61 and 0.62 s
+each (three asks in turn). With a budget smaller than two steps, 2025-11-25 gets one step a call.
 
 A client without sampling gets the text, the briefs and the form's schema and submits forms with submit_review;
 a model the user configured (review_url, review_model) takes precedence over both and runs as a job.
