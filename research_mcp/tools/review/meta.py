@@ -24,7 +24,7 @@ from research_mcp.tools.review.form import SCORES, ReviewForm
 
 __all__ = ["SAME_POINT", "CalibrationLike", "MetaReview", "ScoreSpread", "SharedWeakness", "Submitted", "meta_review"]
 
-SAME_POINT = 0.5
+SAME_POINT = 0.4
 """Least share of the shorter point's content words the other must hold for two weaknesses to be one point."""
 
 
