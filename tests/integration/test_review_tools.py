@@ -5,6 +5,7 @@ with retries, cancel and resume after a restart."""
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from mcp.client.context import ClientRequestContext
 from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 from pydantic import SecretStr
 
+from evals.review_bench.driver import Usage, run_bench
 from research_mcp.config import Settings
 from research_mcp.server import build_server
 from research_mcp.store import Store
@@ -82,10 +84,13 @@ class ScriptedSampler:
 
     delay_s: float = 0.0
     invalid_first: bool = False
+    shift: int = 0
+    usage: Usage = field(default_factory=Usage)
     requests: list[CreateMessageRequestParams] = field(default_factory=list[CreateMessageRequestParams])
 
     async def __call__(self, context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
         self.requests.append(params)
+        self.usage = Usage(self.usage.calls + 1, self.usage.prompt_tokens + 100, self.usage.completion_tokens + 20)
         await anyio.sleep(self.delay_s)
         system = params.system_prompt or ""
         slot = int(system.split("You are reviewer ")[1].split(".")[0])
@@ -93,7 +98,9 @@ class ScriptedSampler:
         if self.invalid_first and len(self.requests) == 1:
             text = "I think the paper is fine."
         else:
-            text = fenced(form(3 + slot + int(reflect), weakness=f"Only a single seed is reported (reviewer {slot})"))
+            text = fenced(
+                form(3 + slot + int(reflect) + self.shift, weakness=f"Only a single seed is reported (reviewer {slot})")
+            )
         return CreateMessageResult(role="assistant", content=TextContent(type="text", text=text), model="scripted-1")
 
 
@@ -432,3 +439,33 @@ async def test_an_endpoint_review_resumes_after_a_restart(
     assert done["state"] == "done"
     drafts = [r for r in chat_server.requests if len(r["messages"]) == 2]
     assert len(drafts) == 1  # the draft was not asked again
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+async def test_the_bench_driver_writes_csvs_resumes_and_reports_the_spread(tmp_path: Path) -> None:
+    bench = fixtures_dir("reviews")
+    papers = sorted((bench / "iclr_parsed").glob("*.txt"))[:2]
+    out, lines = tmp_path / "out", list[str]()
+    sampler = ScriptedSampler()
+    first = await run_bench(papers, out, sampler, reviewers=2, repeats=1, price_in=2.5, price_out=10.0,
+                            log=lines.append)  # fmt: skip
+    assert first.done == 2 and not first.failed and sampler.usage.calls == 8 and len(lines) == 2
+    assert first.summary["cost"] == pytest.approx((800 * 2.5 + 160 * 10.0) / 1e6)
+    # a second run with two repeats skips the first (done) and reviews each paper once more
+    sampler.shift = 1
+    second = await run_bench(papers, out, sampler, reviewers=2, repeats=2, log=lines.append)
+    assert second.done == 4 and sampler.usage.calls == 16
+    assert second.summary["spread"] == {"papers": 2, "mean_abs_overall_diff": 1.0, "max_overall_diff": 1,
+                                        "decision_flips": 2}  # fmt: skip
+    reference = read_csv(next(iter(sorted((bench / "llm_reviews").glob("*.csv")))))
+    ours = read_csv(out / "reviews_r1.csv")
+    assert list(ours[0]) == list(reference[0])  # the columns, in their order
+    assert [row["paper_id"] for row in ours] == [p.stem for p in papers]
+    assert [(row["Overall"], row["Decision"]) for row in ours] == [("6", "Reject")] * 2  # written as the originals
+    assert all(row["Overall"].isdigit() for row in reference)
+    assert [row["Overall"] for row in read_csv(out / "reviews_r2.csv")] == ["7", "7"]
+    assert len(read_csv(out / "reviews_r2_by_reviewer.csv")) == 4
