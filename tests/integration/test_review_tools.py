@@ -408,6 +408,8 @@ async def test_an_endpoint_review_is_cancelled(settings: Settings, workspace: Pa
     async with Client(build_server(endpoint_settings(settings, chat_server))) as client:
         started = await call(client, "review_paper", {"path": path, "reviewers": 2})
         await anyio.sleep(0.3)
+        busy = {"review_id": started["review_id"], "reviewer": 1, "form": form()}
+        assert "still at work" in error_text(await call_raw(client, "submit_review", busy))
         cancelled = await call(client, "review_paper", {"review_id": started["review_id"], "cancel": True})
         assert cancelled["state"] == "cancelled" and cancelled["next_step"] is None
         await anyio.sleep(1.5)  # the requests under way would have been answered by now

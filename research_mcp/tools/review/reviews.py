@@ -200,7 +200,8 @@ def save_set(store: Store, rs: ReviewSet) -> None:
     store.connection().execute(
         "INSERT INTO review_sets (id, paper, paper_hash, mode, state, data, created_at, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET mode = excluded.mode, "
-        "state = excluded.state, data = excluded.data, updated_at = excluded.updated_at",
+        "state = excluded.state, data = excluded.data, updated_at = excluded.updated_at "
+        "WHERE review_sets.state != 'cancelled'",  # cancelled is final: a job's last save cannot undo it
         (rs.id, rs.paper, rs.paper_hash, rs.mode, rs.state, data, now, now),
     )
 
@@ -317,6 +318,11 @@ def submit_form(store: Store, ws: Workspace, review_id: str, slot: int, data: ob
         )
     if rs.state == "cancelled":
         raise BadInputError(f"Review {review_id} was cancelled: start a new one with review_paper.")
+    if rs.mode == "endpoint" and rs.state == "running" and reviewer.error is None:
+        raise BadInputError(
+            f"Reviewer {slot} of {review_id} is the configured reviewer model's, still at work: follow it with "
+            "review_paper(review_id=...), or cancel it there first."
+        )
     form = check_form(data)
     reviewer.form, reviewer.model, reviewer.source, reviewer.error = (
         form.model_dump(mode="json"),
@@ -475,7 +481,10 @@ def status(
         return result
     if client_material and missing:
         if offset == 0:
-            result.instructions = briefs.common_brief(rs.venue, rs.audit)
+            result.instructions = (
+                f"{briefs.common_brief(rs.venue, rs.audit)}\nFor each reviewer: write the review under its lens, then "
+                "re-read it once against the paper and correct it (one reflection round), then submit it."
+            )
             result.briefs = [briefs.lens_line(slot) for slot in missing]
             result.form_schema = form_schema()
         room = max(2_000, max_chars - len(result.model_dump_json(exclude_none=True)) - 600)
