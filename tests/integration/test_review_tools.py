@@ -471,3 +471,25 @@ async def test_the_bench_driver_writes_csvs_resumes_and_reports_the_spread(tmp_p
     assert all(row["Overall"].isdigit() for row in reference)
     assert [row["Overall"] for row in read_csv(out / "reviews_r2.csv")] == ["7", "7"]
     assert len(read_csv(out / "reviews_r2_by_reviewer.csv")) == 4
+
+
+async def test_a_calibrated_reviewer_gets_an_accept_probability_with_its_brier_score(
+    settings: Settings, workspace: Path
+) -> None:
+    calibration = pytest.importorskip("research_mcp.tools.review.calibration")
+    curve = {"reviewer": "scripted-run", "model": "scripted-1", "intercept": -6.0, "slope": 1.0, "brier": 0.2,
+             "brier_base": 0.23, "n": 500, "source": "test curve"}  # fmt: skip
+    target: Path = calibration.user_calibration_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"version": 1, "calibrations": [curve]}))
+    path = write_paper(workspace)
+    async with Client(build_server(settings), sampling_callback=ScriptedSampler()) as client:
+        started = await call(client, "review_paper", {"path": path, "reviewers": 2})
+        done, _ = await drive(client, started["review_id"])
+        review_id = started["review_id"]
+    # reviewers 1 and 2 end at overall 5 and 6: P = 1 / (1 + exp(6 - overall))
+    assert [(p["reviewer"], p["probability"], p["brier"], p["n"]) for p in done["meta"]["accept_probability"]] == [
+        (1, 0.269, 0.2, 500), (2, 0.5, 0.2, 500)
+    ]  # fmt: skip
+    assert not any("No calibration" in note for note in done["meta"]["notes"])
+    assert "Brier 0.200" in (workspace / "reviews" / review_id / "review.md").read_text()

@@ -11,6 +11,7 @@ shortest wording.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -19,10 +20,13 @@ from typing import Protocol
 
 from pydantic import Field
 
+from research_mcp.errors import ResearchError
 from research_mcp.model import ToolModel
 from research_mcp.tools.review.form import SCORES, ReviewForm
 
 __all__ = ["SAME_POINT", "CalibrationLike", "MetaReview", "ScoreSpread", "SharedWeakness", "Submitted", "meta_review"]
+
+logger = logging.getLogger(__name__)
 
 SAME_POINT = 0.4
 """Least share of the shorter point's content words the other must hold for two weaknesses to be one point."""
@@ -86,7 +90,11 @@ def _calibration_for(reviewer: str) -> CalibrationLike | None:
         module = importlib.import_module("research_mcp.tools.review.calibration")
     except ImportError:  # no calibrations in this install: every reviewer goes without a probability
         return None
-    found: CalibrationLike | None = module.calibration_for(reviewer)
+    try:
+        found: CalibrationLike | None = module.calibration_for(reviewer)
+    except ResearchError as exc:  # a user's calibration file that does not parse: said in the log, not fatal
+        logger.warning("no calibration for %s: %s", reviewer, exc)
+        return None
     return found
 
 
