@@ -82,10 +82,9 @@ async def _ask(ctx: AppContext, ws: Any, review_id: str | None, cancel: bool, st
     capabilities = ctx.client_capabilities
     if review_id is None or cancel or capabilities is None or capabilities.sampling is None:
         return None
-    store = await store_of(ctx, ws)
     try:
-        rs = await in_thread(reviews.load_set, store, review_id)
-    except ResearchError:  # the body reports it
+        rs = await in_thread(reviews.load_set, await store_of(ctx, ws), review_id)
+    except ResearchError:  # no workspace, no such review: the body says so
         return None
     pending = rs.pending()
     if rs.mode != "sampling" or rs.state != "running" or k > len(pending):
@@ -98,8 +97,7 @@ async def _ask(ctx: AppContext, ws: Any, review_id: str | None, cancel: bool, st
     ask = reviews.sampling_ask(rs, pending[k - 1])
     messages = [SamplingMessage(role=role, content=TextContent(type="text", text=text)) for role, text in ask.messages]
     settings = state_of(ctx).settings
-    return Sample(messages, max_tokens=settings.review_max_tokens, system_prompt=ask.system, temperature=0.75,
-                  include_context="none")  # fmt: skip
+    return Sample(messages, max_tokens=settings.review_max_tokens, system_prompt=ask.system, temperature=0.75)
 
 
 Started = Annotated[float, Resolve(_call_start)]
@@ -208,8 +206,10 @@ def _message(rs: ReviewSet, did: str, sampling: bool, job: str = "") -> str:
     if failed:
         tail = (f" Reviewer(s) {', '.join(map(str, failed))} failed ({rs.reviewers[failed[0] - 1].error}); fill "
                 "their forms with submit_review, or start a new review.")  # fmt: skip
-    if rs.mode == "endpoint":
+    if rs.mode == "endpoint" and left:
         return f"{job}The configured reviewer model is working: {left} reviewer(s) to go.{tail}"
+    if rs.mode == "endpoint":
+        return f"The configured reviewer model has stopped.{tail}"
     if rs.mode == "sampling" and sampling and left:
         return (f"{did}{left} reviewer(s) still at work: call review_paper(review_id={rs.id!r}) again; each call "
                 f"runs the next step of each (a draft, then one reflection).{tail}")  # fmt: skip

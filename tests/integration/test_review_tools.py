@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -259,6 +260,22 @@ async def test_the_latest_audit_of_the_same_version_is_the_evidence(client: Clie
     assert done["meta"]["audit_blocking"] == [
         f"[blocking] one_seed_claim ({path}:17): significantly outperforms LoRA, from one seed"
     ]
+    # the paper changes: no audit is of this version, whatever its hash
+    tex = workspace / path
+    tex.write_text(PAPER.replace("three classification tasks", "four classification tasks"))
+    os.utime(tex, (time.time() + 5, time.time() + 5))
+    changed = await call(client, "review_paper", {"path": path, "reviewers": 1})
+    assert "No audit was run" in changed["instructions"] and "au-new" not in changed["instructions"]
+    # an audit made after the change counts even if it hashed the paper its own way
+    store = Store(workspace / ".research" / "state.db")
+    data = {"counts": {}, "numbers": 5, "traced": 5, "findings": []}
+    store.connection().execute(
+        "INSERT INTO audits (id, main, paper_hash, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        ("au-later", path, "another-hash", json.dumps(data), time.time() + 10),
+    )
+    store.close()
+    later = await call(client, "review_paper", {"path": path, "reviewers": 1})
+    assert "Audit au-later: 5 of 5 numbers traced" in later["instructions"]
 
 
 def make_pdf(target: Path) -> None:

@@ -73,16 +73,21 @@ _NO_AUDIT = (
 )
 
 
-def audit_evidence(store: Store, main: str, paper_hash: str, *, limit: int = 25) -> AuditEvidence:
-    """The latest stored audit of paper `main` with this hash, as brief lines; blocking findings apart."""
-    row = (
-        store.connection()
-        .execute(
-            "SELECT id, data FROM audits WHERE main = ? AND paper_hash = ? ORDER BY created_at DESC LIMIT 1",
-            (main, paper_hash),
-        )
-        .fetchone()
-    )
+def audit_evidence(
+    store: Store, main: str, paper_hash: str, *, modified_at: float | None = None, limit: int = 25
+) -> AuditEvidence:
+    """The latest stored audit of paper `main` with this hash (or, where the audit hashed the paper its own way,
+    the latest one made after the paper's files last changed), as brief lines; blocking findings apart."""
+    conn = store.connection()
+    row = conn.execute(
+        "SELECT id, data FROM audits WHERE main = ? AND paper_hash = ? ORDER BY created_at DESC LIMIT 1",
+        (main, paper_hash),
+    ).fetchone()
+    if row is None and modified_at is not None:
+        row = conn.execute(
+            "SELECT id, data FROM audits WHERE main = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+            (main, modified_at),
+        ).fetchone()
     if row is None:
         return AuditEvidence(None, [_NO_AUDIT], [])
     try:

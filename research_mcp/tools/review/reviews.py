@@ -83,6 +83,8 @@ class PaperText:
     main: str
     """Workspace-relative path of the file reviewed (a .tex project's main file)."""
     source: Literal["tex", "pdf", "text"]
+    modified_at: float = 0.0
+    """The last change of any file read (an audit made after it saw this version)."""
 
 
 def _anonymise(text: str) -> str:
@@ -115,12 +117,13 @@ def read_paper(ws: Workspace, path: str) -> PaperText:
         target = find_main_file(target)
     suffix = target.suffix.lower()
     digest = hashlib.sha256()
+    files = [target]
     if suffix == ".tex":
         doc = read_latex(target, target.parent)
-        parts = [f"# {doc.title}" if doc.title else "", f"Abstract: {doc.abstract}" if doc.abstract else "", doc.text]
-        raw = "\n\n".join(part for part in parts if part)
-        for name in doc.files:
-            digest.update(name.encode() + b"\0" + (target.parent / name).read_bytes())
+        raw = f"# {doc.title}\n\n{doc.text}" if doc.title else doc.text  # the text holds the abstract
+        files = [target.parent / name for name in doc.files]
+        for name, file in zip(doc.files, files, strict=True):
+            digest.update(name.encode() + b"\0" + file.read_bytes())
         source: Literal["tex", "pdf", "text"] = "tex"
     elif suffix == ".pdf":
         raw = _pdf_text(target)
@@ -136,7 +139,10 @@ def read_paper(ws: Workspace, path: str) -> PaperText:
     text = _anonymise(raw).strip()
     if len(text) < 200:
         raise BadInputError(f"{path} holds only {len(text)} characters of text: nothing a reviewer could review.")
-    return PaperText(text=text, paper_hash=digest.hexdigest()[:16], main=ws.relative(target), source=source)
+    modified = max(file.stat().st_mtime for file in files)
+    return PaperText(
+        text=text, paper_hash=digest.hexdigest()[:16], main=ws.relative(target), source=source, modified_at=modified
+    )
 
 
 class Reviewer(BaseModel):
@@ -221,7 +227,7 @@ def start_set(store: Store, paper: PaperText, mode: Mode, venue: briefs.Venue, r
     """A new set for `paper`, with the audit's evidence as it stands now."""
     if not 1 <= reviewers <= MAX_REVIEWERS:
         raise BadInputError(f"reviewers must be from 1 to {MAX_REVIEWERS}.")
-    audit = briefs.audit_evidence(store, paper.main, paper.paper_hash)
+    audit = briefs.audit_evidence(store, paper.main, paper.paper_hash, modified_at=paper.modified_at)
     rs = ReviewSet(
         id="rv-" + secrets.token_hex(4), paper=paper.main, paper_hash=paper.paper_hash, mode=mode, state="running",
         venue=venue, source=paper.source, text=paper.text, audit_id=audit.audit_id, audit_lines=audit.lines,
