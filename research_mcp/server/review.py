@@ -77,10 +77,11 @@ def _call_start() -> float:
     return time.monotonic()
 
 
-async def _ask(ctx: AppContext, ws: Any, review_id: str | None, cancel: bool, started: float, k: int) -> Sample | None:
-    """The k-th sampling question of this call, or None (see the module docstring)."""
+async def _ask(ctx: AppContext, ws: Any, review_id: str | None, stop: bool, started: float, k: int) -> Sample | None:
+    """The k-th sampling question of this call, or None (see the module docstring); `stop`: ask nothing (a call
+    that cancels, or reads the text to fill the forms itself)."""
     capabilities = ctx.client_capabilities
-    if review_id is None or cancel or capabilities is None or capabilities.sampling is None:
+    if review_id is None or stop or capabilities is None or capabilities.sampling is None:
         return None
     try:
         rs = await in_thread(reviews.load_set, await store_of(ctx, ws), review_id)
@@ -104,33 +105,33 @@ Started = Annotated[float, Resolve(_call_start)]
 
 
 async def _ask1(
-    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, started: Started
+    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, offset: int | None, started: Started
 ) -> Sample | None:
-    return await _ask(ctx, ws, review_id, cancel, started, 1)
+    return await _ask(ctx, ws, review_id, cancel or offset is not None, started, 1)
 
 
 async def _ask2(
-    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, started: Started
+    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, offset: int | None, started: Started
 ) -> Sample | None:
-    return await _ask(ctx, ws, review_id, cancel, started, 2)
+    return await _ask(ctx, ws, review_id, cancel or offset is not None, started, 2)
 
 
 async def _ask3(
-    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, started: Started
+    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, offset: int | None, started: Started
 ) -> Sample | None:
-    return await _ask(ctx, ws, review_id, cancel, started, 3)
+    return await _ask(ctx, ws, review_id, cancel or offset is not None, started, 3)
 
 
 async def _ask4(
-    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, started: Started
+    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, offset: int | None, started: Started
 ) -> Sample | None:
-    return await _ask(ctx, ws, review_id, cancel, started, 4)
+    return await _ask(ctx, ws, review_id, cancel or offset is not None, started, 4)
 
 
 async def _ask5(
-    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, started: Started
+    ctx: AppContext, ws: WorkspaceParam, review_id: str | None, cancel: bool, offset: int | None, started: Started
 ) -> Sample | None:
-    return await _ask(ctx, ws, review_id, cancel, started, 5)
+    return await _ask(ctx, ws, review_id, cancel or offset is not None, started, 5)
 
 
 Answer1 = Annotated[CreateMessageResult | None, Resolve(_ask1)]
@@ -195,7 +196,7 @@ async def _continue_sampling(ctx: AppContext, store: Any, ws: Any, rs: ReviewSet
     return f"This call ran: {done}. "
 
 
-def _message(rs: ReviewSet, did: str, sampling: bool, job: str = "") -> str:
+def _message(rs: ReviewSet, did: str, sampling: bool, job: str = "", reading: bool = False) -> str:
     if rs.state == "done":
         return f"{did}All {len(rs.reviewers)} reviews are in; the meta-review is in meta and {rs.files[-1]}."
     if rs.state == "cancelled":
@@ -210,9 +211,12 @@ def _message(rs: ReviewSet, did: str, sampling: bool, job: str = "") -> str:
         return f"{job}The configured reviewer model is working: {left} reviewer(s) to go.{tail}"
     if rs.mode == "endpoint":
         return f"The configured reviewer model has stopped.{tail}"
-    if rs.mode == "sampling" and sampling and left:
-        return (f"{did}{left} reviewer(s) still at work: call review_paper(review_id={rs.id!r}) again; each call "
-                f"runs the next step of each (a draft, then one reflection).{tail}")  # fmt: skip
+    if rs.mode == "sampling" and sampling and left and not reading:
+        return (
+            f"{did}{left} reviewer(s) still at work: call review_paper(review_id={rs.id!r}) again; each call runs "
+            "the next step of each (a draft, then one reflection). If your client refuses sampling, call it with "
+            f"offset=0 to read the paper and fill the forms yourself with submit_review.{tail}"
+        )
     return (f"{did}Fill the form for each reviewer listed in briefs (read the whole text, paged by offset) and "
             f"submit each with submit_review.{tail}")  # fmt: skip
 
@@ -240,7 +244,7 @@ def _register_review(tools: ToolRegistry) -> None:
             "neurips"
         ),
         review_id: Annotated[str | None, Field(description="Continue this review.", max_length=64)] = None,
-        offset: Annotated[int, Field(ge=0, description="Text page, from next_offset.")] = 0,
+        offset: Annotated[int | None, Field(ge=0, description="Read the text from here (next_offset).")] = None,
         cancel: Annotated[bool, Field(description="Stop review_id.")] = False,
     ) -> ReviewPaperResult:
         """Peer-review a paper with N reviewers (NeurIPS form, anonymised text, audit findings as evidence), then a
@@ -259,7 +263,8 @@ def _register_review(tools: ToolRegistry) -> None:
                 message = "Started: the configured reviewer model reviews in the background; check with review_id."
             elif mode == "sampling":
                 message = (f"Prepared {reviewers} reviewer(s). Call review_paper(review_id={rs.id!r}) to run them "
-                           "through your client's model, a step per reviewer per call.")  # fmt: skip
+                           "through your client's model, a step per reviewer per call (if your client refuses "
+                           "sampling, add offset=0 to read the paper and fill the forms yourself).")  # fmt: skip
             else:
                 message = _message(rs, "", sampling)
             return reviews.status(rs, message=message, max_chars=budget, client_material=mode == "client")
@@ -283,14 +288,17 @@ def _register_review(tools: ToolRegistry) -> None:
             if not job:
                 rs.problem = "no review endpoint is configured now (review_url, review_model)"
         client_material = rs.state == "running" and (
-            rs.mode == "client"
+            offset is not None
+            or rs.mode == "client"
             or (rs.mode == "sampling" and not sampling)
             or (not rs.pending() and any(r.error for r in rs.reviewers))
         )
-        message = _message(rs, did, sampling, job)
+        message = _message(rs, did, sampling, job, reading=offset is not None)
         if rs.problem and rs.mode == "endpoint":
             message += f" Problem: {rs.problem}."
-        return reviews.status(rs, message=message, max_chars=budget, client_material=client_material, offset=offset)
+        return reviews.status(
+            rs, message=message, max_chars=budget, client_material=client_material, offset=offset or 0
+        )
 
     @tools.tool(STORES)
     async def submit_review(

@@ -196,6 +196,23 @@ async def test_an_answer_without_a_form_is_asked_again(settings: Settings, works
     assert done["state"] == "done" and len(sampler.requests) == 3
 
 
+async def test_a_client_that_can_sample_may_still_fill_the_forms_itself(settings: Settings, workspace: Path) -> None:
+    sampler = ScriptedSampler()
+    path = write_paper(workspace)
+    async with Client(build_server(settings), raise_exceptions=True, sampling_callback=sampler) as client:
+        started = await call(client, "review_paper", {"path": path, "reviewers": 2})
+        assert "offset=0" in started["message"] and started["text"] is None
+        first = await call(client, "review_paper", {"review_id": started["review_id"]})  # reviewer 1 and 2 draft
+        reading = await call(client, "review_paper", {"review_id": started["review_id"], "offset": 0})
+        assert len(sampler.requests) == 2 and "Sparse adapters" in reading["text"]
+        assert first["steps"] == reading["steps"] == "2 of 4" and len(reading["briefs"]) == 2
+        await call(client, "submit_review", {"review_id": started["review_id"], "reviewer": 1, "form": form(4)})
+        status = await call(client, "review_paper", {"review_id": started["review_id"]})  # reviewer 2 reflects
+        assert status["state"] == "done" and len(sampler.requests) == 3
+    assert [r["model"] for r in status["reviewers"]] == ["client", "scripted-1"]
+    assert any("author's own conversation" in note and "1" in note for note in status["meta"]["notes"])
+
+
 async def test_without_sampling_the_client_fills_the_forms_through_submit_review(
     client: Client, workspace: Path
 ) -> None:
