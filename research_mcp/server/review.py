@@ -7,15 +7,19 @@ advances it by what fits, then says what is done and how to continue.
 
 The mechanism is the SDK's resolver form: five hidden parameters of review_paper, each `Resolve`d by a resolver
 that asks (`Sample`) for the next step of the k-th reviewer still at work, or asks nothing (None). It is the one
-form that works on both protocol versions; `ctx.session.create_message` works only on 2025-11-25 sessions:
+form that works on both protocol versions: `ctx.session.create_message` in the body works only on 2025-11-25
+sessions, and a background job cannot sample at all on 2026-07-28 (no back-channel outside a call). What to ask
+is read from the stored review, which no round of one call changes, so a question renders the same on every
+retry round, as 2026-07-28 requires.
 
 - 2026-07-28 (`mcp.Client` in auto mode): the resolvers' questions go out together in one InputRequiredResult;
   the client answers them concurrently (`mcp.client._input_required._dispatch_all`) and retries with the
   answers, and the body records them. No request of the server waits on the model, so every reviewer's next
   step is asked in each call.
 - 2025-11-25 (legacy handshake): the SDK sends each question as a `sampling/createMessage` request inside the
-  call, one after another. A resolver asks only while the call's time so far plus one step (the slowest step of
-  this call, or the stored estimate) stays within `SAMPLING_BUDGET_S`; the first is always asked.
+  call, one after another. A resolver asks only while the call's time so far plus one step (the mean step of
+  this call so far, or the stored estimate of the last call if longer) stays within `SAMPLING_BUDGET_S`; the
+  first is always asked.
 
 Measured through real in-process client sessions with a scripted sampler answering after 0.2 s, 3 reviewers
 (tests/integration/test_review_tools.py): 2026-07-28 finishes in 2 calls after the one that prepares the review
@@ -23,7 +27,10 @@ Measured through real in-process client sessions with a scripted sampler answeri
 each (three asks in turn). With a budget smaller than two steps, 2025-11-25 gets one step a call.
 
 A client without sampling gets the text, the briefs and the form's schema and submits forms with submit_review;
-a model the user configured (review_url, review_model) takes precedence over both and runs as a job.
+so does a call that gives `offset` (a client that declares sampling but refuses it fails the call with its own
+error, on either version, and the review stays where it was). A model the user configured (review_url,
+review_model) takes precedence over both and runs as a job in the server's task group; its steps are stored as
+they land, so a restarted server resumes it on the next review_paper call, and `cancel` stops it.
 """
 
 from __future__ import annotations
