@@ -56,6 +56,7 @@ from research_mcp.server._adapt import (
     state_of,
     store_of,
 )
+from research_mcp.server._progress import CallProgress, progress_of
 from research_mcp.tools.review import reviews
 from research_mcp.tools.review.reviews import ReviewPaperResult, ReviewSet, SubmitReviewResult
 
@@ -188,7 +189,7 @@ def _text(answer: CreateMessageResult) -> str:
     return content.text if isinstance(content, TextContent) else ""
 
 
-async def _continue_sampling(ctx: AppContext, store: Any, ws: Any, rs: ReviewSet, answers: list[Any]) -> str:
+async def _continue_sampling(progress: CallProgress, store: Any, ws: Any, rs: ReviewSet, answers: list[Any]) -> str:
     """Record this call's sampled answers (the k-th answers the k-th pending reviewer); what was done."""
     pending = rs.pending()
     got = [(pending[k], a) for k, a in enumerate(answers) if a is not None and k < len(pending)]
@@ -199,6 +200,7 @@ async def _continue_sampling(ctx: AppContext, store: Any, ws: Any, rs: ReviewSet
         if step is None:
             continue
         await in_thread(reviews.apply_reply, store, ws, rs, slot, step, _text(answer), answer.model or "", "sampling")
+        await progress(f"recorded reviewer {slot}'s {step}")
     done = ", ".join(f"reviewer {slot} {step}" for slot, step in steps)
     return f"This call ran: {done}. "
 
@@ -258,10 +260,12 @@ def _register_review(tools: ToolRegistry) -> None:
         meta-review. Call again with review_id to continue: it answers what is done and what to do next."""
         workspace = need_workspace(ctx, ws)
         store = await store_of(ctx, ws)
+        progress = progress_of(ctx)
         budget = state_of(ctx).settings.max_output_chars
         capabilities = ctx.client_capabilities
         sampling = capabilities is not None and capabilities.sampling is not None
         if review_id is None:
+            await progress(f"reading and anonymising {path}")
             paper = await in_thread(reviews.read_paper, workspace, path)
             mode: reviews.Mode = "endpoint" if _endpoint(ctx) is not None else ("sampling" if sampling else "client")
             rs = await in_thread(reviews.start_set, store, paper, mode, venue, reviewers)
@@ -286,7 +290,7 @@ def _register_review(tools: ToolRegistry) -> None:
         if rs.mode == "sampling" and rs.state == "running":
             answers = [a1, a2, a3, a4, a5]
             asked = sum(a is not None for a in answers)
-            did = await _continue_sampling(ctx, store, workspace, rs, answers)
+            did = await _continue_sampling(progress, store, workspace, rs, answers)
             if asked and not _modern(ctx):
                 rs.step_s = (time.monotonic() - started) / asked
                 await in_thread(reviews.save_set, store, rs)
