@@ -527,3 +527,25 @@ async def test_a_calibrated_reviewer_gets_an_accept_probability_with_its_brier_s
     ]  # fmt: skip
     assert not any("No calibration" in note for note in done["meta"]["notes"])
     assert "Brier 0.200" in (workspace / "reviews" / review_id / "review.md").read_text()
+
+
+async def test_an_endpoint_that_refuses_leaves_the_forms_to_the_client(
+    settings: Settings, workspace: Path, chat_server: ChatServer
+) -> None:
+    path = write_paper(workspace)
+    wrong = endpoint_settings(settings, chat_server).model_copy(update={"review_url": chat_server.url[:-3]})
+    async with Client(build_server(wrong)) as client:
+        started = await call(client, "review_paper", {"path": path, "reviewers": 2})
+        with anyio.fail_after(10):
+            for _ in range(1000):
+                status = await call(client, "review_paper", {"review_id": started["review_id"]})
+                if all(r["status"] == "failed" for r in status["reviewers"]):
+                    break
+                await anyio.sleep(0.05)
+        assert len(chat_server.requests) == 2  # a 404 is not retried
+        assert "refused the request (404" in status["message"] and "submit_review" in status["message"]
+        assert status["state"] == "running" and "Sparse adapters" in status["text"]
+        for slot in (1, 2):
+            answer = await call(client, "submit_review", {"review_id": started["review_id"], "reviewer": slot,
+                                                          "form": form(5)})  # fmt: skip
+    assert answer["meta"]["reviews"] == 2
