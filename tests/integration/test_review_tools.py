@@ -536,6 +536,7 @@ async def test_an_endpoint_that_refuses_leaves_the_forms_to_the_client(
     wrong = endpoint_settings(settings, chat_server).model_copy(update={"review_url": chat_server.url[:-3]})
     async with Client(build_server(wrong)) as client:
         started = await call(client, "review_paper", {"path": path, "reviewers": 2})
+        status: dict[str, Any] = {}
         with anyio.fail_after(10):
             for _ in range(1000):
                 status = await call(client, "review_paper", {"review_id": started["review_id"]})
