@@ -139,6 +139,16 @@ class Settings(BaseSettings):
         default=None, ge=1, le=10_000, description="Pages a paper may have (audit_paper counts the last PDF's)."
     )
 
+    # review: the model the user configured to review papers (an OpenAI-compatible chat-completions endpoint)
+    review_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible API (ending in /v1) that reviews papers; unset: none.",
+    )
+    review_model: str | None = Field(default=None, description="The model review_url serves to reviewers.")
+    review_api_key: SecretStr | None = Field(default=None, description="Bearer key for review_url, if it needs one.")
+    review_timeout_s: float = Field(default=180.0, gt=0, le=900, description="Time limit of one review request.")
+    review_max_tokens: int = Field(default=4000, ge=500, le=32_000, description="Most tokens of one review answer.")
+
     max_output_chars: int = Field(
         default=24_000, ge=1_000, le=400_000, description="Budget for one tool answer's text."
     )

@@ -34,7 +34,7 @@ FAMILY_TOOLS = {
     "repos": {"find_code", "fetch_repo", "repo_summary"},
     "metrics": {"read_metrics", "compare_runs", "plot_metrics", "results_table"},
     "latex": {"new_paper", "compile_paper", "paper_text"},
-    "review": {"audit_paper"},
+    "review": {"audit_paper", "review_paper", "submit_review"},
 }
 ALL_TOOLS = {"lab_info"}.union(*FAMILY_TOOLS.values())
 READ_ONLY_TOOLS = {  # the literature tools cache what they fetch, so none of them is read-only
@@ -53,6 +53,7 @@ PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
     "new_paper": ("dir", {"title": "Pwned"}),
     "compile_paper": ("main", {}),
     "paper_text": ("path", {}),
+    "review_paper": ("path", {}),
 }
 
 

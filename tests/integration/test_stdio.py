@@ -30,7 +30,7 @@ ADAM_TEX = rb"""\documentclass{article}\title{Adam}\begin{document}\maketitle
 \section{Introduction}We propose Adam, $m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t$.
 \section{Experiments}It converges.\end{document}
 """
-CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}" and "{repo}" are filled in from earlier answers
+CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... are filled in from earlier answers
     ("lab_info", {}),
     ("write_file", {"path": "notes/idea.md", "content": "# Idea\nlr warmup helps\n"}),
     ("read_file", {"path": "notes/idea.md"}),
@@ -54,8 +54,17 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}" and "{repo}" ar
     ("cite", {"paper_ids": [ADAM]}),
     ("verify_citations", {"path": "paper/references.bib"}),
     ("paper_text", {"path": "paper/main.tex"}),
+    ("edit_file", {"path": "paper/main.tex", "old_string": "\\section{Method}\\label{sec:method}",
+                   "new_string": "\\section{Method}\\label{sec:method}\nWe warm the learning rate up linearly over "
+                   "the first thousand steps, then decay it with a cosine schedule; warmup lowers the loss of every "
+                   "run we made, and the gain holds over three seeds and two model sizes."}),
     ("compile_paper", {}),
     ("audit_paper", {}),
+    ("review_paper", {"path": "paper/main.pdf", "reviewers": 1}),  # no sampling here: the client fills the form
+    ("submit_review", {"review_id": "{review}", "reviewer": 1, "form": {
+        "summary": "Warmup.", "strengths": ["simple"], "weaknesses": ["small"], "questions": [], "limitations": [],
+        "ethical_concerns": False, "originality": 2, "quality": 2, "clarity": 3, "significance": 2, "soundness": 2,
+        "presentation": 3, "contribution": 2, "overall": 4, "confidence": 3, "decision": "Reject"}}),
     ("find_code", {"query": "adam optimizer"}),
     ("fetch_repo", {"repo": "{full_name}"}),
     ("repo_summary", {"path": "{repo}"}),
@@ -127,6 +136,11 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
                     known["run"] = found["run"]["id"]
                 if tool == "fetch_repo":
                     known["repo"] = found["path"]
+                if tool == "review_paper":
+                    assert found["mode"] == "client" and "warm the learning rate" in found["text"], found
+                    known["review"] = found["review_id"]
+                if tool == "submit_review":
+                    assert found["meta"]["scores"]["overall"]["values"] == [4]
                 if tool == "compile_paper":
                     assert found["ok"], json.dumps(found)[:3000]
     assert (workspace / "notes" / "idea.md").read_text() == "# Idea\nlr warmup helps a lot\n"
