@@ -57,7 +57,7 @@ async def test_a_paper_made_from_real_runs_with_the_tools_has_no_untraced_number
     cited = await call(lit, "cite", {"paper_ids": ["arXiv:1412.6980", "10.1038/nature14539"]})
     [method] = [g for g in compared["groups"] if g["name"] == "method"]
     [test] = compared["tests"]
-    caption = plot["caption"].replace("%", "\\%")  # plain text: a bare % would comment out the rest of the line
+    caption = plot["caption"]  # LaTeX already: pasted into \caption as it comes
     figure = Path(plot["pdf"]).relative_to("paper").with_suffix("").as_posix()
     (workspace / "paper" / "main.tex").write_text(
         "\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"

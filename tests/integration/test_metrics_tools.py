@@ -211,7 +211,7 @@ async def test_line_plot_of_groups_draws_a_mean_and_band_per_group_named_for_the
         "baseline: val_acc mean of 3 runs at 5 steps",
         "method: val_acc mean of 4 runs at 5 steps",
     ]
-    assert "Mean over 3-4 runs per group; the shaded band is the one standard deviation." in plotted["caption"]
+    assert "Mean over 3-4 runs per group; the shaded band is one standard deviation." in plotted["caption"]
     assert [(r["source"], r["file"]) for r in plotted["resolved"]] == [
         (run, f"runs/{run}/outputs/metrics.jsonl") for run in [*ids["baseline"], *ids["method"]]
     ]
@@ -231,11 +231,11 @@ async def test_line_plot_of_groups_draws_a_mean_and_band_per_group_named_for_the
     assert "baseline" in text and "method (seed 0)" in text and "method (seed 1)" in text
     assert not any(run in text for run in curves)  # a run is named by its label and seed
     bars = await call(client, "plot_metrics", {**args, "kind": "bar", "name": "bars"})
-    assert bars["caption"].startswith("Bars: mean of each run's last value per group; error bars: 95% confidence")
+    assert bars["caption"].startswith(r"Bars: mean of each run's last value per group; error bars: 95\% confidence")
     text = pdf_text(workspace / "paper" / "figures" / "bars.pdf")
     assert "Ours" in text and "Validation accuracy" in text and not any(run in text for run in ids["method"])
     column = await call(client, "plot_metrics", {**args, "width": "column", "band": "ci95", "name": "narrow"})
-    assert "95% confidence interval of the mean" in column["caption"]
+    assert r"95\% confidence interval of the mean" in column["caption"]
     with Image.open(workspace / "paper" / "figures" / "narrow.png") as narrow:
         assert narrow.width == 3.25 * 200
 

@@ -70,7 +70,7 @@ class PlotMetricsResult(ToolModel):
     resolved_files: list[ResolvedFiles] | None = Field(
         default=None, description="Instead of resolved where it would be long: per metric and file pattern."
     )
-    caption: str = Field(description="What is drawn, for the figure's caption.")
+    caption: str = Field(description="What is drawn, as LaTeX for the figure's caption.")
     warnings: list[str] = Field(default_factory=list[str])
 
 
@@ -127,10 +127,10 @@ def plot_metrics(
             plan, notes = plan_groups(ws, book, groups, None, None, "label")
             warnings += notes
             _group_lines(ws, plan, metrics, x, axes, base, style, drawn, resolved, warnings)
-            what = "95% confidence interval of the mean (t)" if style.band == "ci95" else "one standard deviation"
+            what = r"the 95\% confidence interval of the mean (t)" if style.band == "ci95" else "one standard deviation"
             runs = sorted({len(members) for members in plan.values()})
             counts = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
-            captions.append(f"Mean over {counts} runs per group; the shaded band is the {what}.")
+            captions.append(f"Mean over {counts} runs per group; the shaded band is {what}.")
         elif kind == "line":
             if not sources:
                 raise BadInputError("Give sources (run ids or workspace paths, a curve each) or groups (a mean each).")
@@ -144,7 +144,7 @@ def plot_metrics(
             plan, notes = plan_groups(ws, book, groups or {s: [s] for s in sources or []}, None, None, "label")
             warnings += notes
             _bars(ws, plan, metrics, use, axes, base, style, drawn, resolved, warnings)
-            captions.append(f"Bars: mean of each run's {use} value per group; error bars: 95% confidence interval.")
+            captions.append(f"Bars: mean of each run's {use} value per group; error bars: 95\\% confidence interval.")
         for ax, metric in zip(axes, metrics, strict=True):
             ax.set_ylabel(style.ylabel or style.shown(metric))
             if kind == "line":
