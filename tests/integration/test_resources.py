@@ -1,5 +1,6 @@
 """The lab's resources and argument completion through a real MCP client: the library's papers and the texts
-read_paper kept, the draft's newest PDF, run labels and review ids completed."""
+read_paper kept, the draft's newest PDF, run labels and review ids completed, and a client told when a run it
+subscribed to ends, on both protocol revisions (2025-11-25 `resources/subscribe`, 2026-07-28 `subscriptions/listen`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import io
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
-from mcp.shared.exceptions import MCPError
+from mcp.client.session import IncomingMessage
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import (
     BlobResourceContents,
     PromptReference,
     ResourceTemplateReference,
+    ResourceUpdatedNotification,
     TextResourceContents,
 )
 
@@ -219,3 +225,96 @@ async def test_run_labels_and_review_ids_complete_in_the_prompts_that_take_them(
         review = PromptReference(type="ref/prompt", name="answer_review")
         found = await client.complete(review, {"name": "review_id", "value": "rev-"})
         assert found.completion.values == ["rev-1b", "rev-2a"]
+
+
+def _ended(store: Store, run_id: str) -> None:
+    """A run's end as the server that ran it records it: the row, then the event."""
+    now = time.time()
+    _run(store, run_id, None, now)
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, 'succeeded', '{}')", (run_id, now))
+
+
+class Heard:
+    """The `notifications/resources/updated` a client receives, in order."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[str](100)
+
+    async def __call__(self, message: IncomingMessage) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            await self.send.send(str(message.params.uri))
+
+    async def next(self) -> str:
+        with anyio.fail_after(15):
+            return await self.receive.receive()
+
+    def close(self) -> None:
+        self.send.close()
+        self.receive.close()
+
+
+@pytest.fixture
+async def legacy(settings: Settings) -> AsyncIterator[tuple[Client, Heard]]:
+    """A client of the 2025-11-25 revision (the initialize handshake), with what it hears."""
+    heard = Heard()
+    try:
+        async with Client(build_server(settings), mode="legacy", message_handler=heard) as client:
+            yield client, heard
+    finally:
+        heard.close()
+
+
+async def test_a_subscribed_client_of_the_handshake_revision_is_told_when_the_run_ends(
+    legacy: tuple[Client, Heard], workspace: Path
+) -> None:
+    client, heard = legacy
+    capabilities = client.server_capabilities
+    assert capabilities.resources is not None and capabilities.resources.subscribe is True
+    await call(client, "list_runs", {})  # the workspace's runs are watched from here on
+    with pytest.warns(MCPDeprecationWarning):
+        await client.subscribe_resource("run://kept")  # pyright: ignore[reportDeprecated]
+        await client.subscribe_resource("run://kept/log")  # pyright: ignore[reportDeprecated]
+        await client.subscribe_resource("run://dropped")  # pyright: ignore[reportDeprecated]
+        await client.unsubscribe_resource("run://dropped")  # pyright: ignore[reportDeprecated]
+    store = _store(workspace)
+    _ended(store, "dropped")
+    _ended(store, "unwatched")
+    _ended(store, "kept")
+    assert [await heard.next(), await heard.next()] == ["run://kept", "run://kept/log"]  # and nothing of the others
+
+
+async def test_a_client_of_the_2026_revision_hears_of_the_end_on_its_listen_stream(
+    client: Client, workspace: Path
+) -> None:
+    assert client.protocol_version == "2026-07-28"
+    await call(client, "list_runs", {})
+    with anyio.fail_after(15):
+        async with client.listen(resource_subscriptions=["run://ended"]) as subscription:
+            _ended(_store(workspace), "ended")
+            async for event in subscription:
+                assert event == ResourceUpdated(uri="run://ended")
+                break
+
+
+@pytest.mark.bwrap
+async def test_a_real_run_that_ends_is_told_to_its_subscriber(tmp_path: Path, workspace: Path) -> None:
+    open_for_sandbox(tmp_path, workspace)
+    heard = Heard()
+    settings = Settings(workspace=workspace, backend="local")
+    async with Client(build_server(settings), mode="legacy", message_handler=heard) as client:
+        started = await call(client, "run_experiment", {"command": "sleep 1", "workdir": None, "files": {"a": ""}})
+        run_id = started["run"]["id"]
+        with pytest.warns(MCPDeprecationWarning):
+            await client.subscribe_resource(f"run://{run_id}")  # pyright: ignore[reportDeprecated]
+        assert await heard.next() == f"run://{run_id}"
+        status = await call(client, "run_status", {"run_id": run_id})
+        assert status["run"]["state"] == "succeeded"
+    heard.close()
+
+
+async def test_clients_that_still_set_a_log_level_get_an_answer(legacy: tuple[Client, Heard]) -> None:
+    client, _ = legacy
+    assert client.server_capabilities.logging is not None
+    with pytest.warns(MCPDeprecationWarning):
+        await client.set_logging_level("debug")  # pyright: ignore[reportDeprecated]
