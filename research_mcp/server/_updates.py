@@ -34,13 +34,16 @@ from mcp_types import (
     UnsubscribeRequestParams,
 )
 
+from research_mcp.errors import ResearchError, RunNotFoundError
+from research_mcp.server.state import AppState
+
 __all__ = ["MAX_SUBSCRIPTIONS", "RunUpdates", "run_uris", "serve_handshake_extras"]
 
 logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 4096
 """Most URI subscriptions held at once over every client (each is dropped when its run ends)."""
-_RUN_URI = re.compile(r"run://[^/]+(/log)?")
+_RUN_URI = re.compile(r"run://([^/]+)(?:/log)?")
 
 
 def run_uris(run_id: str) -> tuple[str, str]:
@@ -68,7 +71,8 @@ class RunUpdates:
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)
-        if not _RUN_URI.fullmatch(uri):  # nothing else changes under a reader: honoured, never notified
+        run = _RUN_URI.fullmatch(uri)
+        if run is None:  # nothing else changes under a reader: honoured, never notified
             return EmptyResult()
         held = self._sessions.setdefault(uri, {})
         if _peer(ctx.session) not in held and sum(map(len, self._sessions.values())) >= MAX_SUBSCRIPTIONS:
@@ -76,15 +80,20 @@ class RunUpdates:
                 INVALID_PARAMS, f"Too many subscriptions ({MAX_SUBSCRIPTIONS}): unsubscribe from some first."
             )
         held[_peer(ctx.session)] = ctx.session
+        # held first, looked at second: a run that ends in between is told, not missed
+        if await _over(ctx.lifespan_context, run.group(1)):
+            self._drop(uri, _peer(ctx.session))
         return EmptyResult()
 
     async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
-        uri = str(params.uri)
+        self._drop(str(params.uri), _peer(ctx.session))
+        return EmptyResult()
+
+    def _drop(self, uri: str, peer: int) -> None:
         held = self._sessions.get(uri, {})
-        held.pop(_peer(ctx.session), None)
+        held.pop(peer, None)
         if not held:
             self._sessions.pop(uri, None)
-        return EmptyResult()
 
     async def run_ended(self, run_id: str) -> None:
         """Send `notifications/resources/updated` for the run's record and log to every subscriber; the
@@ -96,6 +105,25 @@ class RunUpdates:
                     await session.send_resource_updated(uri)
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:  # that client has gone
                     logger.info("not told of %s: %r", uri, exc)
+
+
+async def _over(state: object, run_id: str) -> bool:
+    """Whether nothing more will happen to the run: it ended already, or the workspace has no such run (a
+    subscription to it would be held for ever)."""
+    from research_mcp.sandbox.models import ACTIVE
+
+    ws = state.known_workspace().workspace if isinstance(state, AppState) else None
+    if not isinstance(state, AppState) or ws is None:
+        return False
+    try:
+        await anyio.to_thread.run_sync(state.store, ws)  # opening it waits on the disk
+        run = await anyio.to_thread.run_sync(state.runs(ws).get, run_id)
+    except RunNotFoundError:
+        return True
+    except ResearchError as exc:  # no store here: held, as any subscription
+        logger.info("subscription to run %s held without a look at it: %s", run_id, exc)
+        return False
+    return run.state not in ACTIVE
 
 
 async def _set_level(_: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:

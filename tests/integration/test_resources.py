@@ -227,12 +227,23 @@ async def test_run_labels_and_review_ids_complete_in_the_prompts_that_take_them(
         assert found.completion.values == ["rev-1b", "rev-2a"]
 
 
-def _ended(store: Store, run_id: str) -> None:
+def _running(store: Store, run_id: str) -> None:
+    """A run that another server on the workspace runs, on a backend this one does not have."""
+    _run(store, run_id, None, time.time(), state="running")
+    with store.transaction() as conn:
+        conn.execute("UPDATE runs SET handle = ? WHERE id = ?", ('{"backend": "elsewhere", "ref": "1"}', run_id))
+
+
+def _ended(store: Store, run_id: str, *, event: bool = True) -> None:
     """A run's end as the server that ran it records it: the row, then the event."""
     now = time.time()
-    _run(store, run_id, None, now)
     with store.transaction() as conn:
-        conn.execute("INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, 'succeeded', '{}')", (run_id, now))
+        conn.execute("UPDATE runs SET state = 'succeeded', exit_code = 0, ended_at = ? WHERE id = ?", (now, run_id))
+    if event:
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, 'succeeded', '{}')", (run_id, now)
+            )
 
 
 class Heard:
@@ -272,12 +283,20 @@ async def test_a_subscribed_client_of_the_handshake_revision_is_told_when_the_ru
     capabilities = client.server_capabilities
     assert capabilities.resources is not None and capabilities.resources.subscribe is True
     await call(client, "list_runs", {})  # the workspace's runs are watched from here on
+    store = _store(workspace)
+    for run_id in ("kept", "dropped", "unwatched", "late"):
+        _running(store, run_id)
+    _ended(store, "late", event=False)  # ended just before the subscription: its event is no news to it
     with pytest.warns(MCPDeprecationWarning):
         await client.subscribe_resource("run://kept")  # pyright: ignore[reportDeprecated]
         await client.subscribe_resource("run://kept/log")  # pyright: ignore[reportDeprecated]
         await client.subscribe_resource("run://dropped")  # pyright: ignore[reportDeprecated]
         await client.unsubscribe_resource("run://dropped")  # pyright: ignore[reportDeprecated]
-    store = _store(workspace)
+        await client.subscribe_resource("run://late")  # pyright: ignore[reportDeprecated]
+        await client.subscribe_resource("run://no-such-run")  # pyright: ignore[reportDeprecated]
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO run_events (run_id, at, kind, data) VALUES ('late', ?, 'succeeded', '{}')",
+                     (time.time(),))  # fmt: skip
     _ended(store, "dropped")
     _ended(store, "unwatched")
     _ended(store, "kept")
@@ -289,9 +308,11 @@ async def test_a_client_of_the_2026_revision_hears_of_the_end_on_its_listen_stre
 ) -> None:
     assert client.protocol_version == "2026-07-28"
     await call(client, "list_runs", {})
+    store = _store(workspace)
+    _running(store, "ended")
     with anyio.fail_after(15):
         async with client.listen(resource_subscriptions=["run://ended"]) as subscription:
-            _ended(_store(workspace), "ended")
+            _ended(store, "ended")
             async for event in subscription:
                 assert event == ResourceUpdated(uri="run://ended")
                 break
