@@ -10,7 +10,9 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["VERSIONS_DIR", "current", "promote", "versions"]
+from research_mcp.errors import LatexError, NotFoundError
+
+__all__ = ["VERSIONS_DIR", "current", "newest_pdf", "promote", "versions"]
 
 VERSIONS_DIR = ".versions"
 
@@ -66,3 +68,21 @@ def _copy_atomic(source: Path, target: Path) -> None:
     partial = target.with_name(f".{target.name}.partial")
     shutil.copyfile(source, partial)
     os.replace(partial, target)
+
+
+def newest_pdf(paper: Path, max_bytes: int) -> tuple[Path, bytes]:
+    """The newest PDF compile_paper promoted in `paper` (a `<stem>.pdf` with kept versions) and its bytes; a
+    `NotFoundError` when there is none, a `LatexError` when it is over `max_bytes`."""
+    promoted = [pdf for pdf in paper.glob("*.pdf") if versions(paper, pdf.stem)]
+    if not promoted:
+        raise NotFoundError(
+            f"{paper.name}/*.pdf", f"compile_paper has kept no PDF in {paper.name}/ yet: call compile_paper."
+        )
+    newest = max(promoted, key=lambda pdf: pdf.stat().st_mtime_ns)
+    size = newest.stat().st_size
+    if size > max_bytes:
+        raise LatexError(
+            f"{paper.name}/{newest.name} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB a resource "
+            "carries: open it from the workspace, or call compile_paper with preview_page to see a page."
+        )
+    return newest, newest.read_bytes()

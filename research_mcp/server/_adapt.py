@@ -339,7 +339,8 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class ResourceSpec:
-    """A resource template as registered: `fn` takes `ctx` and the template's variables by name."""
+    """A resource as registered: `fn` takes `ctx` and the template's variables by name, or, for a fixed URI
+    (`params` empty), the server's `AppState` alone."""
 
     fn: Callable[..., Awaitable[Any]]
     uri_template: str
@@ -392,12 +393,16 @@ class Registry:
         self, uri_template: str, *, mime_type: str = "text/plain", title: str | None = None
     ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
         """A resource template (`run://{run_id}`): the function takes `ctx` and each variable as a `str`, and
-        returns text or bytes; resources are read-only, so `--read-only` keeps them."""
+        returns text or bytes; resources are read-only, so `--read-only` keeps them. A URI without variables is
+        one fixed resource (listed in `resources/list`): the SDK gives it no request context, so its function
+        takes the server's `state` alone."""
 
         def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-            params = tuple(name for name in inspect.signature(fn).parameters if name != "ctx")
-            if set(params) != set(re.findall(r"{(\w+)}", uri_template)):
-                raise TypeError(f"{fn.__name__}: parameters {params} do not match the variables of {uri_template}")
+            names = tuple(inspect.signature(fn).parameters)
+            variables = set(re.findall(r"{(\w+)}", uri_template))
+            params = tuple(name for name in names if name != "ctx") if variables else ()
+            if (set(params) != variables) if variables else (names != ("state",)):
+                raise TypeError(f"{fn.__name__}: parameters {names} do not match the variables of {uri_template}")
             description = inspect.cleandoc(fn.__doc__ or "")
             self.resources.append(ResourceSpec(fn, uri_template, fn.__name__, title, description, mime_type, params))
             return fn

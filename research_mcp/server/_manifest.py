@@ -214,6 +214,23 @@ def resource_reader(entry: dict[str, Any], family: _Family) -> Callable[..., Awa
     return read
 
 
+def fixed_reader(
+    entry: dict[str, Any], family: _Family, state: Callable[[], AppState | None]
+) -> Callable[[], Awaitable[Any]]:
+    """A function the SDK can register for a listed resource with a fixed URI: the SDK passes it nothing (no
+    request context for a fixed resource), so it reads the running server's state."""
+
+    async def read() -> Any:
+        running = state()
+        if running is None:
+            raise ResourceError("The server is still starting: read the resource again in a moment.")
+        spec = family.resource(entry["uri_template"])
+        return await map_resource_errors(spec.name, spec.fn)(running)
+
+    read.__name__ = entry["name"]
+    return read
+
+
 class LazyTool(MappedTool):
     """A tool listed from the cache: what `tools/list` shows is stored; the real tool is built on first call."""
 
@@ -314,7 +331,7 @@ class ToolCache:
         except (OSError, ValueError, AttributeError, KeyError, TypeError):
             pass  # none yet, unreadable or half-written: built again and rewritten
 
-    def _loader(self, family: str) -> _Family:
+    def loader(self, family: str) -> _Family:
         found = self._loaders.get(family)
         if found is None:
             found = self._loaders[family] = _Family(family, self)
@@ -326,7 +343,7 @@ class ToolCache:
         entry = self.families.get(family)
         if entry is not None:
             return entry, None
-        registry = self._loader(family).registry
+        registry = self.loader(family).registry
         built = [spec.build() for spec in registry.specs]
         entry = self.families[family] = {
             "tools": [_entry(tool) for tool in built],
@@ -342,20 +359,20 @@ class ToolCache:
         entry, built = self._listed(family)
         if built is not None:
             return built
-        return [LazyTool.listed(tool, self._loader(family)) for tool in entry["tools"]]
+        return [LazyTool.listed(tool, self.loader(family)) for tool in entry["tools"]]
 
     def prompts(self, family: str) -> list[Prompt]:
         entry, _ = self._listed(family)
-        return [LazyPrompt.listed(prompt, self._loader(family)) for prompt in entry["prompts"]]
+        return [LazyPrompt.listed(prompt, self.loader(family)) for prompt in entry["prompts"]]
 
     def resources(self, family: str) -> list[tuple[dict[str, Any], Callable[..., Awaitable[Any]]]]:
         """The family's resource templates: each stored entry and the function to register for it."""
         entry, _ = self._listed(family)
-        return [(resource, resource_reader(resource, self._loader(family))) for resource in entry["resources"]]
+        return [(resource, resource_reader(resource, self.loader(family))) for resource in entry["resources"]]
 
     def completion(self, family: str, argument: str) -> CompletionHook | None:
         entry, _ = self._listed(family)
-        return self._loader(family).completion(argument) if argument in entry["completes"] else None
+        return self.loader(family).completion(argument) if argument in entry["completes"] else None
 
     def save(self) -> None:
         """Write the listing if it grew; a data folder that cannot be written costs only speed."""
@@ -405,7 +422,7 @@ def register_all(
             server.resource(
                 entry["uri_template"], name=entry["name"], title=entry["title"], description=entry["description"],
                 mime_type=entry["mime_type"],
-            )(reader)  # fmt: skip
+            )(reader if entry["params"] else fixed_reader(entry, cache.loader(family), state))  # fmt: skip
     cache.save()
     arguments = {arg: family for family in families for arg in cache.families[family]["completes"]}
     if not arguments:

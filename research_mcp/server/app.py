@@ -14,6 +14,7 @@ from research_mcp import __version__
 from research_mcp.config import Settings
 from research_mcp.server._listing import HideFileTools
 from research_mcp.server._manifest import FAMILIES, ToolCache, register_all, tools_for
+from research_mcp.server._updates import RunUpdates, serve_handshake_extras
 from research_mcp.server.state import AppState
 
 __all__ = ["INSTRUCTIONS", "build_server"]
@@ -31,10 +32,11 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     With `file_tools="auto"` the `files` tools are left out of the listing for clients that have their own."""
 
     running: list[AppState] = []  # the lifespan's state, for completion requests (they carry no tool context)
+    updates = RunUpdates()  # clients subscribed to runs, told by the run pump when one ends
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncGenerator[AppState]:
-        state = AppState(settings)
+        state = AppState(settings, run_ended=updates.run_ended)
         running[:] = [state]
         try:
             async with anyio.create_task_group() as tg:
@@ -63,7 +65,9 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         log_level="WARNING",
         tools=[tool for found in tools.values() for tool in found],
         middleware=[HideFileTools(files)] if files else None,
+        subscriptions=updates.bus,
     )
+    serve_handshake_extras(server, updates)
 
     def state() -> AppState | None:
         return running[0] if running else None

@@ -1,4 +1,5 @@
-"""Adapters for the LaTeX tools (toolset `latex`): new_paper, compile_paper, paper_text."""
+"""Adapters for the LaTeX tools (toolset `latex`): new_paper, compile_paper, paper_text; the resource
+`draft://latest.pdf` (the newest PDF compile_paper kept in paper/), and review id completion."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, T
 from pydantic import Field
 
 from research_mcp.latex import compile as tex
-from research_mcp.latex import papertext, scaffold
+from research_mcp.latex import papertext, scaffold, versions
 from research_mcp.latex.compile import CompileOptions, CompilePaperResult, TexTools
 from research_mcp.latex.papertext import PaperTextResult, Show
 from research_mcp.latex.scaffold import NewPaperResult, Template
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
     AppContext,
+    AppState,
     ToolRegistry,
     WorkspaceParam,
     in_thread,
@@ -23,6 +25,8 @@ from research_mcp.server._adapt import (
     state_of,
 )
 from research_mcp.server._progress import progress_of
+from research_mcp.tools import known_ids
+from research_mcp.workspace import Workspace
 
 __all__ = ["register"]
 
@@ -30,6 +34,10 @@ CREATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempote
 """Writes new files only (refuses to overwrite)."""
 BUILDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 """Writes build outputs and a new PDF version; earlier versions are kept."""
+
+DRAFT_DIR = "paper"
+MAX_PDF_BYTES = 16 << 20
+"""Largest PDF the draft resource carries (base64 in the answer adds a third)."""
 
 MainPath = Annotated[str, Field(description="The paper's main .tex file.", min_length=1, max_length=1024)]
 
@@ -103,3 +111,19 @@ def register(tools: ToolRegistry) -> None:
         return await in_thread(
             papertext.paper_text, workspace.root, target, section=section, show=show, offset=offset, max_chars=budget
         )
+
+    _register_draft(tools)
+
+
+def _register_draft(tools: ToolRegistry) -> None:
+    @tools.resource("draft://latest.pdf", mime_type="application/pdf")
+    async def draft_pdf(state: AppState) -> bytes:
+        """The newest PDF compile_paper kept of the draft in paper/ (its last clean compile), up to 16 MiB."""
+        ws = state.known_workspace().require()
+        _, data = await in_thread(versions.newest_pdf, ws.resolve(DRAFT_DIR), MAX_PDF_BYTES)
+        return data
+
+    @tools.completion("review_id")
+    async def review_ids(state: AppState, ws: Workspace, typed: str) -> list[str]:
+        store = await in_thread(state.store, ws)
+        return await in_thread(known_ids.review_ids, store, typed)

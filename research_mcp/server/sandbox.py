@@ -1,5 +1,6 @@
 """Adapters for the experiment tools (toolset `sandbox`): run, watch, read logs, cancel, list; the resources
-`run://{run_id}` and `run://{run_id}/log`, and run id completion."""
+`run://{run_id}` and `run://{run_id}/log` (a subscribed client is told when the run ends), and completion of run
+ids and run labels."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from research_mcp.server._adapt import (
     need_workspace,
     state_of,
 )
+from research_mcp.tools import known_ids
 from research_mcp.workspace import Workspace
 
 __all__ = ["register"]
@@ -209,3 +211,10 @@ def register(tools: ToolRegistry) -> None:
     async def run_ids(state: AppState, ws: Workspace, typed: str) -> list[str]:
         found, _ = await in_thread(state.runs(ws).list, None, None, None, 1000, 0)
         return [run.id for run in found if run.id.startswith(typed)]
+
+    @tools.completion("label")
+    async def run_labels(state: AppState, ws: Workspace, typed: str) -> list[str]:
+        store = await in_thread(state.store, ws)
+        return await in_thread(known_ids.run_labels, store, typed)
+
+    tools.completion("labels")(run_labels)  # a prompt comparing groups takes several

@@ -1,10 +1,13 @@
 """The server's state for its lifetime: settings, a state store and a run manager per workspace, and the
-background pump that starts queued runs and records the ones that end while no tool call is asking."""
+background pump that starts queued runs, records the ones that end while no tool call is asking, and tells
+`AppState.run_ended` of every run that ends (here, or in another server on the same workspace)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +51,8 @@ class AppState:
 
     settings: Settings
     task_group: TaskGroup | None = None
+    run_ended: Callable[[str], Awaitable[None]] | None = None
+    """Told the id of each run that ends, by the pump (subscribed clients hear of it)."""
     stores: dict[Path, Store] = field(default_factory=dict)  # pyright: ignore[reportUnknownVariableType]
     managers: dict[Path, RunManager] = field(default_factory=dict)  # pyright: ignore[reportUnknownVariableType]
     _workspaces: dict[tuple[str, ...] | None, Workspace] = field(
@@ -103,7 +108,9 @@ class AppState:
                 python_envs=self.settings.python_envs,
             )
             if self.task_group is not None:
-                self.task_group.start_soon(_pump_forever, found, name=f"run pump {ws.root}")
+                self.task_group.start_soon(
+                    _pump_forever, found, self.run_ended, time.time(), name=f"run pump {ws.root}"
+                )
         return found
 
     async def attach(self, ws: Workspace) -> None:
@@ -138,7 +145,8 @@ class AppState:
         self.managers.clear()
 
 
-async def _pump_forever(runs: RunManager) -> None:
+async def _pump_forever(runs: RunManager, run_ended: Callable[[str], Awaitable[None]] | None, since: float) -> None:
+    seen = 0  # the last run event looked at; ends recorded before `since` (this manager's start) are no news
     while True:
         try:
             await runs.pump()
@@ -146,6 +154,8 @@ async def _pump_forever(runs: RunManager) -> None:
             logger.warning("run pump of %s: %s", runs.ws.root, exc)
         except Exception:  # the pump must outlive any one bad poll; the run stays and is polled again
             logger.exception("run pump of %s failed; retrying", runs.ws.root)
+        if run_ended is not None:
+            seen = await _tell_ends(runs, seen, since, run_ended)
         started = anyio.current_time()
         try:
             await runs.watch(PUMP_INTERVAL_S)
@@ -154,3 +164,28 @@ async def _pump_forever(runs: RunManager) -> None:
             await anyio.sleep(PUMP_INTERVAL_S)
         # a run whose end is seen but cannot be recorded would wake the watch at once: never spin
         await anyio.sleep(max(0.0, _MIN_PUMP_GAP_S - (anyio.current_time() - started)))
+
+
+def _ends_after(runs: RunManager, seen: int, since: float) -> tuple[list[str], int]:
+    """The runs whose end was recorded after event `seen` and at or after `since` (by any server on the
+    workspace), and the last event id."""
+    from research_mcp.sandbox.models import FINISHED
+
+    rows = (
+        runs.store.connection()
+        .execute("SELECT id, run_id, kind, at FROM run_events WHERE id > ? ORDER BY id", (seen,))
+        .fetchall()
+    )
+    ended = [str(row["run_id"]) for row in rows if row["kind"] in FINISHED and row["at"] >= since]
+    return ended, int(rows[-1]["id"]) if rows else seen
+
+
+async def _tell_ends(runs: RunManager, seen: int, since: float, run_ended: Callable[[str], Awaitable[None]]) -> int:
+    """Tell `run_ended` of each run that ended since event `seen`; the event to look after next time."""
+    try:
+        ended, seen = await anyio.to_thread.run_sync(_ends_after, runs, seen, since)
+        for run_id in ended:
+            await run_ended(run_id)
+    except Exception:  # a client that cannot be told, or a store that cannot be read, must not stop the pump
+        logger.exception("telling subscribers of the runs that ended in %s failed", runs.ws.root)
+    return seen

@@ -1,4 +1,5 @@
-"""A family for the registration tests: the real lab family plus one prompt and one resource of its own."""
+"""A family for the registration tests: the real lab family plus prompts and a resource of its own (served to
+clients that start a server process by tests/integration/_recipe_server.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def register(registry: Registry) -> None:
         if topic == "nothing":
             raise BadInputError("A topic of 'nothing' cannot be studied: name what to study.")
         return f"Study {topic} with {seeds} seeds; call run_experiment."
+
+    @registry.prompt()
+    async def compare_groups(labels: Annotated[str, Field(description="Run labels, comma-separated.")]) -> str:
+        """Compares groups of runs by label."""
+        return f"Call compare_runs with the runs labelled {labels}."
+
+    @registry.prompt()
+    async def answer_review(review_id: Annotated[str, Field(description="A review set id.")]) -> str:
+        """Revises the paper after a review."""
+        return f"Read the reviews of {review_id} and revise the paper."
 
     @registry.resource("note://{name}")
     async def note(ctx: AppContext, name: str) -> str:

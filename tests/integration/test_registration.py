@@ -26,8 +26,10 @@ def recipes(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_registered_prompt_is_listed_rendered_and_completed(recipes: None, settings: Settings) -> None:
     for start in ("built", "listed"):  # the second start lists it from the stored listing
         async with Client(build_server(settings)) as client:
-            [prompt] = (await client.list_prompts()).prompts
-            assert prompt.name == "try_topic" and prompt.description, start
+            prompts = {prompt.name: prompt for prompt in (await client.list_prompts()).prompts}
+            assert set(prompts) == {"try_topic", "compare_groups", "answer_review"}, start
+            prompt = prompts["try_topic"]
+            assert prompt.description, start
             assert [(a.name, a.required) for a in prompt.arguments or []] == [("topic", True), ("seeds", False)]
             assert prompt.arguments and prompt.arguments[0].description == "What to study, in a few words."
             got = await client.get_prompt("try_topic", {"topic": "dropout", "seeds": "5"})

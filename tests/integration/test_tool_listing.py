@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from mcp import Client
@@ -185,3 +185,52 @@ def test_model_characters_are_the_name_the_description_and_the_input_schema_as_j
     everything = {"model_chars_per_tool": 801, "model_chars_max": 1600, "answer_chars_per_tool": 1500}
     found = verdicts(everything, {"tools": 33, "model_chars": 24_000})
     assert [key for key, target in found.items() if not target["passed"]] == ["model_chars_per_tool", "tools"]
+
+
+PREFIX = "mcp__research__"
+"""How Claude Code names a server's tools (`mcp__<server>__<tool>`); clients cap the whole name at 64 characters."""
+
+
+def _arrays_without_items(schema: Any, where: str = "") -> list[str]:
+    """Where a JSON schema has an array with no `items` (some clients, Gemini and older OpenAI among them, refuse
+    the whole tool for it)."""
+    found: list[str] = []
+    if isinstance(schema, dict):
+        node = cast(dict[str, Any], schema)
+        kind = node.get("type")
+        if (kind == "array" or (isinstance(kind, list) and "array" in kind)) and "items" not in node:
+            found.append(where or "/")
+        for key, value in node.items():
+            found += _arrays_without_items(value, f"{where}/{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(cast(list[Any], schema)):
+            found += _arrays_without_items(value, f"{where}/{i}")
+    return found
+
+
+def test_the_walk_finds_an_array_without_items_wherever_it_is() -> None:
+    schema = {"properties": {"a": {"anyOf": [{"type": "array"}, {"type": "null"}]}, "b": {"type": ["array", "null"]},
+                             "c": {"type": "array", "items": {"type": "string"}}}}  # fmt: skip
+    assert _arrays_without_items(schema) == ["/properties/a/anyOf/0", "/properties/b"]
+
+
+async def test_every_tool_of_every_family_has_a_short_name_and_arrays_with_items(settings: Settings) -> None:
+    from research_mcp.server._manifest import FAMILIES
+
+    everything = settings.model_copy(update={"toolsets": [name for name in FAMILIES if name != "lab"],
+                                             "file_tools": "on"})  # fmt: skip
+    async with Client(build_server(everything)) as client:
+        tools = (await client.list_tools()).tools
+    assert {"lab_info", "read_file", "run_experiment", "read_metrics", "fetch_repo", "cite", "compile_paper"} <= {
+        tool.name for tool in tools
+    }
+    long = [tool.name for tool in tools if len(PREFIX + tool.name) > 64]
+    assert not long, f"over 64 characters with the {PREFIX} prefix: {long}"
+    missing = {
+        f"{tool.name} {side}": found
+        for tool in tools
+        for side, schema in (("input", tool.input_schema), ("output", tool.output_schema))
+        if (found := _arrays_without_items(schema))
+    }
+    assert not missing, f"arrays without items: {missing}"
+    assert all(tool.output_schema for tool in tools)  # the output side is checked for every tool
