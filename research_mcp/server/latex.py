@@ -25,8 +25,6 @@ from research_mcp.server._adapt import (
     state_of,
 )
 from research_mcp.server._progress import progress_of
-from research_mcp.tools import known_ids
-from research_mcp.workspace import Workspace
 
 __all__ = ["register"]
 
@@ -122,8 +120,3 @@ def _register_draft(tools: ToolRegistry) -> None:
         ws = state.known_workspace().require()
         _, data = await in_thread(versions.newest_pdf, ws.resolve(DRAFT_DIR), MAX_PDF_BYTES)
         return data
-
-    @tools.completion("review_id")
-    async def review_ids(state: AppState, ws: Workspace, typed: str) -> list[str]:
-        store = await in_thread(state.store, ws)
-        return await in_thread(known_ids.review_ids, store, typed)

@@ -50,6 +50,7 @@ from research_mcp.errors import ResearchError
 from research_mcp.server._adapt import (
     FETCHES,
     AppContext,
+    AppState,
     ToolRegistry,
     WorkspaceParam,
     in_thread,
@@ -58,9 +59,11 @@ from research_mcp.server._adapt import (
     store_of,
 )
 from research_mcp.server._progress import CallProgress, progress_of
+from research_mcp.tools import known_ids
 from research_mcp.tools.review import audit, reviews
 from research_mcp.tools.review.audit import AuditResult
 from research_mcp.tools.review.reviews import ReviewPaperResult, ReviewSet, SubmitReviewResult
+from research_mcp.workspace import Workspace
 
 __all__ = ["SAMPLING_BUDGET_S", "register"]
 
@@ -235,6 +238,11 @@ def _message(rs: ReviewSet, did: str, sampling: bool, job: str = "", reading: bo
 def register(tools: ToolRegistry) -> None:
     _register_audit(tools)
     _register_review(tools)
+
+    @tools.completion("review_id")
+    async def review_ids(state: AppState, ws: Workspace, typed: str) -> list[str]:
+        store = await in_thread(state.store, ws)
+        return await in_thread(known_ids.review_ids, store, typed)
 
 
 def _register_review(tools: ToolRegistry) -> None:
