@@ -19,6 +19,7 @@ from research_mcp.server import build_server
 from research_mcp.server._manifest import FAMILIES, registry_of
 from research_mcp.server.recipes import RECIPE_DIR, TOOLSET_OF, calls_in, missing_note, tools_named
 from research_mcp.store import Store
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.anyio
 
@@ -234,3 +235,12 @@ async def test_run_labels_and_ids_and_main_files_are_completed(settings: Setting
     assert second.completion.values == ["baseline,smoothing", f"baseline,{c}", f"baseline,{b}", f"baseline,{a}"]
     assert ids.completion.values == [f"smoothing,{c}", f"smoothing,{b}", f"smoothing,{a}"]
     assert main.completion.values == ["paper/main.tex"]
+
+
+def test_every_recipe_is_in_the_readme_with_its_arguments() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Recipes (prompts)") : readme.index("## Settings")]
+    for name, arguments in RECIPES.items():
+        row = re.search(rf"^\| `{name}` \| (.*?) \|", section, re.MULTILINE)
+        assert row is not None, f"{name} is missing from the README's recipe table"
+        assert re.findall(r"`(\w+)`", row.group(1)) == list(arguments), name
