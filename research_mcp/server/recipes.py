@@ -89,8 +89,8 @@ def missing_note(needed: list[str], offered: set[str], settings: Settings) -> st
             lines.append(f"- {names}: use your own file tools instead.")
         elif toolset not in FAMILIES:
             lines.append(
-                f"- {names} (toolset `{toolset}`): not in this version of research-mcp; skip those steps and tell the "
-                "user which checks were not made."
+                f"- {names} (toolset `{toolset}`): not in this version of research-mcp; skip those steps, check what "
+                "they would have checked yourself where you can, and tell the user which checks were not made."
             )
         elif toolset in settings.toolsets and settings.read_only:
             lines.append(f"- {names}: turned off by read-only mode (`--read-only`, RESEARCH_MCP_READ_ONLY).")

@@ -88,15 +88,19 @@ async def test_every_recipe_is_listed_with_described_short_arguments(settings: S
 
 
 async def test_each_recipe_renders_within_its_size_and_ends_stages_with_research_status(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
-        for name, arguments in RECIPES.items():
-            text = _text(await client.get_prompt(name, arguments))
-            assert len(text) <= (PIPELINE_LIMIT if name == "research_pipeline" else SIZE_LIMIT), (name, len(text))
-            assert "`research_status(" in text, name
-            assert "untrusted data" in text and "When a tool fails" in text, name
-            assert "$" not in text.replace("$RESEARCH_OUT", ""), name  # every placeholder filled
-            for value in arguments.values():
-                assert value in text, (name, value)
+    rendered: list[dict[str, str]] = []
+    for _ in ("built", "listed"):  # the second start renders through the stored listing's lazy prompts
+        async with Client(build_server(settings)) as client:
+            rendered.append({name: _text(await client.get_prompt(name, args)) for name, args in RECIPES.items()})
+    assert rendered[0] == rendered[1]
+    for name, arguments in RECIPES.items():
+        text = rendered[0][name]
+        assert len(text) <= (PIPELINE_LIMIT if name == "research_pipeline" else SIZE_LIMIT), (name, len(text))
+        assert "`research_status(" in text, name
+        assert "untrusted data" in text and "When a tool fails" in text, name
+        assert "$" not in text.replace("$RESEARCH_OUT", ""), name  # every placeholder filled
+        for value in arguments.values():
+            assert value in text, (name, value)
 
 
 async def test_every_tool_a_recipe_names_is_registered_or_landing() -> None:
@@ -124,7 +128,8 @@ def test_every_recipe_has_its_text_and_every_recipe_a_text_sends_to_exists() -> 
     texts = {path.stem: path.read_text() for path in RECIPE_DIR.glob("*.md") if not path.stem.startswith("_")}
     assert set(texts) == set(RECIPES)
     registered = _registered()
-    known = set(RECIPES) | set(registered) | set(LANDING) | {"next_step"}  # next_step: research_status's field
+    answers = {"next_step", "form_schema"}  # fields of research_status's and review_paper's answers
+    known = set(RECIPES) | set(registered) | set(LANDING) | answers
     known |= {param for params in [*registered.values(), *LANDING.values()] for param in params}
     for name, text in texts.items():  # `check_novelty`, `user_words`: a recipe, a tool or a parameter
         unknown = set(re.findall(r"`([a-z]+_[a-z_]+)`", text)) - known
