@@ -1,7 +1,8 @@
-"""`python -m evals.bench`: run the three measurements, print a table, write the JSON result file.
+"""`python -m evals.bench`: run the measurements, print a table, write the JSON result file.
 
 Section 3 lists the tools twice: as any client gets them, and as the default listing of a client with file tools
-of its own (`listing.FILE_TOOLS_CLIENT`); its targets are in `listing.py`.
+of its own (`listing.FILE_TOOLS_CLIENT`); its targets are in `listing.py`. Section 5 renders every recipe
+(`prompts/get`) and measures its size; its targets are in `prompts.py`.
 
 `python -m evals.bench --sandbox` runs section 4 instead (`sandbox.py`): the overhead of a sandboxed run of
 `python3 -c pass` per backend, against the raw `docker run` and `bwrap`; its result goes to `results/sandbox.json`.
@@ -37,6 +38,7 @@ from evals.bench.measure import (
     tool_calls,
     tools_list_size,
 )
+from evals.bench.prompts import prompt_sizes, render_prompts
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -260,6 +262,7 @@ def render(result: dict[str, Any]) -> str:
             f"   {target['what']:46}{target['value']:10,.0f}   target <= {target['target']:,}   "
             f"{_verdict(target['passed'])}"
         )
+    lines += ["", *render_prompts(result["prompts"])]
     left = result["processes"]["left_running"]
     lines += [
         "",
@@ -322,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         with log.open("w", encoding="utf-8") as errlog:
             try:
                 result = anyio.run(_measure, args, launches, errlog)
+                result["prompts"] = anyio.run(prompt_sizes, root / "data-prompts")
             except BaseException:
                 errlog.flush()
                 sys.stderr.write(f"The bench failed; the servers' stderr ends with:\n{_log_tail(log)}\n")
@@ -330,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     meta["duration_s"] = time.time() - started
     result = {"meta": meta, **result}
     result["passed"] = (
-        result["cold_start"]["passed"] and result["tool_call"]["passed"] and result["tools_list"]["passed"]
+        result["cold_start"]["passed"]
+        and result["tool_call"]["passed"]
+        and result["tools_list"]["passed"]
+        and result["prompts"]["passed"]
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -82,8 +82,10 @@ FAMILIES: dict[str, str] = {
     "literature": "research_mcp.server.literature",
     "latex": "research_mcp.server.latex",
     "review": "research_mcp.server.review",
+    "recipes": "research_mcp.server.recipes",
 }
-"""Tool family -> the adapter module whose `register(tools)` adds its tools. `lab` is always offered."""
+"""Tool family -> the adapter module whose `register(tools)` adds its tools (or prompts). `lab` and `recipes` are
+always offered."""
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 _SCHEMA_MAKERS = (

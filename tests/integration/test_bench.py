@@ -57,8 +57,16 @@ def test_the_bench_measures_all_three_sections_quickly_and_leaves_no_server_runn
     assert {key: target["passed"] for key, target in sizes["targets"].items()} == dict.fromkeys(
         ("model_chars_per_tool", "model_chars_max", "answer_chars_per_tool", "tools", "model_chars"), True
     )
+    prompts = result["prompts"]
+    assert {p["name"] for p in prompts["prompts"]} >= {"research_pipeline", "review", "revise_paper"}
+    for prompt in prompts["prompts"]:  # each recipe within its size: 6,000 for the whole loop, 4,000 for the others
+        assert 500 < prompt["chars"] <= prompt["target"] and prompt["passed"], prompt
+        assert prompt["target"] == (6_000 if prompt["name"] == "research_pipeline" else 4_000)
+        assert (
+            f"   {prompt['name']:28}{prompt['chars']:8,} chars   target <= {prompt['target']:,}   PASS" in done.stdout
+        )
     assert "target <= 24,000" in done.stdout and result["passed"] == (
-        cold["passed"] and calls["passed"] and sizes["passed"]
+        cold["passed"] and calls["passed"] and sizes["passed"] and prompts["passed"]
     )
 
     spawned = result["processes"]["spawned"]

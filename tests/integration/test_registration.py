@@ -27,7 +27,7 @@ async def test_a_registered_prompt_is_listed_rendered_and_completed(recipes: Non
     for start in ("built", "listed"):  # the second start lists it from the stored listing
         async with Client(build_server(settings)) as client:
             prompts = {prompt.name: prompt for prompt in (await client.list_prompts()).prompts}
-            assert set(prompts) == {"try_topic", "compare_groups", "answer_review"}, start
+            assert {"try_topic", "compare_groups", "answer_review"} <= set(prompts), start  # and the recipes
             prompt = prompts["try_topic"]
             assert prompt.description, start
             assert [(a.name, a.required) for a in prompt.arguments or []] == [("topic", True), ("seeds", False)]
