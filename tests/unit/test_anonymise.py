@@ -147,6 +147,13 @@ def test_no_version_marker_survives_on_the_iclr_texts() -> None:
     assert 50 <= accepted[len(accepted) // 2] <= 120 and rejected[len(rejected) // 2] <= 25
 
 
+def test_a_late_abstract_heading_keeps_the_text_before_it() -> None:
+    body = "\n".join(f"Line {i} of the introduction." for i in range(200))
+    clean = anonymise(f"# TITLE\n\n**Jane Doe**\njane@x.org\n\n1 INTRODUCTION\n\n{body}\n\nABSTRACT\n\nLate.\n")
+    assert "Jane" not in clean and "jane@" not in clean
+    assert "Line 0 of the introduction." in clean and "Line 199 of the introduction." in clean
+
+
 @pytest.mark.parametrize("text", ["", "\n\n", "Just one line with no structure."])
 def test_degenerate_inputs(text: str) -> None:
     assert anonymise(text).strip() == text.strip()

@@ -33,6 +33,8 @@ _VERSION_LINE = re.compile(
 _ANONYMOUS_LINE = re.compile(
     r"^[\s*_#]*(?:Anonymous\s+authors?|Paper\s+under\s+double[- ]blind\s+review)[\s*_.]*$\n?", _FLAGS
 )
+_FRONT_LINES = 150
+"""How far down an abstract heading may sit: farther, it is not the front page's (an appendix, say)."""
 _BOLD_LINE = re.compile(r"^\s*\*\*[^*\n]{1,200}\*\*\s*$")
 _FENCE = re.compile(r"^\s*```")
 _EMAIL = re.compile(r"(?:\{[^{}\n]{0,300}\}|(?<![\w.+\-])[\w.+\-]+)[ \t]?@[ \t]?[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
@@ -121,8 +123,8 @@ def _title_end(lines: list[str], abstract: int) -> int:
 
 def _drop_front_matter(lines: list[str]) -> list[str]:
     """Keep the title, drop what lies between it and the abstract heading, and author blocks just after it."""
-    abstract = next((i for i, line in enumerate(lines[:300]) if _is_abstract_heading(line)), None)
-    if abstract is None:  # no abstract heading: drop only author-like lines near the top
+    abstract = next((i for i, line in enumerate(lines[:_FRONT_LINES]) if _is_abstract_heading(line)), None)
+    if abstract is None:  # no abstract heading near the top: drop only author-like lines there
         head = [line for line in lines[:60] if not (_BOLD_LINE.match(line) and len(line) < 100) and "@" not in line]
         return head + lines[60:]
     title_end = _title_end(lines, abstract)
