@@ -550,3 +550,11 @@ async def test_an_endpoint_that_refuses_leaves_the_forms_to_the_client(
             answer = await call(client, "submit_review", {"review_id": started["review_id"], "reviewer": slot,
                                                           "form": form(5)})  # fmt: skip
     assert answer["meta"]["reviews"] == 2
+
+
+async def test_a_real_audit_of_the_paper_is_found_by_its_hash(client: Client, workspace: Path) -> None:
+    path = write_paper(workspace)
+    audit = await call(client, "audit_paper", {"main": path}, timeout_s=120)
+    assert audit["paper_hash"] == read_paper(Workspace(workspace.resolve(), "setting"), path).paper_hash
+    started = await call(client, "review_paper", {"path": path, "reviewers": 1})
+    assert f"Audit {audit['audit_id']}:" in started["instructions"]

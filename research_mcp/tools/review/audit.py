@@ -54,7 +54,7 @@ import anyio.to_thread
 from research_mcp.config import Settings
 from research_mcp.errors import BadInputError
 from research_mcp.latex.models import NumberUse
-from research_mcp.latex.text import read_latex
+from research_mcp.latex.text import read_latex, source_hash
 from research_mcp.progress import Progress, no_progress
 from research_mcp.store import Store
 from research_mcp.tools.metrics._records import FileMetrics, Limits
@@ -186,10 +186,7 @@ def _nearest(index: EvidenceIndex, value: float) -> str:
 def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page_limit: int | None) -> _Local:
     doc = read_latex(path, path.parent)
     src = PaperSource(path.parent, doc, ws.relative)
-    digest = hashlib.blake2b(digest_size=16)
-    for name in doc.files:
-        digest.update(name.encode() + b"\0" + "\n".join(src.lines[name]).encode() + b"\0")
-    out = _Local(paper_hash=digest.hexdigest(), src=src, notes=list(doc.warnings[:10]))
+    out = _Local(paper_hash=source_hash(path.parent, doc.files), src=src, notes=list(doc.warnings[:10]))
     sources = _sources(ws, store, runs, out.notes)
     index = EvidenceIndex(_evidence(ws, store, sources, out.notes))
     cells = _cells(src)

@@ -76,8 +76,8 @@ _NO_AUDIT = (
 def audit_evidence(
     store: Store, main: str, paper_hash: str, *, modified_at: float | None = None, limit: int = 25
 ) -> AuditEvidence:
-    """The latest stored audit of paper `main` with this hash (or, where the audit hashed the paper its own way,
-    the latest one made after the paper's files last changed), as brief lines; blocking findings apart."""
+    """The latest stored audit of paper `main` with this hash (`latex.text.source_hash`), else the latest made
+    after its files last changed, as brief lines; blocking findings apart."""
     conn = store.connection()
     row = conn.execute(
         "SELECT id, data FROM audits WHERE main = ? AND paper_hash = ? ORDER BY created_at DESC LIMIT 1",

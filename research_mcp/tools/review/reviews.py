@@ -110,7 +110,7 @@ def _pdf_text(path: Path) -> str:
 
 def read_paper(ws: Workspace, path: str) -> PaperText:
     """The anonymised text of a .tex project (its main file or folder), a PDF, or a .txt/.md text file."""
-    from research_mcp.latex.text import find_main_file, read_latex
+    from research_mcp.latex.text import find_main_file, read_latex, source_hash
 
     target = ws.resolve(path, must_exist=True)
     if target.is_dir():
@@ -122,17 +122,18 @@ def read_paper(ws: Workspace, path: str) -> PaperText:
         doc = read_latex(target, target.parent)
         raw = f"# {doc.title}\n\n{doc.text}" if doc.title else doc.text  # the text holds the abstract
         files = [target.parent / name for name in doc.files]
-        for name, file in zip(doc.files, files, strict=True):
-            digest.update(name.encode() + b"\0" + file.read_bytes())
+        paper_hash = source_hash(target.parent, doc.files)  # as the audit hashes it
         source: Literal["tex", "pdf", "text"] = "tex"
     elif suffix == ".pdf":
         raw = _pdf_text(target)
         digest.update(target.read_bytes())
+        paper_hash = digest.hexdigest()[:16]
         source = "pdf"
     elif suffix in (".txt", ".md", ".markdown"):
         data = target.read_bytes()
         raw = data.decode("utf-8", errors="replace")
         digest.update(data)
+        paper_hash = digest.hexdigest()[:16]
         source = "text"
     else:
         raise BadInputError(f"{path} is not a .tex project, a PDF or a .txt/.md text: give one of those.")
@@ -140,9 +141,7 @@ def read_paper(ws: Workspace, path: str) -> PaperText:
     if len(text) < 200:
         raise BadInputError(f"{path} holds only {len(text)} characters of text: nothing a reviewer could review.")
     modified = max(file.stat().st_mtime for file in files)
-    return PaperText(
-        text=text, paper_hash=digest.hexdigest()[:16], main=ws.relative(target), source=source, modified_at=modified
-    )
+    return PaperText(text=text, paper_hash=paper_hash, main=ws.relative(target), source=source, modified_at=modified)
 
 
 class Reviewer(BaseModel):
