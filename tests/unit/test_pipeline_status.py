@@ -146,3 +146,12 @@ def test_a_known_verdict_is_not_novelty(ws: Workspace, store: Store) -> None:
     record_search(store, mine, "search_papers", "q2", {}, ["arXiv:1906.02629"], False)
     save_idea(ws, store, mine, IdeaEdit(novelty="known", reasons="arXiv:1906.02629 did exactly this."))
     assert stage(ws, store, mine, "novelty")["missing"] == ["the verdict is 'known'"]
+
+
+def test_many_labels_short_of_seeds_are_named_up_to_a_bound(ws: Workspace, store: Store) -> None:
+    mine = idea(ws, store)
+    for i in range(40):
+        run(store, f"r{i}", mine, f"arm{i:02d}", 0)
+    found = stage(ws, store, mine, "seeds")
+    assert len(found["missing"]) == 11 and found["missing"][-1] == "... and 30 more label(s) short of 3 seeds"
+    assert len(json.dumps(research_status(ws, store, mine).model_dump(mode="json"))) < 6000

@@ -88,3 +88,16 @@ def test_a_large_tree_is_drawn_as_dots_and_a_small_one_with_labels(ws: Workspace
     big = draw_tree(experiment_tree(ws, store, "root"))
     small = draw_tree(experiment_tree(ws, store, "c01"))
     assert big.startswith(b"\x89PNG") and small.startswith(b"\x89PNG") and big != small
+
+
+def test_the_answer_keeps_the_runs_that_fit_its_budget_in_tree_order(ws: Workspace, store: Store) -> None:
+    run(ws, store, "root", None)
+    for i in range(30):
+        run(ws, store, f"c{i:02d}", "root" if i < 5 else f"c{i % 5:02d}")
+    whole = experiment_tree(ws, store, "root")
+    assert not whole.truncated and len(whole.nodes) == 31
+    cut = experiment_tree(ws, store, "root", max_chars=3000)
+    assert cut.truncated and cut.total == 31 and 1 < len(cut.nodes) < 31
+    assert [node.id for node in cut.nodes] == [node.id for node in whole.nodes][: len(cut.nodes)]
+    assert cut.lines[-1] == f"... {31 - len(cut.nodes)} more run(s) under root not shown"
+    assert len(cut.model_dump_json()) + len("\n".join(cut.lines)) <= 3000

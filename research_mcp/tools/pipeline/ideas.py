@@ -47,8 +47,8 @@ __all__ = [
 Verdict = Literal["novel", "incremental", "known"]
 ApprovalSource = Literal["elicited", "relayed"]
 
-MAX_SEARCHES_SHOWN = 20
-MAX_IDS_SHOWN = 50
+MAX_SEARCHES_SHOWN = 10
+MAX_IDS_SHOWN = 20
 _PAPER_ID = re.compile(r"\b(?:arXiv:\d{4}\.\d{4,5}|arXiv:[a-z-]+(?:\.[A-Z]{2})?/\d{7}|doi:10\.\S+[\w)]|s2:[0-9a-f]+)")
 
 
@@ -69,7 +69,7 @@ class IdeaEdit(ToolModel):
 class NoveltySearch(ToolModel):
     tool: str
     query: str
-    paper_ids: list[str] = Field(description="The ids it returned (the first 50 shown).")
+    paper_ids: list[str] = Field(description=f"The ids it returned (the first {MAX_IDS_SHOWN}).")
     returned: int
     degraded: bool = Field(description="A source failed during the search.")
     at: float

@@ -47,6 +47,8 @@ from research_mcp.workspace import Workspace
 __all__ = ["MIN_SEEDS", "STAGES", "ResearchStatusResult", "Stage", "research_status"]
 
 MIN_SEEDS = 3
+MAX_SHOWN = 10
+"""Most labels, files or ids one stage names: the answer stays short whatever the workspace holds."""
 PAPER = "paper"
 MAIN = "paper/main.tex"
 StageName = Literal[
@@ -175,7 +177,7 @@ def _plan_stage(ws: Workspace, idea_id: str, data: dict[str, Any]) -> Stage:
         return _stage("plan", ["no plan file attached"], step)
     absent = [rel for rel in files if not ws.resolve(rel).is_file()]
     step = NextStep(tool="write_file", arguments={"path": absent[0]} if absent else {}, why="Write the plan file.")
-    return _stage("plan", [f"{rel} does not exist" for rel in absent], step, ", ".join(files))
+    return _stage("plan", [f"{rel} does not exist" for rel in absent[:MAX_SHOWN]], step, ", ".join(files[:MAX_SHOWN]))
 
 
 def _runs(conn: sqlite3.Connection, idea_id: str) -> list[sqlite3.Row]:
@@ -251,8 +253,10 @@ def _seeds_stage(runs: list[sqlite3.Row], comparisons: list[sqlite3.Row], idea_i
                     arguments={"idea_id": idea_id, "label": label, "seed": free},
                     why=f"Another seed of {label}, with the same command and config.",
                 )
-    counts = ", ".join(sorted(labels))
-    return _stage("seeds", missing, step, f"{counts}: at least {MIN_SEEDS} seeds each")
+    if len(missing) > MAX_SHOWN:
+        missing[MAX_SHOWN:] = [f"... and {len(missing) - MAX_SHOWN} more label(s) short of {MIN_SEEDS} seeds"]
+    shown = ", ".join(sorted(labels)[:MAX_SHOWN]) + (", ..." if len(labels) > MAX_SHOWN else "")
+    return _stage("seeds", missing, step, f"{shown}: at least {MIN_SEEDS} seeds each")
 
 
 def _comparison_stage(runs: list[sqlite3.Row], comparisons: list[sqlite3.Row], idea_id: str) -> Stage:
@@ -264,7 +268,7 @@ def _comparison_stage(runs: list[sqlite3.Row], comparisons: list[sqlite3.Row], i
     labels = sorted({str(run["label"]) for run in runs if run["state"] == "succeeded" and run["label"]})
     step = NextStep(
         tool="compare_runs",
-        arguments={"labels": labels, "metric": "..."},
+        arguments={"labels": labels[:MAX_SHOWN], "metric": "..."},
         why="Compare the idea's groups of runs over seeds (name the metric); the comparison is stored.",
     )
     what = "no stored comparison of at least two groups of the idea's runs"

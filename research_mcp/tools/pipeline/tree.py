@@ -3,7 +3,8 @@ metric, as indented text and as a picture (AI Scientist v2's tree search, read b
 
 The headline metric of a run is read from its files with `read_metrics` (final_info.json, JSONL, CSV, ...): the
 metric asked for, else the first one whose direction is known (else the first one), its best value where the
-direction is known, else its last. The tree is cut at `MAX_NODES` runs, breadth first.
+direction is known, else its last. At most `MAX_NODES` runs are read, breadth first, and the answer keeps the
+runs (in tree order) that fit its character budget; the rest are counted, not shown.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from research_mcp.workspace import Workspace
 __all__ = ["MAX_NODES", "ExperimentTreeResult", "TreeNode", "experiment_tree", "draw_tree"]
 
 MAX_NODES = 200
+ANSWER_CHARS = 24_000
 NOTE_CHARS = 120
 READ_BUDGET_S = 30.0
 _COLOURS = {
@@ -56,7 +58,7 @@ class ExperimentTreeResult(ToolModel):
     lines: list[str] = Field(description="The tree, one run a line, children indented under their parent.")
     nodes: list[TreeNode]
     total: int = Field(description="Runs under the root, the root included.")
-    truncated: bool = Field(description=f"More than {MAX_NODES} runs: the deepest were left out.")
+    truncated: bool = Field(description="Runs were left out (too many to show): start from a deeper root.")
     best: str | None = Field(default=None, description="The run with the best headline value, when comparable.")
 
 
@@ -127,7 +129,12 @@ def _line(node: TreeNode) -> str:
 
 
 def experiment_tree(
-    ws: Workspace, store: Store, root_run_id: str, metric: str | None = None, limits: Limits | None = None
+    ws: Workspace,
+    store: Store,
+    root_run_id: str,
+    metric: str | None = None,
+    limits: Limits | None = None,
+    max_chars: int = ANSWER_CHARS,
 ) -> ExperimentTreeResult:
     rows, total = _rows(store, root_run_id)
     book = RunBook(store)
@@ -149,13 +156,21 @@ def experiment_tree(
                 value=value if value is None or math.isfinite(value) else None,
             )
         )
-    order = _preorder(nodes)
     best = _best(nodes, directions)
-    lines = [_line(node) + ("  <- best" if node.id == best else "") for node in order]
-    if total > len(nodes):
-        lines.append(f"... {total - len(nodes)} more run(s) under {root_run_id} not shown")
+    shown: list[TreeNode] = []
+    lines: list[str] = []
+    used = 500  # the frame: root, total, best, the closing line
+    for node in _preorder(nodes):  # a parent comes before its children: a cut keeps the tree connected
+        line = _line(node) + ("  <- best" if node.id == best else "")
+        used += 2 * len(line) + len(node.model_dump_json())  # the line, in the text and in the record
+        if used > max_chars:
+            break
+        shown.append(node)
+        lines.append(line)
+    if total > len(shown):
+        lines.append(f"... {total - len(shown)} more run(s) under {root_run_id} not shown")
     return ExperimentTreeResult(
-        root=root_run_id, lines=lines, nodes=order, total=total, truncated=total > len(nodes), best=best
+        root=root_run_id, lines=lines, nodes=shown, total=total, truncated=total > len(shown), best=best
     )
 
 
