@@ -77,10 +77,21 @@ def _message(record: IdeaRecord) -> str:
 
 
 async def _ask_user(
-    ctx: AppContext, ws: WorkspaceParam, idea_id: str | None, approve: bool
+    ctx: AppContext,
+    ws: WorkspaceParam,
+    idea_id: str | None,
+    approve: bool,
+    title: str | None,
+    hypothesis: str | None,
+    experiments: list[str] | None,
+    plan_files: list[str] | None,
+    novelty: str | None,
+    reasons: str | None,
 ) -> Elicit[ApprovalForm] | None:
-    """The question to put to the user, when the call asks for approval and the client can ask; else None."""
-    if not approve or idea_id is None or not _can_elicit(ctx):
+    """The question to put to the user, when the call asks for approval (and nothing else) and the client can ask;
+    else None. A call the tool will refuse asks nobody."""
+    edits = (title, hypothesis, experiments, plan_files, novelty, reasons)
+    if not approve or idea_id is None or any(edit is not None for edit in edits) or not _can_elicit(ctx):
         return None
     workspace, store = need_workspace(ctx, ws), await store_of(ctx, ws)
     try:
@@ -114,7 +125,7 @@ def register(tools: ToolRegistry) -> None:
         novelty: Verdict | None = None,
         reasons: Annotated[
             str | None, Field(description="Cite paper ids its searches returned.", max_length=4000)
-        ] = None,  # fmt: skip
+        ] = None,
         approve: Annotated[bool, Field(description="Ask the user to approve the plan.")] = False,
         user_words: Annotated[
             str | None, Field(description="If not asked: the user's answer, verbatim.", max_length=2000)

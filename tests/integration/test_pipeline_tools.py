@@ -138,6 +138,8 @@ async def test_approval_is_asked_of_the_user_by_elicitation_and_their_answer_sto
         assert declined["approval"]["approved"] is False and declined["approval"]["source"] == "elicited"
         dismissed = error_text(await call_raw(client, "ideas", {"idea_id": idea["id"], "approve": True}))
         assert "dismissed" in dismissed and len(asked) == 3
+        mixed = error_text(await call_raw(client, "ideas", {"idea_id": idea["id"], "approve": True, "title": "t"}))
+        assert "call of its own" in mixed and len(asked) == 3  # a call the tool refuses asks nobody
         status = await call(client, "research_status", {"idea_id": idea["id"]})
         assert "declined" in stages(status)["approval"]["missing"][0]
 
