@@ -17,8 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 __all__ = ["TOOLSETS", "BackendChoice", "BackendName", "Settings", "Toolset", "config_toml_path"]
 
-Toolset = Literal["literature", "repos", "sandbox", "metrics", "latex", "review", "files"]
-TOOLSETS: tuple[Toolset, ...] = ("literature", "repos", "sandbox", "metrics", "latex", "review", "files")
+Toolset = Literal["literature", "repos", "sandbox", "metrics", "latex", "review", "pipeline", "files"]
+TOOLSETS: tuple[Toolset, ...] = ("literature", "repos", "sandbox", "metrics", "latex", "review", "pipeline", "files")
 
 BackendName = Literal["docker", "local"]
 """The sandbox backends, written here once: `research_mcp.sandbox.registry` holds one entry for each (a test checks

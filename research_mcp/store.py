@@ -94,6 +94,26 @@ WORKSPACE_MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE reviews ADD COLUMN review_id TEXT REFERENCES review_sets(id)",
         "CREATE INDEX reviews_set ON reviews(review_id)",
     ),
+    (  # research ideas, the searches that judged their novelty, the user's approvals; the runs made for an idea
+        """CREATE TABLE ideas (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL, data TEXT NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        """CREATE TABLE novelty_searches (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            idea_id TEXT NOT NULL REFERENCES ideas(id),
+            tool TEXT NOT NULL, query TEXT NOT NULL, arguments TEXT NOT NULL DEFAULT '{}',
+            paper_ids TEXT NOT NULL, degraded INTEGER NOT NULL DEFAULT 0, at REAL NOT NULL)""",
+        "CREATE INDEX novelty_searches_idea ON novelty_searches(idea_id, id)",
+        """CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            idea_id TEXT NOT NULL REFERENCES ideas(id),
+            approved INTEGER NOT NULL, source TEXT NOT NULL, words TEXT, plan_hash TEXT NOT NULL,
+            at REAL NOT NULL)""",
+        "CREATE INDEX approvals_idea ON approvals(idea_id, id)",
+        "ALTER TABLE runs ADD COLUMN idea_id TEXT REFERENCES ideas(id)",
+        "CREATE INDEX runs_idea ON runs(idea_id)",
+    ),
 )
 
 CACHE_MIGRATIONS: tuple[Migration, ...] = (WORKSPACE_MIGRATIONS[0][-1:],)  # api_cache only

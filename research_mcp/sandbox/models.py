@@ -82,6 +82,7 @@ class Run(ToolModel):
     seed: int | None = _absent()
     parent: str | None = _absent()
     note: str | None = _absent()
+    idea_id: str | None = _absent()
     python_env: str | None = _absent("The Python environment it ran with; absent: the sandbox's.")
     exit_code: int | None = _absent()
     failure: str | None = _absent("timeout, oom, cuda_oom, disk, cancelled, error or lost.")
@@ -126,3 +127,4 @@ class RunRequest(ToolModel):
     seed: int | None = None
     parent: str | None = None
     note: Note = None
+    idea_id: str | None = None  # checked against the workspace's ideas: no length limit to keep in step

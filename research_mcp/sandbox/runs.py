@@ -157,6 +157,8 @@ class RunManager:
                 raise BadInputError(f"Environment variable name {key!r} is not valid.")
         if req.parent is not None:
             self.get(req.parent)
+        if req.idea_id is not None:
+            self._check_idea(req.idea_id)
         pyenv = None if req.python_env is None else resolve_python_env(self.ws, req.python_env, self.python_envs)
         backend = self._choose() if req.backend == "auto" else req.backend
         if backend == "docker" and pyenv is not None and (problem := container_problem(pyenv)):
@@ -196,12 +198,12 @@ class RunManager:
         now = self.clock()
         self.store.connection().execute(
             "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
-            "note, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            "note, idea_id, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
             (
                 run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
                 req.workdir or "", snap.code_hash,
                 json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
-                req.parent, req.note, now,
+                req.parent, req.note, req.idea_id, now,
             ),
         )  # fmt: skip
         self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
@@ -518,7 +520,7 @@ class RunManager:
             id=row["id"], state=row["state"], backend=row["backend"], command=row["command"],
             workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
-            note=row["note"], python_env=_env_name(row["limits"]),
+            note=row["note"], idea_id=row["idea_id"], python_env=_env_name(row["limits"]),
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,
@@ -553,6 +555,15 @@ class RunManager:
         """The Python environment the run was started with, as it was resolved then."""
         found = json.loads(self._row(run_id)["limits"]).get("python_env")
         return None if found is None else PythonEnv.model_validate(found)
+
+    def _check_idea(self, idea_id: str) -> None:
+        """Refuse an idea id the workspace has not recorded (runs are counted towards the idea they name)."""
+        row = self.store.connection().execute("SELECT 1 FROM ideas WHERE id = ?", (idea_id,)).fetchone()
+        if row is None:
+            raise BadInputError(
+                f"No idea {idea_id!r} in this workspace. Call ideas to record it first (research_status lists "
+                "the ideas there are), or leave idea_id out."
+            )
 
     def _check_label(self, label: str) -> None:
         """Refuse a label no run has, naming the closest labels there are first."""

@@ -82,6 +82,7 @@ FAMILIES: dict[str, str] = {
     "literature": "research_mcp.server.literature",
     "latex": "research_mcp.server.latex",
     "review": "research_mcp.server.review",
+    "pipeline": "research_mcp.server.pipeline",
     "recipes": "research_mcp.server.recipes",
 }
 """Tool family -> the adapter module whose `register(tools)` adds its tools (or prompts). `lab` and `recipes` are

@@ -114,24 +114,25 @@ def register(tools: ToolRegistry) -> None:
         python_env: Annotated[
             PythonEnvName,
             Field(
-                description="venv/conda folder or a python_envs name.",
+                description="venv/conda folder or python_envs name.",
             ),
         ] = None,
         wait_s: WaitS = 0,
-        label: Annotated[Label, Field(description="Group name ('baseline').")] = None,
-        config: Annotated[dict[str, Any] | None, Field(description="Its settings (small JSON).")] = None,
+        label: Annotated[Label, Field(description="Group ('baseline').")] = None,
+        config: Annotated[dict[str, Any] | None, Field(description="Settings (small JSON).")] = None,
         seed: int | None = None,
-        parent: Annotated[str | None, Field(description="Run id this improves on.")] = None,
-        note: Annotated[Note, Field(description="Hypothesis or change.")] = None,
+        parent: Annotated[str | None, Field(description="Run it improves on.")] = None,
+        note: Annotated[Note, Field(description="Hypothesis/change.")] = None,
+        idea_id: str | None = None,
     ) -> RunStatusResult:
-        """Run a command on a snapshot of workdir in the sandbox (no network, limited CPU/memory, only its folder
-        writable). Returns the run id, or waits up to wait_s for its end. Outputs: $RESEARCH_OUT."""
+        """Run a command on a snapshot of workdir, sandboxed (no network, CPU/memory limits, only its folder
+        writable). Returns the run id, or waits (wait_s) for its end. Outputs: $RESEARCH_OUT."""
         from research_mcp.sandbox.runs import RunRequest
 
         request = RunRequest(
             command=command, workdir=workdir, files=files, backend=backend, image=image, gpus=gpus,
             cpus=cpus, memory_gb=memory_gb, timeout_s=timeout_s, env=env or {}, network=network,
-            python_env=python_env, label=label, config=config, seed=seed, parent=parent, note=note,
+            python_env=python_env, label=label, config=config, seed=seed, parent=parent, note=note, idea_id=idea_id,
         )  # fmt: skip
         runs = state_of(ctx).runs(need_workspace(ctx, ws))
         run = await in_thread(runs.prepare, request)

@@ -37,8 +37,10 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("edit_file", {"path": "notes/idea.md", "old_string": "helps", "new_string": "helps a lot"}),
     ("grep", {"pattern": "warmup"}),
     ("list_files", {}),
+    ("ideas", {"title": "Warmup helps", "hypothesis": "lr warmup lowers the loss.", "experiments": ["baseline"]}),
+    ("ideas", {"idea_id": "{idea}", "approve": True, "user_words": "Yes, go ahead."}),
     ("run_experiment", {"command": "cat idea.md; printf 'step,loss\\n0,2.0\\n1,1.5\\n' > $RESEARCH_OUT/curve.csv",
-                        "workdir": "notes", "wait_s": 20, "timeout_s": 60, "label": "baseline"}),
+                        "workdir": "notes", "wait_s": 20, "timeout_s": 60, "label": "baseline", "idea_id": "{idea}"}),
     ("run_status", {"run_id": "{run}", "wait_s": 20}),
     ("run_logs", {"run_id": "{run}"}),
     ("list_runs", {}),
@@ -46,7 +48,9 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("compare_runs", {"metric": "loss", "groups": {"a": ["{run}"], "b": ["{run}"]}}),
     ("plot_metrics", {"metrics": ["loss"], "sources": ["{run}"], "name": "loss"}),
     ("results_table", {"metrics": ["loss"], "caption": "Loss", "label": "loss", "run_ids": ["{run}"]}),
-    ("search_papers", {"query": "adam optimizer"}),
+    ("search_papers", {"query": "adam optimizer", "idea_id": "{idea}"}),
+    ("research_status", {"idea_id": "{idea}"}),
+    ("experiment_tree", {"root_run_id": "{run}"}),
     ("get_paper", {"paper_id": ADAM}),
     ("paper_graph", {"paper_id": ADAM, "direction": "references"}),
     ("read_paper", {"paper_id": ADAM}),
@@ -121,6 +125,7 @@ def _filled(args: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
 async def test_every_tool_answers_over_stdio_on_both_protocol_generations(workspace: Path, mode: str) -> None:
     with ReplayServer() as server, anyio.fail_after(120):
         known = {"full_name": apis(server)}
+        status: dict[str, Any] = {}
         argv = ["serve", "--workspace", str(workspace)]
         async with Client(params(argv, "/", api_env(server)), mode=mode) as client:  # type: ignore[arg-type]
             expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
@@ -132,6 +137,8 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
                 assert not result.is_error, (tool, result.content)
                 found = result.structured_content
                 assert found is not None
+                if tool == "ideas":
+                    known["idea"] = found["id"]
                 if tool == "run_experiment":
                     known["run"] = found["run"]["id"]
                 if tool == "fetch_repo":
@@ -141,10 +148,15 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
                     known["review"] = found["review_id"]
                 if tool == "submit_review":
                     assert found["meta"]["scores"]["overall"]["values"] == [4]
+                if tool == "research_status":
+                    status = found
                 if tool == "compile_paper":
                     assert found["ok"], json.dumps(found)[:3000]
     assert (workspace / "notes" / "idea.md").read_text() == "# Idea\nlr warmup helps a lot\n"
     assert "@" in (workspace / "paper" / "references.bib").read_text()
+    done = {stage["name"]: stage["done"] for stage in status["stages"]}
+    assert done["idea"] and done["approval"] and done["baseline"] and not done["plan"]  # no plan file attached
+    assert "1 search(es) recorded, but no verdict" in status["stages"][1]["missing"]
     assert (workspace / "paper" / "figures" / "loss.pdf").is_file() and (workspace / "paper" / "main.pdf").is_file()
 
 
