@@ -60,6 +60,7 @@ from research_mcp.server._adapt import (
 )
 from research_mcp.server._progress import CallProgress, progress_of
 from research_mcp.tools import known_ids
+from research_mcp.tools.pipeline.ideas import require_idea
 from research_mcp.tools.review import audit, reviews
 from research_mcp.tools.review.audit import AuditResult
 from research_mcp.tools.review.reviews import ReviewPaperResult, ReviewSet, SubmitReviewResult
@@ -266,6 +267,7 @@ def _register_review(tools: ToolRegistry) -> None:
         review_id: Annotated[str | None, Field(description="Continue this review.", max_length=64)] = None,
         offset: Annotated[int | None, Field(ge=0, description="Read the text from here (next_offset).")] = None,
         cancel: Annotated[bool, Field(description="Stop review_id.")] = False,
+        idea_id: str | None = None,
     ) -> ReviewPaperResult:
         """Peer-review a paper with N reviewers (NeurIPS form, anonymised text, audit findings as evidence), then a
         meta-review. Call again with review_id to continue: it answers what is done and what to do next."""
@@ -279,7 +281,9 @@ def _register_review(tools: ToolRegistry) -> None:
             await progress(f"reading and anonymising {path}")
             paper = await in_thread(reviews.read_paper, workspace, path)
             mode: reviews.Mode = "endpoint" if _endpoint(ctx) is not None else ("sampling" if sampling else "client")
-            rs = await in_thread(reviews.start_set, store, paper, mode, venue, reviewers)
+            if idea_id is not None:
+                await in_thread(require_idea, store, idea_id)
+            rs = await in_thread(reviews.start_set, store, paper, mode, venue, reviewers, idea_id)
             if mode == "endpoint":
                 _start_job(ctx, store, workspace, rs.id)
                 message = "Started: the configured reviewer model reviews in the background; check with review_id."
@@ -350,11 +354,15 @@ def _register_audit(tools: ToolRegistry) -> None:
             Field(description="Run ids or paths; default every finished run.", max_length=500),
         ] = None,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
+        idea_id: str | None = None,
     ) -> AuditResult:
         """Audit a paper, deterministically: every number traced to runs, tables or comparisons, citations verified,
         refs, figures, claims without a test, limitations, page limit, placeholders; findings with file:line and fix."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
+        store = await store_of(ctx, ws)
+        if idea_id is not None:
+            await in_thread(require_idea, store, idea_id)
         return await audit.audit_paper(
-            workspace, await store_of(ctx, ws), state.settings, main, runs, progress=progress_of(ctx), offset=offset
+            workspace, store, state.settings, main, runs, progress=progress_of(ctx), offset=offset, idea_id=idea_id
         )

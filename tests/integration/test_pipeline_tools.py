@@ -330,6 +330,37 @@ async def test_run_experiment_refuses_an_idea_it_does_not_know(client: Client) -
     assert "No idea 'idea-abcdef'" in text and "ideas" in text
 
 
+async def test_comparisons_audits_and_reviews_carry_the_idea_they_are_for(client: Client, workspace: Path) -> None:
+    mine = await call(client, "ideas", {**IDEA, "title": "Mine"})
+    other = await call(client, "ideas", {**IDEA, "title": "Other"})
+    ids = record_idea_runs(workspace, mine["id"], {"baseline": [0.7, 0.71, 0.72], "ls": [0.8, 0.81, 0.8]})
+    compared = await call(client, "compare_runs", {"metric": "val_acc", "labels": list(ids), "idea_id": mine["id"]})
+    paper = workspace / "paper"
+    paper.mkdir()
+    (paper / "main.tex").write_text(
+        "\\documentclass{article}\\begin{document}\\section{Results}Accuracy rose from 0.71 to 0.80 over three "
+        "seeds each, and we compare two label smoothing settings on the spirals task in detail here, so that a "
+        "reviewer has enough text to judge the method and its evidence.\\section{Limitations}One task.\\end{document}\n"
+    )
+    audited = await call(client, "audit_paper", {"idea_id": mine["id"]}, timeout_s=120)
+    reviewed = await call(client, "review_paper", {"reviewers": 1, "idea_id": mine["id"]})
+    store = Store(workspace / ".research" / "state.db")
+    try:
+        conn = store.connection()
+        for table, key in (("comparisons", compared["comparison_id"]), ("audits", audited["audit_id"]),
+                           ("review_sets", reviewed["review_id"])):  # fmt: skip
+            [row] = conn.execute(f"SELECT idea_id FROM {table} WHERE id = ?", (key,)).fetchall()
+            assert row["idea_id"] == mine["id"], table
+    finally:
+        store.close()
+    status = await call(client, "research_status", {"idea_id": other["id"]})
+    assert not stages(status)["comparison"]["done"]  # the other idea's comparison is not this one's
+    for tool, args in (("compare_runs", {"metric": "val_acc", "labels": list(ids)}), ("audit_paper", {}),
+                       ("review_paper", {})):  # fmt: skip
+        text = error_text(await call_raw(client, tool, {**args, "idea_id": "idea-abcdef"}))
+        assert "No idea 'idea-abcdef'" in text, tool
+
+
 async def test_experiment_tree_shows_the_runs_under_a_root_as_text_and_a_picture(
     client: Client, workspace: Path
 ) -> None:

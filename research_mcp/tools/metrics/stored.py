@@ -31,7 +31,7 @@ class StoredComparison:
 def store_comparison(store: Store, result: CompareRunsResult, idea_id: str | None = None) -> str:
     """Keep one `compare_runs` answer; returns its id."""
     data = result.model_dump_json()
-    comparison_id = "cmp-" + hashlib.blake2b(data.encode(), digest_size=6).hexdigest()
+    comparison_id = "cmp-" + hashlib.blake2b(f"{idea_id}\0{data}".encode(), digest_size=6).hexdigest()
     store.connection().execute(
         "INSERT OR IGNORE INTO comparisons (id, metric, data, idea_id, created_at) VALUES (?, ?, ?, ?, ?)",
         (comparison_id, result.metric, data, idea_id, time.time()),

@@ -317,6 +317,7 @@ async def audit_paper(
     verify_citations: bool = True,
     page_limit: int | None = None,
     max_chars: int | None = None,
+    idea_id: str | None = None,
 ) -> AuditResult:
     """Audit the paper `main` against `runs` (default: every finished run); see the module docstring."""
     progress = progress or no_progress
@@ -351,15 +352,15 @@ async def audit_paper(
         notes=local.notes + cites.notes,
     )
     data = full.model_dump_json(exclude={"audit_id"})
-    full.audit_id = "audit-" + hashlib.blake2b(data.encode(), digest_size=6).hexdigest()
-    await anyio.to_thread.run_sync(_keep, store, full)
+    full.audit_id = "audit-" + hashlib.blake2b(f"{idea_id}\0{data}".encode(), digest_size=6).hexdigest()
+    await anyio.to_thread.run_sync(_keep, store, full, idea_id)
     return _page(full, offset, max_chars or settings.max_output_chars)
 
 
-def _keep(store: Store, result: AuditResult) -> None:
+def _keep(store: Store, result: AuditResult, idea_id: str | None) -> None:
     store.connection().execute(
         "INSERT OR REPLACE INTO audits (id, main, paper_hash, data, idea_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (result.audit_id, result.main, result.paper_hash, result.model_dump_json(), None, time.time()),
+        (result.audit_id, result.main, result.paper_hash, result.model_dump_json(), idea_id, time.time()),
     )
 
 

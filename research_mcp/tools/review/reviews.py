@@ -199,15 +199,16 @@ class ReviewSet(BaseModel):
 _DATA_FIELDS = {"id", "paper", "paper_hash", "mode", "state"}
 
 
-def save_set(store: Store, rs: ReviewSet) -> None:
+def save_set(store: Store, rs: ReviewSet, idea_id: str | None = None) -> None:
+    """Insert or update the set's row; `idea_id` is written on the first insert only."""
     now = time.time()
     data = rs.model_dump_json(exclude=_DATA_FIELDS)
     store.connection().execute(
-        "INSERT INTO review_sets (id, paper, paper_hash, mode, state, data, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET mode = excluded.mode, "
+        "INSERT INTO review_sets (id, paper, paper_hash, mode, state, data, idea_id, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET mode = excluded.mode, "
         "state = excluded.state, data = excluded.data, updated_at = excluded.updated_at "
         "WHERE review_sets.state != 'cancelled'",  # cancelled is final: a job's last save cannot undo it
-        (rs.id, rs.paper, rs.paper_hash, rs.mode, rs.state, data, now, now),
+        (rs.id, rs.paper, rs.paper_hash, rs.mode, rs.state, data, idea_id, now, now),
     )
 
 
@@ -222,7 +223,9 @@ def load_set(store: Store, review_id: str) -> ReviewSet:
     )  # fmt: skip
 
 
-def start_set(store: Store, paper: PaperText, mode: Mode, venue: briefs.Venue, reviewers: int) -> ReviewSet:
+def start_set(
+    store: Store, paper: PaperText, mode: Mode, venue: briefs.Venue, reviewers: int, idea_id: str | None = None
+) -> ReviewSet:
     """A new set for `paper`, with the audit's evidence as it stands now."""
     if not 1 <= reviewers <= MAX_REVIEWERS:
         raise BadInputError(f"reviewers must be from 1 to {MAX_REVIEWERS}.")
@@ -233,7 +236,7 @@ def start_set(store: Store, paper: PaperText, mode: Mode, venue: briefs.Venue, r
         audit_blocking=audit.blocking,
         reviewers=[Reviewer(slot=i, lens=briefs.lens_of(i)[0]) for i in range(1, reviewers + 1)],
     )  # fmt: skip
-    save_set(store, rs)
+    save_set(store, rs, idea_id)
     return rs
 
 
