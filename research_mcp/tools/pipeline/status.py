@@ -2,7 +2,7 @@
 workspace's files, never from the model's word.
 
 The stages of one idea, and when each is done (rows of `comparisons`, `audits` and `review_sets` count for the idea
-when their `idea_id` is the idea's, or, for the tools that do not take an idea id yet, when it is empty):
+when their `idea_id` is the idea's, or when it is empty: the tool was called without one):
 
 1. idea: the idea has a title, a hypothesis and at least one planned experiment.
 2. novelty: a `search_papers` call with the idea's id is recorded and returned at least one paper; a verdict with
