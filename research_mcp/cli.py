@@ -42,11 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser("sandbox", help="manage the sandbox (the offline Docker image)")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
     build = sandbox_commands.add_parser(
-        "build-image", help="build the offline Docker image (Debian minbase + python3 + numpy) with debootstrap"
+        "build-image",
+        help="build the sandbox image (python3 + numpy): with debootstrap where it runs (Linux, root), "
+        "else from the packaged Dockerfile",
     )
     build.add_argument("--tag", help="image name (default: RESEARCH_MCP_DOCKER_IMAGE or research-sandbox:base)")
-    build.add_argument("--mirror", help="Debian mirror URL (default http://deb.debian.org/debian)")
-    build.add_argument("--package", action="append", default=[], help="extra Debian package (repeatable)")
+    build.add_argument(
+        "--method",
+        choices=["auto", "debootstrap", "dockerfile"],
+        default="auto",
+        help="debootstrap (Debian minbase, no registry; needs root) or dockerfile (on --base); "
+        "auto: debootstrap where it is installed and you are root, else dockerfile",
+    )
+    build.add_argument("--base", help="base image of the Dockerfile build (default python:3.12-slim)")
+    build.add_argument("--mirror", help="Debian mirror URL for debootstrap (default http://deb.debian.org/debian)")
+    build.add_argument(
+        "--package", action="append", default=[], help="extra Debian package for debootstrap (repeatable)"
+    )
     build.add_argument("--if-missing", action="store_true", help="do nothing when the image already exists")
 
     doctor = commands.add_parser("doctor", help="report what the lab can do here and how to install what is missing")
@@ -130,15 +142,37 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from research_mcp.sandbox.images import DEFAULT_MIRROR, DEFAULT_PACKAGES, build_image, image_exists
+    from research_mcp.errors import ConfigError
+    from research_mcp.sandbox.images import (
+        DEFAULT_BASE,
+        DEFAULT_MIRROR,
+        DEFAULT_PACKAGES,
+        build_image,
+        build_image_from_dockerfile,
+        choose_method,
+        image_exists,
+    )
 
     settings = _settings(argparse.Namespace(workspace=None))
     tag = args.tag or settings.docker_image
+    method = choose_method() if args.method == "auto" else args.method
+    if method == "debootstrap" and args.base:
+        raise ConfigError("--base applies to the Dockerfile build: add `--method dockerfile`, or leave --base out.")
+    if method == "dockerfile" and (args.mirror or args.package):
+        why = "debootstrap is missing or you are not root, so " if args.method == "auto" else ""
+        raise ConfigError(
+            f"--mirror and --package apply to the debootstrap build; {why}this build uses the Dockerfile "
+            "(research_mcp/sandbox/Dockerfile.sandbox), which installs only numpy: leave them out, or build with "
+            "`--method debootstrap` as root."
+        )
     if args.if_missing and image_exists(tag):
         sys.stderr.write(f"research-mcp: image {tag} already exists\n")
         return 0
     logging.getLogger("research_mcp").setLevel(logging.INFO)
-    image_id = build_image(tag, mirror=args.mirror or DEFAULT_MIRROR, packages=(*DEFAULT_PACKAGES, *args.package))
+    if method == "debootstrap":
+        image_id = build_image(tag, mirror=args.mirror or DEFAULT_MIRROR, packages=(*DEFAULT_PACKAGES, *args.package))
+    else:
+        image_id = build_image_from_dockerfile(tag, base=args.base or DEFAULT_BASE, ca_bundle=settings.ca_bundle)
     sys.stdout.write(f"{tag} {image_id}\n")
     return 0
 

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     docker_image: str = Field(
         default="research-sandbox:base", description="Image the doctor looks for and Docker runs use."
     )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) for builds behind a TLS-intercepting proxy: `sandbox build-image` trusts it.",
+    )
 
     metrics_max_line_bytes: int = Field(
         default=1 << 20, ge=1 << 10, description="Longest line a metrics reader takes; longer ones are skipped, named."
@@ -165,7 +169,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("workspace", "data_dir", "tex_bin", mode="after")
+    @field_validator("workspace", "data_dir", "tex_bin", "ca_bundle", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -49,8 +51,14 @@ def _where(base_url: str | None) -> str:
     return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+"""The colour codes the classic builder wraps a step's stderr in."""
+_FAILED_RUN = re.compile(r"The command .* returned a non-zero code: (\d+)", re.DOTALL)
+
 _IMAGE_RECIPE = (
-    "Build the sandbox image {image} offline from Debian: `debootstrap --variant=minbase "
+    "Build the sandbox image {image} with `research-mcp sandbox build-image --tag {image}` (debootstrap as root "
+    "on Linux, else the packaged Dockerfile on python:3.12-slim), or by hand offline from Debian: "
+    "`debootstrap --variant=minbase "
     "--include=python3,python3-numpy bookworm /tmp/rootfs && tar -C /tmp/rootfs -c . | docker import - {image}`"
 )
 
@@ -235,6 +243,43 @@ class DockerEngine:
             except self._errors.NotFound:
                 return False
         return True
+
+    def image_id(self, tag: str) -> str:
+        """The id (`sha256:...`) of a local image."""
+        with self._mapped(f"look up image {tag}", tag):
+            return cast(str, self._api.inspect_image(tag)["Id"])
+
+    def build(self, context: bytes, *, tag: str, dockerfile: str, buildargs: dict[str, str]) -> Iterator[str]:
+        """Build `tag` from a tar `context` with the engine's classic builder, yielding its log lines as they come.
+
+        The base image is pulled only when the engine lacks it. Intermediate containers are removed, also after a
+        failed step. A failed step raises a `SandboxError` with the builder's error; a build silent past the
+        client's timeout raises one saying the engine stopped answering.
+        """
+        with self._mapped(f"build image {tag}"):
+            stream = self._api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=tag,
+                dockerfile=dockerfile,
+                buildargs=buildargs,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for item in cast(Iterator[dict[str, Any]], stream):
+                if "error" in item:
+                    detail = cast(dict[str, Any], item.get("errorDetail") or {})
+                    message = str(detail.get("message") or item["error"]).strip()
+                    failed_run = _FAILED_RUN.fullmatch(message)
+                    if failed_run is not None:  # the whole RUN line is in the log already
+                        message = f"a RUN step exited with code {failed_run.group(1)}"
+                    raise SandboxError(f"The build of {tag} failed: {message}.")
+                text = item.get("stream") or item.get("status")
+                if isinstance(text, str):
+                    for line in _ANSI.sub("", text).splitlines():
+                        if line.strip():
+                            yield line.rstrip()
 
     def create(self, kwargs: dict[str, Any]) -> str:
         """Create (not start) the container; returns its id."""
