@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     latex_sandbox: Literal["auto", "bwrap", "off"] = Field(
         default="auto", description="Compile inside bubblewrap: when it works (auto), always (bwrap), or never (off)."
     )
+    page_limit: int | None = Field(
+        default=None, ge=1, le=10_000, description="Pages a paper may have (audit_paper counts the last PDF's)."
+    )
 
     max_output_chars: int = Field(
         default=24_000, ge=1_000, le=400_000, description="Budget for one tool answer's text."

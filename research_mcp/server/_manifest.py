@@ -81,6 +81,7 @@ FAMILIES: dict[str, str] = {
     "repos": "research_mcp.server.repos",
     "literature": "research_mcp.server.literature",
     "latex": "research_mcp.server.latex",
+    "review": "research_mcp.server.review",
 }
 """Tool family -> the adapter module whose `register(tools)` adds its tools. `lab` is always offered."""
 

@@ -20,6 +20,7 @@ from research_mcp.server._adapt import (
     in_thread,
     need_workspace,
     state_of,
+    store_of,
 )
 from research_mcp.tools import metrics as domain
 from research_mcp.tools.metrics import (
@@ -29,6 +30,7 @@ from research_mcp.tools.metrics import (
     ReadMetricsResult,
     ResultsTableResult,
     RunBook,
+    stored,
 )
 from research_mcp.workspace import Workspace
 
@@ -119,10 +121,12 @@ def register(tools: ToolRegistry) -> None:
         Welch t-tests, Hedges' g and Holm-corrected significance between groups; a verdict."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
-        return await in_thread(
+        result = await in_thread(
             domain.compare_runs, workspace, _book(state, workspace), metric, groups, run_ids, labels, group_by, use,
             higher_is_better, baseline, alpha, _limits(state),
         )  # fmt: skip
+        result.comparison_id = await in_thread(stored.store_comparison, await store_of(ctx, ws), result)
+        return result
 
     @tools.tool(WRITES_LOCAL)
     async def plot_metrics(

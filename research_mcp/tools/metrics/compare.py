@@ -133,6 +133,7 @@ class CompareRunsResult(ToolModel):
     best_is_significant: bool = Field(description="True when best_group beats every other group after Holm.")
     verdict: str = Field(description="What may be claimed, in one or two sentences.")
     warnings: list[str] = Field(default_factory=list[str])
+    comparison_id: str | None = Field(default=None, exclude_if=_empty, description="Kept under this id.")
 
 
 @dataclass

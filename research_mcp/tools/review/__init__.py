@@ -1,0 +1,1 @@
+"""Review: the paper audit, reviews and their forms."""

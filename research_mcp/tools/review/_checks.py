@@ -1,0 +1,404 @@
+"""The audit's checks on the source: which numbers are results, structure, claims, hygiene, placeholder code."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from research_mcp.latex.models import LatexDocument, NumberUse
+from research_mcp.tools.review._models import Finding, FindingKind, Severity
+
+__all__ = [
+    "PaperSource",
+    "claim_findings",
+    "has_test_in_text",
+    "hygiene_findings",
+    "is_result",
+    "placeholder_code",
+    "structure_findings",
+]
+
+_COMMENT = re.compile(r"(?<!\\)%.*")
+_CITE = re.compile(r"\\[A-Za-z]*cite[A-Za-z]*\*?\s*(?:\[[^\]]*\]\s*){0,2}\{[^}]*\}")
+_REFERENCE_WORD = re.compile(
+    r"(?:Sections?|Sec\.|§|Eqs?\.|Equations?|Figures?|Figs?\.|Tables?|Tab\.|Appendix|App\.|Algorithms?|Alg\.|Lines?|"
+    r"Theorems?|Lemmas?|Corollary|Propositions?|Definitions?|Steps?|Chapters?|Pages?|pp?\.|Stage|Phase|Part|"
+    r"Assumptions?|Examples?|Remarks?)\s*~?\s*\(?\s*$",
+    re.IGNORECASE,
+)
+_LEVEL = re.compile(r"^\s*(?:\\?%)?\s*(?:CIs?\b|confidence|credible|prediction interval)", re.IGNORECASE)
+_LAYOUT_UNIT = re.compile(r"^\s*(?:pt|cm|mm|in|em|ex|bp|\\(?:text|line|column|paper)(?:width|height))\b")
+_CLAIM = re.compile(
+    r"\b(?:statistically\s+)?significant(?:ly)?\b|\boutperform(?:s|ed|ing)?\b|\bstate[- ]of[- ]the[- ]art\b|"
+    r"\bSOTA\b|\bbetter\s+than\b",
+    re.IGNORECASE,
+)
+_TEST_TEXT = re.compile(
+    r"t-test|\bt test|Welch|Wilcoxon|Mann[- ]Whitney|p-value|\$?\bp\s*(?:<|=|\\le|\\leq)\s*0?\.\d|confidence interval|"
+    r"bootstrap|Holm|Bonferroni|permutation test|significance test|ANOVA|\bCI\b",
+    re.IGNORECASE,
+)
+_PLACEHOLDERS = (
+    (re.compile(r"\bTODO\b|\bTBD\b|\bFIXME\b|\\todo\b"), "a to-do marker"),
+    (re.compile(r"\bXX+(?:\.X+)?\b\s*(?:\\%)?"), "an XX placeholder number"),
+    (re.compile(r"\?\?"), "'??' (a missing value or reference)"),
+    (re.compile(r"lorem\s+ipsum", re.IGNORECASE), "lorem ipsum filler"),
+    (re.compile(r"\[citation needed\]", re.IGNORECASE), "'[citation needed]'"),
+)
+_CODE_TODO = re.compile(r"\b(?:TODO|FIXME)\b")
+_GRAPHIC_EXTS = ("", ".pdf", ".png", ".jpg", ".jpeg", ".eps", ".svg")
+_MAX_CODE_FILES = 2000
+_MAX_CODE_BYTES = 1 << 20
+
+
+def finding(
+    kind: FindingKind, code: str, severity: Severity, file: str | None, line: int | None, evidence: str, fix: str
+) -> Finding:
+    return Finding(kind=kind, code=code, severity=severity, file=file, line=line, evidence=evidence, fix=fix)
+
+
+class PaperSource:
+    """The paper's source files line by line (comments dropped), which lines are body, and workspace paths."""
+
+    def __init__(self, root: Path, doc: LatexDocument, rel: Callable[[Path], str]) -> None:
+        self.root = root
+        self.doc = doc
+        self._rel = rel
+        self.lines: dict[str, list[str]] = {}
+        self.skipped: dict[str, set[int]] = {}
+        for index, name in enumerate(doc.files):
+            try:
+                text = (root / name).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            lines = [_COMMENT.sub("", line) for line in text.splitlines()]
+            self.lines[name] = lines
+            skip: set[int] = set()
+            if index == 0:
+                begin = next((i for i, line in enumerate(lines) if re.search(r"\\begin\s*\{document\}", line)), -1)
+                skip.update(range(1, begin + 2))  # the preamble and the \begin{document} line
+            inside = False
+            for number, line in enumerate(lines, 1):
+                inside = inside or "\\begin{thebibliography}" in line
+                if inside:
+                    skip.add(number)
+                inside = inside and "\\end{thebibliography}" not in line
+            self.skipped[name] = skip
+        preamble = "\n".join(self.lines.get(self.main, [])[: max(self.skipped.get(self.main, {1}))])
+        found = re.search(r"\\graphicspath\s*\{((?:\s*\{[^{}]*\})*)\s*\}", preamble)
+        self.graphics_dirs = [""] + (re.findall(r"\{([^{}]*)\}", found.group(1)) if found else [])
+
+    def rel(self, file: str | Path) -> str:
+        return self._rel(self.root / file)
+
+    def line(self, file: str, line: int) -> str:
+        lines = self.lines.get(file, [])
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def body(self) -> Iterator[tuple[str, int, str]]:
+        for name, lines in self.lines.items():
+            for number, text in enumerate(lines, 1):
+                if number not in self.skipped[name] and text.strip():
+                    yield name, number, text
+
+    @property
+    def main(self) -> str:
+        return self.doc.files[0] if self.doc.files else ""
+
+
+def is_result(number: NumberUse, src: PaperSource) -> bool:
+    """Whether a number could be a result: not a year, a section / figure / equation number, a count up to ten, a
+    constant of a formula, a confidence level (95% CI), a length, part of a name (ResNet-50), quoted beside a
+    citation, or in the preamble or the bibliography."""
+    text = number.text.rstrip("%")
+    percent = number.text.endswith("%")
+    integer = "." not in text and "e" not in text.lower()
+    if number.line in src.skipped.get(number.file, set()):
+        return False
+    if integer and not percent:
+        if 1900 <= number.value <= 2100 or abs(number.value) <= 10 or number.in_math:
+            return False
+    raw = src.line(number.file, number.line)
+    spots = [m.start() for m in re.finditer(re.escape(text), raw)] or [-1]
+    cites = [(m.start(), m.end()) for m in _CITE.finditer(raw)]
+    for spot in spots:
+        if spot < 0:
+            return True  # written across lines or by a macro: judged a result
+        before, after = raw[:spot], raw[spot + len(text) :]
+        if (
+            _REFERENCE_WORD.search(before)
+            or _LAYOUT_UNIT.match(after)
+            or _LEVEL.match(after)
+            or re.search(r"[A-Za-z]-$", before)
+        ):
+            return False
+        if "&" in raw and cites:
+            return False  # a table row quoting another work
+        if any(start - 30 <= spot + len(text) and spot <= end + 30 for start, end in cites):
+            return False
+    return True
+
+
+def structure_findings(src: PaperSource) -> list[Finding]:
+    doc = src.doc
+    found: list[Finding] = []
+    labels = {k.key for k in doc.labels}
+    for ref in [r for r in doc.refs if r.key not in labels]:
+        found.append(  # noqa: PERF401
+            finding(
+                "structure",
+                "undefined_ref",
+                "blocking",
+                src.rel(ref.file),
+                ref.line,
+                f"\\ref{{{ref.key}}} names no \\label (prints '??').",
+                f"Add \\label{{{ref.key}}} to what it refers to, or fix the key.",
+            )
+        )
+    places: dict[str, list[tuple[str, int]]] = {}
+    for file, line, text in src.body():
+        for match in re.finditer(r"\\label\s*\{([^}]*)\}", text):
+            places.setdefault(match.group(1).strip(), []).append((file, line))
+    for label in doc.labels:
+        if label.uses > 1:
+            where = places.get(label.key, [])
+            file, line = where[1] if len(where) > 1 else (label.file, label.line)
+            shown = ", ".join(f"{src.rel(f)}:{n}" for f, n in where) or f"{label.uses} places"
+            found.append(
+                finding(
+                    "structure",
+                    "duplicate_label",
+                    "warning",
+                    src.rel(file),
+                    line,
+                    f"\\label{{{label.key}}} is defined {label.uses} times ({shown}).",
+                    "Give each label a unique key; references go to the last one.",
+                )
+            )
+    refs = {r.key for r in doc.refs}
+    for flt in doc.floats:
+        for graphic in [g for g in flt.graphics if not _graphic_exists(src, g)]:
+            found.append(  # noqa: PERF401
+                finding(
+                    "structure",
+                    "missing_figure",
+                    "blocking",
+                    src.rel(flt.file),
+                    flt.line,
+                    f"\\includegraphics{{{graphic}}}: no such file under {src.rel(src.root) or '.'}.",
+                    "Make the figure (plot_metrics writes paper/figures/) or fix the path.",
+                )
+            )
+        if flt.kind in ("figure", "table") and not refs & set(flt.labels):
+            what = f"labelled {', '.join(flt.labels)}" if flt.labels else "with no \\label"
+            found.append(
+                finding(
+                    "structure",
+                    "unreferenced_float",
+                    "warning",
+                    src.rel(flt.file),
+                    flt.line,
+                    f"The {flt.kind} {what} is never referenced in the text.",
+                    f"Refer to it (\\ref{{{flt.labels[0] if flt.labels else '...'}}}) where the text "
+                    "discusses it, or remove it.",
+                )
+            )
+    return found
+
+
+def _graphic_exists(src: PaperSource, graphic: str) -> bool:
+    for folder in src.graphics_dirs:
+        base = (src.root / folder).resolve()
+        if any((base / (graphic + ext)).is_file() for ext in _GRAPHIC_EXTS):
+            return True
+    return False
+
+
+def has_test_in_text(src: PaperSource) -> bool:
+    return any(_TEST_TEXT.search(text) for _, _, text in src.body())
+
+
+def claim_findings(src: PaperSource, tested: bool, seeds: int | None) -> list[Finding]:
+    """Claims of superiority or significance: one seed behind the numbers, or no statistical test anywhere."""
+    if tested and (seeds is None or seeds > 1):
+        return []
+    found: list[Finding] = []
+    for file, line, text in src.body():
+        cites = [(m.start(), m.end()) for m in _CITE.finditer(text)]
+        claims = [m.group(0) for m in _CLAIM.finditer(text) if not any(a <= m.start() <= b for a, b in cites)]
+        if not claims:
+            continue
+        said = ", ".join(f"'{c}'" for c in dict.fromkeys(claims))
+        if seeds == 1:
+            found.append(
+                finding(
+                    "claims",
+                    "one_seed_claim",
+                    "blocking",
+                    src.rel(file),
+                    line,
+                    f"{said}, but the numbers behind the paper come from one run per configuration.",
+                    "Run 3-5 seeds per configuration and compare them with compare_runs, or drop the claim.",
+                )
+            )
+        else:
+            found.append(
+                finding(
+                    "claims",
+                    "untested_claim",
+                    "warning",
+                    src.rel(file),
+                    line,
+                    f"{said} with no statistical test in the paper or behind its numbers.",
+                    "Compare the runs with compare_runs (Welch t-test, Holm) and report its p-value and interval, "
+                    "or soften the claim.",
+                )
+            )
+    return found
+
+
+def hygiene_findings(src: PaperSource, page_limit: int | None, pages: int | None, pdf: str | None) -> list[Finding]:
+    found: list[Finding] = []
+    main = src.rel(src.main)
+    titled = any("limitation" in s.title.lower() for s in src.doc.outline)
+    if not titled and not any(
+        re.search(r"\\(?:paragraph|textbf|emph|textit)\*?\{\s*Limitations?", t) for _, _, t in src.body()
+    ):
+        end = next((n for n, t in enumerate(src.lines.get(src.main, []), 1) if "\\end{document}" in t), None)
+        last = src.doc.outline[-1] if src.doc.outline else None
+        found.append(
+            finding(
+                "hygiene",
+                "no_limitations",
+                "warning",
+                main if end or not last else src.rel(last.file),
+                end or (last.line if last else 1),
+                "The paper has no limitations section.",
+                "Add a Limitations section: what the results do not show, where the method fails, what was not tried.",
+            )
+        )
+    if page_limit is not None and pages is not None and pages > page_limit:
+        found.append(
+            finding(
+                "hygiene",
+                "page_limit",
+                "blocking",
+                main,
+                1,
+                f"{pdf} has {pages} pages; the limit is {page_limit}.",
+                "Cut text or move material to an appendix, then compile again.",
+            )
+        )
+    for file, line, text in src.body():
+        for pattern, what in _PLACEHOLDERS:
+            match = pattern.search(text)
+            if match:
+                found.append(
+                    finding(
+                        "hygiene",
+                        "placeholder_text",
+                        "blocking",
+                        src.rel(file),
+                        line,
+                        f"Placeholder text: {what} ('{match.group(0).strip()}').",
+                        "Replace it with the real text, number or reference.",
+                    )
+                )
+                break
+    return found
+
+
+def _is_stub(body: list[ast.stmt]) -> bool:
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:] if isinstance(body[0].value.value, str) else body
+    return len(body) == 1 and (
+        isinstance(body[0], ast.Pass)
+        or isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and body[0].value.value is ...
+    )
+
+
+def _excused(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    names = {
+        d.id if isinstance(d, ast.Name) else d.attr if isinstance(d, ast.Attribute) else "" for d in node.decorator_list
+    }
+    return bool(names & {"abstractmethod", "overload", "abstractproperty"})
+
+
+def _python_problems(text: str) -> list[tuple[int, str]]:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return []
+    problems: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _is_stub(node.body) and not _excused(node):
+            problems.append((node.lineno, f"function {node.name}() has only a placeholder body (pass / ...)"))
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(target, ast.Name) and target.id == "NotImplementedError":
+                problems.append((node.lineno, "raises NotImplementedError"))
+    import io
+    import tokenize
+
+    try:
+        problems += [
+            (token.start[0], f"to-do comment: {token.string.strip()[:80]}")
+            for token in tokenize.generate_tokens(io.StringIO(text).readline)
+            if token.type == tokenize.COMMENT and _CODE_TODO.search(token.string)
+        ]
+    except (tokenize.TokenError, SyntaxError):
+        pass  # a file ast could parse but tokenize not: its comments are left unread
+    return sorted(problems)
+
+
+def placeholder_code(code_dirs: list[tuple[str, Path]], rel: Callable[[Path], str]) -> list[Finding]:
+    """Placeholders in the code snapshots of the runs behind the paper's numbers; a file shared by several runs is
+    reported once, naming how many runs have it."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    first: dict[tuple[str, str], Path] = {}
+    files = 0
+    for run_id, folder in code_dirs:
+        for path in sorted(folder.rglob("*")):
+            if files >= _MAX_CODE_FILES or not path.is_file() or path.is_symlink():
+                continue
+            if path.suffix not in (".py", ".sh", ".yaml", ".yml", ".toml", ".cfg", ".txt", ".md", ".json"):
+                continue
+            try:
+                data = path.read_bytes()[:_MAX_CODE_BYTES]
+            except OSError:
+                continue
+            files += 1
+            key = (path.relative_to(folder).as_posix(), hashlib.blake2b(data, digest_size=8).hexdigest())
+            seen.setdefault(key, []).append(run_id)
+            first.setdefault(key, path)
+    found: list[Finding] = []
+    for key, runs in seen.items():
+        path = first[key]
+        text = path.read_bytes()[:_MAX_CODE_BYTES].decode("utf-8", errors="replace")
+        if path.suffix == ".py":
+            problems = _python_problems(text)
+        else:
+            problems = [
+                (n, f"to-do marker: {t.strip()[:80]}")
+                for n, t in enumerate(text.splitlines(), 1)
+                if _CODE_TODO.search(t)
+            ]
+        shared = f" (the same file in {len(runs)} runs)" if len(runs) > 1 else ""
+        found += [
+            finding(
+                "hygiene",
+                "placeholder_code",
+                "warning",
+                rel(path),
+                line,
+                f"Run {runs[0]}'s code {what}{shared}; the paper's numbers come from it.",
+                "Finish the code, run it again, and regenerate the numbers from the new runs.",
+            )
+            for line, what in problems
+        ]
+    return found
