@@ -29,9 +29,10 @@ SMALL_PAPERS = ("data-to-paper_diabetes_clickable_001",)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m evals.audit_eval", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    parser.add_argument("--placements", type=int, default=4, help="trials per kind per paper (default 4)")
+    parser.add_argument("--placements", type=int, default=4, help="trials per kind per real paper (default 4)")
+    parser.add_argument("--built-placements", type=int, default=12, help="trials per kind, built paper (default 12)")
     parser.add_argument(
-        "--small", action="store_true", help=f"one real paper ({SMALL_PAPERS[0]}) and the built one, 2 placements"
+        "--small", action="store_true", help=f"one real paper ({SMALL_PAPERS[0]}), 2 placements; built paper, 3"
     )
     parser.add_argument("--fixtures", type=Path, default=FIXTURES, help=f"the shared fixtures (default {FIXTURES})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON result file (default {DEFAULT_OUT})")
@@ -49,7 +50,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"## Paper audit: recall and precision per seeded defect (target {options['target']:.1f} each)",
         "",
-        f"Seed {options['seed']}, {options['placements']} placements per kind and paper, papers: "
+        f"Seed {options['seed']}, {options['placements']} placements per kind on each real paper and "
+        f"{options['built_placements']} on the built one; papers: "
         f"{', '.join(options['papers'])}; {result['audits']} audits, median {result['audit_median_s']:.2f} s each. "
         f"Citations: {options['citations']}.",
         "",
@@ -85,7 +87,10 @@ def render(result: dict[str, Any]) -> str:
         count, codes = clean["false_positives"], clean["codes"] or "none"
         lines += ["", f"Unseeded built paper, clean by construction: {count} warning or blocking findings (each a "
                   f"false positive; target 0): {codes}", ""]  # fmt: skip
-        lines += [f"- {f['code']} at {f['file']}:{f['line']}: {f['evidence'][:160]}" for f in clean["findings"][:8]]
+        lines += [
+            f"- {f['paper']}: {f['code']} at {f['file']}:{f['line']}: {f['evidence'][:160]}"
+            for f in clean["findings"][:8]
+        ]
     misses = [t for t in result["trials"] if not t["detected"]]
     noisy = [t for t in result["trials"] if t["false_positives"]]
     if misses:
@@ -112,14 +117,22 @@ def render(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.placements < 1:
-        _parser().error("--placements must be at least 1")
+    if args.placements < 1 or args.built_placements < 1:
+        _parser().error("--placements and --built-placements must be at least 1")
     papers = SMALL_PAPERS if args.small else tuple(FIXTURE_PAPERS)
     placements = 2 if args.small else args.placements
+    built_placements = 3 if args.small else args.built_placements
     for name in ("latex", "arxiv", "semanticscholar"):
         if not (args.fixtures / name).is_dir():
             _parser().error(f"{args.fixtures / name} is absent: the eval reads the real papers and recordings there")
-    result = evaluate(Options(fixtures=args.fixtures.resolve(), seed=args.seed, placements=placements, papers=papers))
+    options = Options(
+        fixtures=args.fixtures.resolve(),
+        seed=args.seed,
+        placements=placements,
+        built_placements=built_placements,
+        papers=papers,
+    )
+    result = evaluate(options)
     clean_passed = result["clean"] is None or result["clean"]["passed"]
     result["passed"] = (
         all(k["passed"] for k in result["kinds"].values()) and set(result["kinds"]) == set(KINDS) and clean_passed

@@ -412,17 +412,20 @@ def one_seed_claim(ctx: Context, rng: random.Random) -> Seeded:
     single = [label for label, ids in ctx.runs.items() if len(ids) == 1]
     if not single or "ablation_acc" not in ctx.quoted:
         raise SeedError("no configuration with a single run")
-    value, base = ctx.quoted["ablation_acc"], ctx.quoted["abstract_baseline_acc"]
+    base = ctx.quoted["abstract_baseline_acc"]
+    if len(single) == len(ctx.runs):  # one run each: a claim about the method itself rests on one seed
+        value, what = ctx.quoted["abstract_method_acc"], "gated head"
+    else:  # several seeds each, but one run of the ablation: a claim about the ablation rests on one seed
+        value, what = ctx.quoted["ablation_acc"], "ungated head"
     sentence = rng.choice([
-        f"The ungated head significantly outperforms the baseline ({value} against ${base}$).",
-        f"Removing the gate still gives a statistically significant improvement over the plain head ({value}).",
-        f"The ungated variant, at {value}, is significantly better than the baseline.",
-        f"Without the gate the head beats the baseline with statistical significance, reaching {value}.",
+        f"The {what} significantly outperforms the baseline (${value}$ against ${base}$).",
+        f"The {what} gives a statistically significant improvement over the plain head (${value}$).",
+        f"The {what}, at ${value}$, is significantly better than the baseline.",
+        f"The {what} beats the baseline with statistical significance, reaching ${value}$.",
     ])  # fmt: skip
     rel, lines, index = _pick_line(ctx, rng)
     line = _append(ctx, rel, lines, index, sentence)
-    return Seeded("one_seed_claim", ctx.paper, "significance claimed for the single-run configuration", rel, line,
-                  value)  # fmt: skip
+    return Seeded("one_seed_claim", ctx.paper, f"significance claimed for the {what}, one run", rel, line, value)
 
 
 _CODE_PLACEHOLDERS = [

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from evals.audit_eval.__main__ import main
-from evals.audit_eval.run import TARGET, score_trial
+from evals.audit_eval.run import BUILT, ONE_SEED, TARGET, score_trial
 from evals.audit_eval.seeds import FIXTURE_KINDS, KINDS, Seeded
 from tests.conftest import fixtures_dir
 
@@ -33,9 +33,9 @@ def test_every_kind_is_seeded_on_every_paper_it_fits(small_eval: tuple[dict[str,
     result, printed = small_eval
     assert result["skipped"] == []
     assert set(result["kinds"]) == set(KINDS)
-    [real] = [paper for paper in result["by_paper"] if paper != "built-from-runs"]
+    [real] = [paper for paper in result["by_paper"] if paper not in (BUILT, ONE_SEED)]
     assert set(result["by_paper"][real]) == set(FIXTURE_KINDS)
-    assert set(result["by_paper"]["built-from-runs"]) == set(KINDS)
+    assert set(result["by_paper"][BUILT]) == set(KINDS) and set(result["by_paper"][ONE_SEED]) == {"one_seed_claim"}
     assert all(k["seeded"] >= 2 for k in result["kinds"].values())
     assert "| defect | seeded | found | recall |" in printed and "written to" in printed
 
