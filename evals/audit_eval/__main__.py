@@ -23,7 +23,7 @@ from evals.audit_eval.seeds import KINDS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "latest.json"
-SMALL_PAPERS = ("data-to-paper_diabetes_clickable_001",)
+SMALL_PAPERS = ("ai-scientist_multi_style_adapter",)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -60,6 +60,8 @@ FIXTURE_PAPERS: dict[str, tuple[str, str]] = {
 """The real papers of ../shared/fixtures/latex (see its PROVENANCE.md): main file and bibliography, relative to
 the paper's folder, which the eval copies to `paper/` of a workspace."""
 LINE_SLACK = 1
+WHOLE = 1 << 30
+"""A character budget no audit reaches: every finding in one answer, so the audit runs once per paper."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,9 @@ async def audit_findings(root: Path, main: str, settings: Settings, verify: bool
     try:
         offset: int | None = 0
         while offset is not None:
-            result = await audit_paper(ws, store, settings, main, None, offset=offset, verify_citations=verify)
+            result = await audit_paper(
+                ws, store, settings, main, None, offset=offset, verify_citations=verify, max_chars=WHOLE
+            )
             findings += [f.model_dump(mode="json") for f in result.findings]
             offset = result.next_offset
     finally:
@@ -206,7 +210,7 @@ def evaluate(options: Options) -> dict[str, Any]:
                             continue
                         found, took = anyio.run(audit_findings, copy, paper.main, _for(chosen, copy), paper.verify)
                         seconds.append(took)
-                        trials.append(score_trial(seeded, paper.baseline, found))
+                        trials.append({**score_trial(seeded, paper.baseline, found), "audit_s": round(took, 3)})
                         shutil.rmtree(copy)
         finally:
             server.stop()
