@@ -4,6 +4,7 @@ defects of a paper are found with file:line; the real fixture papers audit witho
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from pathlib import Path
@@ -11,12 +12,19 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from research_mcp.server import build_server
 from research_mcp.store import Store
-from tests.conftest import fixtures_dir
+from tests.conftest import fixtures_dir, open_for_sandbox
 from tests.integration._client import call, error_text
 from tests.integration.test_literature_citations import known_papers
-from tests.integration.test_literature_tools import _fast_backoff, lit, server  # the fixtures, shared by import
+from tests.integration.test_literature_tools import (  # the fixtures, shared by import
+    _fast_backoff,
+    lit,
+    lit_settings,
+    server,
+)
 from tests.integration.test_metrics_tools import record_runs
+from tests.integration.test_run_answers import answer
 from tests.replay import ReplayServer
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +145,47 @@ async def test_the_real_fixture_papers_audit_with_file_and_line_for_every_findin
         assert audit["citations_verified"] == 0 and not any(f["code"] == "unverified_citation" for f in findings)
     ai = await call(lit, "audit_paper", {"main": "fixtures/" + next(iter(mains))})
     assert not any(f["code"] == "missing_figure" for f in ai["findings"]), "\\graphicspath{{../}} is followed"
+
+
+async def test_an_audit_of_a_long_paper_over_four_hundred_runs_pages_within_the_budget(
+    lit: Client, workspace: Path
+) -> None:
+    rng = random.Random(7)
+    record_runs(workspace, {f"config-{i}": [rng.random() for _ in range(20)] for i in range(20)})
+    lines = [f"We get {rng.random():.3f}, {rng.random():.2f} and {100 * rng.random():.1f}\\%.\n" for _ in range(100)]
+    (workspace / "paper").mkdir()
+    (workspace / "paper" / "main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n" + "".join(lines) + "\\end{document}\n"
+    )
+    began = time.monotonic()
+    first = await answer(lit, "audit_paper", {})
+    assert time.monotonic() - began < 30
+    assert first["numbers"] == 300 and first["traced"] + first["untraced"] == 300
+    assert first["chance_trace_rate"]["2 decimals"] > 0.5, "400 runs of random values cover most two-decimal numbers"
+    assert first["weak"] > 0.9 * first["traced"]
+    seen, offset = 0, first["next_offset"]
+    seen += len(first["findings"]) + len(first["traced_numbers"])
+    while offset is not None:
+        page = await answer(lit, "audit_paper", {"offset": offset})
+        seen += len(page["findings"]) + len(page["traced_numbers"])
+        offset = page["next_offset"]
+    assert seen == first["total"] == sum(first["counts"].values()) + first["traced"]
+
+
+@pytest.mark.latex
+async def test_the_page_limit_counts_the_last_compiles_pdf(tmp_path: Path, server: ReplayServer) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    open_for_sandbox(tmp_path, root)  # compiles enter it as an unprivileged uid when the server is root
+    (root / "paper").mkdir()
+    (root / "paper" / "main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n\\section{One}\nFirst page.\n\\newpage\n"
+        "\\section{Limitations}\nSecond page.\n\\end{document}\n"
+    )
+    async with Client(build_server(lit_settings(root, server, page_limit=1)), raise_exceptions=True) as client:
+        assert not any(f["code"] == "page_limit" for f in (await call(client, "audit_paper", {}))["findings"])
+        compiled = await call(client, "compile_paper", {}, timeout_s=120)
+        assert compiled["ok"] and compiled["pages"] == 2
+        audit = await call(client, "audit_paper", {})
+    [over] = [f for f in audit["findings"] if f["code"] == "page_limit"]
+    assert (over["file"], over["line"]) == ("paper/main.tex", 1) and "2 pages; the limit is 1" in over["evidence"]

@@ -34,6 +34,7 @@ FAMILY_TOOLS = {
     "repos": {"find_code", "fetch_repo", "repo_summary"},
     "metrics": {"read_metrics", "compare_runs", "plot_metrics", "results_table"},
     "latex": {"new_paper", "compile_paper", "paper_text"},
+    "review": {"audit_paper"},
 }
 ALL_TOOLS = {"lab_info"}.union(*FAMILY_TOOLS.values())
 READ_ONLY_TOOLS = {  # the literature tools cache what they fetch, so none of them is read-only

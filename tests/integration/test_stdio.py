@@ -55,6 +55,7 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}" and "{repo}" ar
     ("verify_citations", {"path": "paper/references.bib"}),
     ("paper_text", {"path": "paper/main.tex"}),
     ("compile_paper", {}),
+    ("audit_paper", {}),
     ("find_code", {"query": "adam optimizer"}),
     ("fetch_repo", {"repo": "{full_name}"}),
     ("repo_summary", {"path": "{repo}"}),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from research_mcp.config import Settings
 from research_mcp.store import Store
 from research_mcp.tools.metrics import RunBook, compare_runs, results_table
 from research_mcp.tools.metrics.stored import load_comparisons, store_comparison
+from research_mcp.tools.review._trace import Evidence, EvidenceIndex, Shown
 from research_mcp.tools.review.audit import AuditResult, Finding, audit_paper
 from research_mcp.workspace import Workspace
 from tests.integration.test_metrics_tools import record_runs
@@ -140,6 +144,9 @@ def test_a_hyperparameter_traces_to_the_run_configs(workspace: Path, store: Stor
     [lr] = [t for t in result.traced_numbers if t.text == "0.10"]
     assert lr.how == "config" and set(lr.runs) == set(ids["method"]) and "config lr" in lr.what
     assert [f.evidence.split(" ")[0] for f in only(result, "untraced_number")] == ["4096"]
+    record_runs(workspace, {"sweep": [0.5 + i / 100 for i in range(12)]})
+    counted = audit(workspace, store, write_paper(workspace, "Over 12 seeds.\n", name="n.tex"))
+    assert [(t.text, t.how, t.what) for t in counted.traced_numbers] == [("12", "config", "12 runs labelled 'sweep'")]
 
 
 def test_the_chance_trace_rate_is_counted_and_coarse_matches_are_weak(workspace: Path, store: Store) -> None:
@@ -240,6 +247,13 @@ def test_missing_entries_and_a_paper_with_no_bibliography(workspace: Path, store
         4,
         "citations",
     ) and "unknown" in missing.evidence
+    log = workspace / "paper" / ".build" / "main.log"
+    log.parent.mkdir()
+    log.write_text("LaTeX Warning: Citation `known' on page 1 undefined on input line 4.\n")
+    [left] = only(audit(workspace, store, main), "undefined_cite")
+    assert (left.file, left.line) == ("paper/main.tex", 4) and "last compile" in left.evidence
+    os.utime(log, (1, 1))  # the paper changed since that compile: its log says nothing of it now
+    assert not only(audit(workspace, store, main), "undefined_cite")
     bare = write_paper(workspace, "As shown \\cite{known}.\n", name="bare.tex")
     [undefined] = only(audit(workspace, store, bare), "undefined_cite")
     assert undefined.kind == "structure" and "no bibliography" in undefined.evidence
@@ -285,3 +299,21 @@ def test_the_audit_is_the_same_twice_is_stored_and_pages_through_every_item(work
     ]
     write_paper(workspace, "\\section{Results}\n" + body + "One more: 0.1234.\n")
     assert audit(workspace, store, main).paper_hash != first.paper_hash
+
+
+def test_the_exact_chance_rate_is_what_seeded_random_numbers_of_that_precision_measure() -> None:
+    rng = random.Random(20261207)
+    values = [rng.uniform(0, 1) for _ in range(300)] + [rng.uniform(0, 100) for _ in range(50)]
+    index = EvidenceIndex([Evidence(v, "metric", ("r",), ("f",), "x") for v in values])
+    for text, decimals in (("0.123", 3), ("0.12", 2), ("12.3", 1), ("45.6%", 1), ("-0.5", 1)):
+        shown = Shown(float(text.rstrip("%")), decimals, text.endswith("%"))
+        exact = index.chance_rate(shown)
+        low = 10.0**shown.decade
+        draws = [math.copysign(round(rng.uniform(low, 10 * low), decimals), shown.value) for _ in range(2000)]
+        hits = sum(bool(index.matches(Shown(d, decimals, shown.percent), "metric")) for d in draws)
+        assert abs(hits / 2000 - exact) < 0.03, (text, exact, hits / 2000)
+    one = EvidenceIndex([Evidence(0.5, "metric", ("r",), ("f",), "x")])
+    assert one.chance_rate(Shown(0.123, 3, False)) == pytest.approx(1 / 900)  # 0.500 of 0.100 .. 0.999
+    assert one.chance_rate(Shown(12.3, 1, True)) == pytest.approx(1 / 900)  # 0.5 x 100 = 50.0 of 10.0 .. 99.9
+    assert one.chance_rate(Shown(1.23, 2, False)) == 0  # neither 0.50 nor 50.00 is in 1.00 .. 9.99
+    assert one.chance_rate(Shown(51.0, 0, True)) == pytest.approx(1 / 90)  # 0.5 x 100 = 50 of 10 .. 99

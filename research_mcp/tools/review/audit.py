@@ -8,7 +8,8 @@ numbers     Every result number of the text and tables (`read_latex(...).numbers
             std must be the comment's), else by value against the metrics of `runs` (each metric's last, min and max;
             per run label the mean and std of the last and best values, as `compare_runs` computes them), else
             against the stored comparisons (every statistic: means, stds, intervals, differences, t, df, p-values,
-            Hedges' g; a written `p < 0.01` traces to a stored p-value below it), else against the runs' configs.
+            Hedges' g; a written `p < 0.01` traces to a stored p-value below it), else against the runs' configs
+            (and how many runs each label has: "over 12 seeds").
             A value matches at the precision shown (0.912 matches 0.9123; 91.2\\% matches 0.912). Not results:
             years, numbers after Section / Figure / Table / Eq. / Appendix ..., counts up to ten, integers inside
             formulas, lengths (0.5\\linewidth), parts of names (ResNet-50), numbers inside or within 30 characters
@@ -21,7 +22,8 @@ chance      A value match can succeed by chance. For each number traced by value
 citations   cited keys without an entry (`missing_entry`), entries arXiv / Semantic Scholar do not confirm
             (`unverified_citation`, with the corrected entry), and entries that could not be checked because the
             sources are unreachable (`citation_not_checked`: "not verified: <source> unreachable"; see `_cites`).
-structure   undefined references, citations with no bibliography at all (`undefined_cite`), duplicate labels,
+structure   undefined references, citations with no bibliography at all or left undefined by the last compile
+            (its log, when newer than the sources: `undefined_cite`), duplicate labels,
             figures whose files are missing, figures and tables never referenced.
 claims      "significant(ly)", "outperforms", "state of the art", "better than" when neither the text names a
             statistical test nor a stored comparison or a bold (tested) table cell is behind the paper's numbers
@@ -39,6 +41,7 @@ id is a digest of the answer, so auditing an unchanged paper again keeps one rec
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -57,6 +60,7 @@ from research_mcp.tools.metrics._sources import RunBook, Source, read_source, re
 from research_mcp.tools.metrics.stored import load_comparisons
 from research_mcp.tools.metrics.table import CELL_MARKER, CellProvenance, format_mean_std, parse_provenance
 from research_mcp.tools.review import _checks
+from research_mcp.tools.review._build import last_pages, undefined_in_log
 from research_mcp.tools.review._checks import PaperSource, finding
 from research_mcp.tools.review._cites import citation_findings
 from research_mcp.tools.review._models import CODES, AuditResult, Finding, FindingKind, TracedNumber
@@ -74,7 +78,7 @@ __all__ = ["CODES", "WEAK_RATE", "AuditResult", "Finding", "FindingKind", "Trace
 
 WEAK_RATE = 0.05
 MAX_RUNS = 500
-READ_BUDGET_S = 25.0
+READ_BUDGET_S = 15.0
 _SHOWN = 20
 _SEVERITY = {"blocking": 0, "warning": 1, "info": 2}
 _P_BOUND = re.compile(r"\bp(?:_\{?\w+\}?)?\s*(?:<|\\le|\\leq|\\lt)\s*\$?\s*$")
@@ -90,6 +94,7 @@ class _Local:
     traced: list[TracedNumber] = field(default_factory=list[TracedNumber])
     numbers: int = 0
     rates: dict[str, float] = field(default_factory=dict[str, float])
+    undefined_cites: frozenset[str] = frozenset()
     notes: list[str] = field(default_factory=list[str])
 
 
@@ -117,7 +122,13 @@ def _evidence(ws: Workspace, store: Store, sources: list[Source], notes: list[st
     evidence = metric_evidence(read)
     evidence += comparison_evidence((c.id, c.result) for c in load_comparisons(store))
     records = [(s.name, s.run.config, s.run.seed) for s in sources if s.run is not None]
-    return evidence + config_evidence(records)
+    by_label: dict[str, list[str]] = {}
+    for s in sources:
+        if s.run is not None and s.run.label is not None:
+            by_label.setdefault(s.run.label, []).append(s.name)
+    counts = [Evidence(float(len(ids)), "config", tuple(ids), (), f"{len(ids)} runs labelled {label!r}")
+              for label, ids in sorted(by_label.items())]  # fmt: skip
+    return evidence + config_evidence(records) + counts
 
 
 def _cells(src: PaperSource) -> dict[tuple[str, int], list[CellProvenance]]:
@@ -241,8 +252,9 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
                     found[0].what,
                 )
             )
-            traced_runs.update(r for e in found for r in e.runs)
-            seeds = max(seeds, max(len(e.runs) if tier != "config" else 1 for e in found))
+            if rate <= WEAK_RATE:  # a chance match says nothing of where the number came from
+                traced_runs.update(r for e in found for r in e.runs)
+                seeds = max(seeds, max(len(e.runs) if tier != "config" else 1 for e in found))
             break
         else:
             rate = index.chance_rate(shown)
@@ -282,27 +294,12 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
     )
     out.findings += _checks.structure_findings(src)
     out.findings += _checks.claim_findings(src, tested, seeds or None)
-    pages, pdf = _pages(path, out.notes)
+    pages, pdf = last_pages(path, out.notes)
+    out.undefined_cites = undefined_in_log(path, src)
     out.findings += _checks.hygiene_findings(src, page_limit, pages, pdf and ws.relative(pdf))
     code = [(r, ws.root / "runs" / r / "code") for r in sorted(traced_runs) if (ws.root / "runs" / r / "code").is_dir()]
     out.findings += _checks.placeholder_code(code, ws.relative)
     return out
-
-
-def _pages(main: Path, notes: list[str]) -> tuple[int | None, Path | None]:
-    """The page count of the last compile's PDF (the build's, or the last clean one, whichever is newer)."""
-    found = [p for p in (main.parent / ".build" / f"{main.stem}.pdf", main.with_suffix(".pdf")) if p.is_file()]
-    if not found:
-        return None, None
-    pdf = max(found, key=lambda p: p.stat().st_mtime)
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    try:
-        return len(PdfReader(pdf).pages), pdf
-    except (OSError, ValueError, KeyError, PyPdfError) as exc:
-        notes.append(f"{pdf.name}: its pages could not be counted ({exc})")
-        return None, pdf
 
 
 def _order(f: Finding) -> tuple[int, str, int, str, str]:
@@ -331,7 +328,9 @@ async def audit_paper(
     limit = page_limit if page_limit is not None else settings.page_limit
     local = await anyio.to_thread.run_sync(_local, ws, store, path, runs, limit)
     await progress("checking the citations")
-    cites = await citation_findings(settings, store, local.src, verify=verify_citations, progress=progress)
+    cites = await citation_findings(
+        settings, store, local.src, verify=verify_citations, progress=progress, compiled_undefined=local.undefined_cites
+    )
     findings = sorted(local.findings + cites.findings, key=_order)
     counts = {kind: sum(f.kind == kind for f in findings) for kind in CODES}
     traced = sorted(local.traced, key=lambda t: (t.file, t.line, t.text))
@@ -365,14 +364,19 @@ def _keep(store: Store, result: AuditResult) -> None:
     )
 
 
+def _size(model: Finding | TracedNumber | AuditResult) -> int:
+    """Characters of a model as the answer carries it (json.dumps' separators, as the listings are counted)."""
+    return len(json.dumps(model.model_dump(mode="json")))
+
+
 def _page(full: AuditResult, offset: int, max_chars: int) -> AuditResult:
     if offset > full.total:
         raise BadInputError(f"offset {offset} is past the {full.total} findings and traced numbers.")
     items: list[Finding | TracedNumber] = [*full.findings, *full.traced_numbers]
-    used = len(full.model_copy(update={"findings": [], "traced_numbers": []}).model_dump_json())
+    used = _size(full.model_copy(update={"findings": [], "traced_numbers": [], "next_offset": 0})) + 16
     end = offset
     while end < len(items):
-        cost = len(items[end].model_dump_json()) + 1
+        cost = _size(items[end]) + 2
         if end > offset and used + cost > max_chars:
             break
         used += cost
