@@ -53,7 +53,8 @@ def render(result: dict[str, Any]) -> str:
         f"Seed {options['seed']}, {options['placements']} placements per kind on each real paper and "
         f"{options['built_placements']} on the built one; papers: "
         f"{', '.join(options['papers'])}; {result['audits']} audits, median {result['audit_median_s']:.2f} s each. "
-        f"Citations: {options['citations']}.",
+        f"Citations: {options['citations']} ({result['replay']['arxiv']} arXiv and "
+        f"{result['replay']['semantic_scholar']} Semantic Scholar requests answered there).",
         "",
         "| defect | seeded | found | recall | findings | correct | false pos. | precision | same defect | verdict |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",

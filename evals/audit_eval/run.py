@@ -213,6 +213,7 @@ def evaluate(options: Options) -> dict[str, Any]:
                         trials.append({**score_trial(seeded, paper.baseline, found), "audit_s": round(took, 3)})
                         shutil.rmtree(copy)
         finally:
+            asked = server.requests
             server.stop()
     return {
         "options": {
@@ -232,6 +233,12 @@ def evaluate(options: Options) -> dict[str, Any]:
         "by_paper": {p.name: summarise([t for t in trials if t["paper"] == p.name]) for p in papers},
         "trials": trials,
         "skipped": skipped,
+        "replay": {
+            "requests": len(asked),
+            "arxiv": sum(r.path.endswith("/api/query") for r in asked),
+            "semantic_scholar": sum(r.path.startswith("/graph/") for r in asked),
+            "unmatched": [f"{r.method} {r.target}" for r in asked if not r.matched],
+        },
         "audits": len(seconds),
         "audit_median_s": statistics.median(seconds) if seconds else None,
         "duration_s": time.time() - started,

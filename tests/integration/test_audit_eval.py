@@ -37,6 +37,8 @@ def test_every_kind_is_seeded_on_every_paper_it_fits(small_eval: tuple[dict[str,
     assert set(result["by_paper"][real]) == set(FIXTURE_KINDS)
     assert set(result["by_paper"][BUILT]) == set(KINDS) and set(result["by_paper"][ONE_SEED]) == {"one_seed_claim"}
     assert all(k["seeded"] >= 2 for k in result["kinds"].values())
+    replay = result["replay"]  # the invented citations were looked up, on 127.0.0.1 only, and every look-up answered
+    assert replay["arxiv"] > 0 and replay["semantic_scholar"] > 0 and replay["unmatched"] == []
     assert "| defect | seeded | found | recall |" in printed and "written to" in printed
 
 
