@@ -93,6 +93,14 @@ def test_years_section_numbers_citations_names_and_the_preamble_are_not_results(
     )
     result = audit(workspace, store)
     assert result.numbers == 0, [f.evidence for f in only(result, "untraced_number")]
+    results = write_paper(
+        workspace,
+        "The baseline 0.7121 and our setup. 0.8123 are results, and so is 0.9123 in accuracy.\n"
+        "The column is 3.5in wide; 2.5 em dashes.\n",
+        name="results.tex",
+    )
+    untraced = [f.evidence.split(" ")[0] for f in only(audit(workspace, store, results), "untraced_number")]
+    assert untraced == ["0.7121", "0.8123", "0.9123", "2.5"]
 
 
 def test_a_results_table_traces_through_its_provenance_and_an_edited_cell_does_not(

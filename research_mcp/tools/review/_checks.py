@@ -24,13 +24,14 @@ __all__ = [
 _COMMENT = re.compile(r"(?<!\\)%.*")
 _CITE = re.compile(r"\\[A-Za-z]*cite[A-Za-z]*\*?\s*(?:\[[^\]]*\]\s*){0,2}\{[^}]*\}")
 _REFERENCE_WORD = re.compile(
-    r"(?:Sections?|Sec\.|§|Eqs?\.|Equations?|Figures?|Figs?\.|Tables?|Tab\.|Appendix|App\.|Algorithms?|Alg\.|Lines?|"
+    r"(?<![A-Za-z])(?:Sections?|Sec\.|§|Eqs?\.|Equations?|Figures?|Figs?\.|Tables?|Tab\.|Appendix|App\.|"
+    r"Algorithms?|Alg\.|Lines?|"
     r"Theorems?|Lemmas?|Corollary|Propositions?|Definitions?|Steps?|Chapters?|Pages?|pp?\.|Stage|Phase|Part|"
     r"Assumptions?|Examples?|Remarks?)\s*~?\s*\(?\s*$",
     re.IGNORECASE,
 )
 _LEVEL = re.compile(r"^\s*(?:\\?%)?\s*(?:CIs?\b|confidence|credible|prediction interval)", re.IGNORECASE)
-_LAYOUT_UNIT = re.compile(r"^\s*(?:pt|cm|mm|in|em|ex|bp|\\(?:text|line|column|paper)(?:width|height))\b")
+_LAYOUT_UNIT = re.compile(r"^(?:pt|cm|mm|in|em|ex|bp)\b|^\s*\\(?:text|line|column|paper)(?:width|height)\b")
 _CLAIM = re.compile(
     r"\b(?:statistically\s+)?significant(?:ly)?\b|\boutperform(?:s|ed|ing)?\b|\bstate[- ]of[- ]the[- ]art\b|"
     r"\bSOTA\b|\bbetter\s+than\b",
