@@ -232,7 +232,9 @@ def undefined_ref(ctx: Context, rng: random.Random) -> Seeded:
     rel, lines, index = _pick_line(ctx, rng)
     sentence = rng.choice(forms)
     line = _append(ctx, rel, lines, index, sentence)
-    return Seeded("undefined_ref", ctx.paper, sentence.split("{")[0].split("~")[-1] or "ref", rel, line, label)
+    command = re.search(r"\\(ref|eqref|autoref)\{", sentence)
+    how = f"new sentence with \\{command[1] if command else 'ref'} to a {prefix}: label that does not exist"
+    return Seeded("undefined_ref", ctx.paper, how, rel, line, label)
 
 
 def _graphics_dirs(ctx: Context, tex: str) -> list[Path]:
