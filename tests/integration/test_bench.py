@@ -126,3 +126,4 @@ def test_the_audit_section_times_an_audit_of_a_ten_page_paper_against_reading_it
         assert result[key]["n"] == 1 and 0 < result[key]["min_ms"] <= result[key]["p50_ms"]
     assert result["ratio"] == pytest.approx(result["ours"]["p50_ms"] / result["baseline"]["p50_ms"])
     assert result["passed"] == (result["ratio"] <= 2.0)
+    assert result["paged"]["calls"] >= 1 and result["paged"]["total_ms"] > 0
