@@ -11,6 +11,7 @@ precision the share of correct findings among correct and false ones.
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import statistics
 import tempfile
@@ -212,6 +213,7 @@ def evaluate(options: Options) -> dict[str, Any]:
                         seconds.append(took)
                         trials.append({**score_trial(seeded, paper.baseline, found), "audit_s": round(took, 3)})
                         shutil.rmtree(copy)
+            in_verbatim = verbatim_findings(papers)  # while the templates are still there
         finally:
             asked = server.requests
             server.stop()
@@ -228,6 +230,7 @@ def evaluate(options: Options) -> dict[str, Any]:
         },  # fmt: skip
         "baseline": {p.name: dict(Counter(f["code"] for f in p.baseline)) for p in papers},
         "clean": clean_paper({p.name: p.baseline for p in papers if p.name in (BUILT, ONE_SEED)}),
+        "in_verbatim": in_verbatim,
         "baseline_findings": {p.name: p.baseline for p in papers},
         "kinds": summarise(trials),
         "by_paper": {p.name: summarise([t for t in trials if t["paper"] == p.name]) for p in papers},
@@ -247,6 +250,43 @@ def evaluate(options: Options) -> dict[str, Any]:
 
 def _for(settings: Settings, root: Path) -> Settings:
     return settings.model_copy(update={"workspace": root})
+
+
+_VERBATIM_DEF = re.compile(r"\\(?:lstnewenvironment|DefineVerbatimEnvironment)\s*\{(\w+)\}")
+_STRUCTURE = frozenset({"undefined_ref", "undefined_cite", "duplicate_label", "missing_figure", "unreferenced_float"})
+
+
+def verbatim_lines(tex: str) -> set[int]:
+    """1-based lines inside environments LaTeX prints verbatim (verbatim, lstlisting, Verbatim, and those the
+    preamble declares with \\lstnewenvironment or \\DefineVerbatimEnvironment): a \\label or \\ref there is text."""
+    names = {"verbatim", "lstlisting", "Verbatim", "minted", *_VERBATIM_DEF.findall(tex)}
+    inside: set[int] = set()
+    open_name: str | None = None
+    for number, line in enumerate(tex.split("\n"), start=1):
+        if open_name is None:
+            found = re.search(r"\\begin\{(\w+\*?)\}", line)
+            if found and found[1] in names and not line.lstrip().startswith(("%", "\\lstnewenvironment")):
+                open_name = found[1]
+            continue
+        if f"\\end{{{open_name}}}" in line:
+            open_name = None
+            continue
+        inside.add(number)
+    return inside
+
+
+def verbatim_findings(papers: list[Paper]) -> dict[str, list[dict[str, Any]]]:
+    """Structure findings on the unseeded real papers that point inside a verbatim environment: false positives,
+    since nothing there is a label, reference or float."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for paper in papers:
+        if paper.name in (BUILT, ONE_SEED):
+            continue
+        inside = verbatim_lines((paper.template / paper.main).read_text(encoding="utf-8", errors="replace"))
+        found[paper.name] = [
+            f for f in paper.baseline if f["code"] in _STRUCTURE and f["file"] == paper.main and f["line"] in inside
+        ]
+    return found
 
 
 def clean_paper(baselines: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from evals.audit_eval.__main__ import main
-from evals.audit_eval.run import BUILT, ONE_SEED, TARGET, score_trial
+from evals.audit_eval.__main__ import SMALL_PAPERS, main
+from evals.audit_eval.run import BUILT, ONE_SEED, TARGET, score_trial, verbatim_lines
 from evals.audit_eval.seeds import FIXTURE_KINDS, KINDS, Seeded
 from tests.conftest import fixtures_dir
 
@@ -33,8 +33,8 @@ def test_every_kind_is_seeded_on_every_paper_it_fits(small_eval: tuple[dict[str,
     result, printed = small_eval
     assert result["skipped"] == []
     assert set(result["kinds"]) == set(KINDS)
-    [real] = [paper for paper in result["by_paper"] if paper not in (BUILT, ONE_SEED)]
-    assert set(result["by_paper"][real]) == set(FIXTURE_KINDS)
+    real = [paper for paper in result["by_paper"] if paper not in (BUILT, ONE_SEED)]
+    assert real == list(SMALL_PAPERS) and all(set(result["by_paper"][paper]) == set(FIXTURE_KINDS) for paper in real)
     assert set(result["by_paper"][BUILT]) == set(KINDS) and set(result["by_paper"][ONE_SEED]) == {"one_seed_claim"}
     assert all(k["seeded"] >= 2 for k in result["kinds"].values())
     replay = result["replay"]  # the invented citations were looked up, on 127.0.0.1 only, and every look-up answered
@@ -59,6 +59,22 @@ def test_the_paper_built_from_runs_has_no_finding_before_seeding(small_eval: tup
     result, _ = small_eval
     clean = result["clean"]
     assert clean["false_positives"] == 0, [(f["code"], f["line"], f["evidence"][:160]) for f in clean["findings"]]
+
+
+def test_no_structure_finding_on_the_real_paper_points_into_a_code_listing(
+    small_eval: tuple[dict[str, Any], str],
+) -> None:
+    result, _ = small_eval
+    assert result["in_verbatim"] and all(found == [] for found in result["in_verbatim"].values()), result["in_verbatim"]
+
+
+def test_verbatim_lines_are_those_of_declared_listing_environments() -> None:
+    tex = (
+        "\\lstnewenvironment{codeoutput}[1][]\n{}\n\\begin{document}\n\\begin{codeoutput}\n\\label{t:x}\n"
+        "\\end{codeoutput}\n"
+    )
+    assert verbatim_lines(tex) == {5}
+    assert verbatim_lines(tex.replace("codeoutput}[1]", "other}[1]")) == set()
 
 
 def _finding(code: str, file: str, line: int | None, evidence: str = "") -> dict[str, Any]:
