@@ -85,7 +85,10 @@ def test_numbers_trace_by_value_at_the_precision_shown_and_a_made_up_one_is_name
 def test_years_section_numbers_citations_names_and_the_preamble_are_not_results(workspace: Path, store: Store) -> None:
     (workspace / "paper").mkdir()
     (workspace / "paper" / "main.tex").write_text(
-        "\\documentclass{article}\n\\setlength{\\parskip}{0.37em}\n\\newcommand{\\x}{0.4242}\n\\begin{document}\n"
+        "\\documentclass{article}\n\\setlength{\\parskip}{0.37em}\n\\newcommand{\\x}{0.4242}\n"
+        "\\lstnewenvironment{output}[1][]{}{}\n\\begin{document}\n"
+        "\\begin{output}\nloss 0.5555\n\\begin{table}\\label{t:out}\\end{table} TODO\n\\end{output}\n"
+        "\\begin{verbatim}\nacc 0.6666 \\ref{nowhere}\n\\end{verbatim}\n"
         "\\section{Intro}\nIn 2016, ResNet-50 reached 76.15\\% top-1 \\citep{he2016}.\n"
         "As Section~3 and Eq.~(12) show, Table 14 holds 3 runs.\n"
         "\\includegraphics[width=0.45\\linewidth]{x}\n"
@@ -93,6 +96,9 @@ def test_years_section_numbers_citations_names_and_the_preamble_are_not_results(
     )
     result = audit(workspace, store)
     assert result.numbers == 0, [f.evidence for f in only(result, "untraced_number")]
+    assert {f.code for f in result.findings} == {"undefined_cite", "missing_figure"}, (
+        "a listing's table, ref and to-do are code"
+    )
     results = write_paper(
         workspace,
         "The baseline 0.7121 and our setup. 0.8123 are results, and so is 0.9123 in accuracy.\n"

@@ -49,6 +49,9 @@ _PLACEHOLDERS = (
     (re.compile(r"lorem\s+ipsum", re.IGNORECASE), "lorem ipsum filler"),
     (re.compile(r"\[citation needed\]", re.IGNORECASE), "'[citation needed]'"),
 )
+_VERBATIM = frozenset({"verbatim", "verbatim*", "Verbatim", "lstlisting", "minted", "comment", "alltt"})
+_DEFINED_VERBATIM = re.compile(r"\\(?:lstnewenvironment|DefineVerbatimEnvironment)\s*\{([A-Za-z*]+)\}")
+_BEGIN = re.compile(r"\\begin\s*\{([A-Za-z*]+)\}")
 _CODE_TODO = re.compile(r"\b(?:TODO|FIXME)\b")
 _GRAPHIC_EXTS = ("", ".pdf", ".png", ".jpg", ".jpeg", ".eps", ".svg")
 _MAX_CODE_FILES = 2000
@@ -70,23 +73,27 @@ class PaperSource:
         self._rel = rel
         self.lines: dict[str, list[str]] = {}
         self.skipped: dict[str, set[int]] = {}
-        for index, name in enumerate(doc.files):
+        for name in doc.files:
             try:
                 text = (root / name).read_text(encoding="utf-8", errors="replace")
             except OSError:
                 text = ""
-            lines = [_COMMENT.sub("", line) for line in text.splitlines()]
-            self.lines[name] = lines
-            skip: set[int] = set()
-            if index == 0:
-                begin = next((i for i, line in enumerate(lines) if re.search(r"\\begin\s*\{document\}", line)), -1)
-                skip.update(range(1, begin + 2))  # the preamble and the \begin{document} line
-            inside = False
+            self.lines[name] = [_COMMENT.sub("", line) for line in text.splitlines()]
+        main = self.lines.get(self.main, [])
+        begin = next((i for i, line in enumerate(main) if re.search(r"\\begin\s*\{document\}", line)), -1)
+        head = "\n".join(main[: begin + 1])
+        unread = {"thebibliography", *_VERBATIM, *_DEFINED_VERBATIM.findall(head)}
+        for name, lines in self.lines.items():
+            skip: set[int] = set(range(1, begin + 2)) if name == self.main else set()  # preamble, \begin{document}
+            inside: str | None = None
             for number, line in enumerate(lines, 1):
-                inside = inside or "\\begin{thebibliography}" in line
-                if inside:
+                opened = _BEGIN.search(line) if inside is None else None
+                if opened is not None and opened.group(1) in unread:
+                    inside = opened.group(1)
+                if inside is not None:
                     skip.add(number)
-                inside = inside and "\\end{thebibliography}" not in line
+                    if f"\\end{{{inside}}}" in line[opened.end() if opened else 0 :]:
+                        inside = None
             self.skipped[name] = skip
         preamble = "\n".join(self.lines.get(self.main, [])[: max(self.skipped.get(self.main, {1}))])
         found = re.search(r"\\graphicspath\s*\{((?:\s*\{[^{}]*\})*)\s*\}", preamble)
@@ -94,6 +101,10 @@ class PaperSource:
 
     def rel(self, file: str | Path) -> str:
         return self._rel(self.root / file)
+
+    def read(self, file: str, line: int) -> bool:
+        """Whether LaTeX reads that line as the paper's body (not the preamble, a listing or the bibliography)."""
+        return line not in self.skipped.get(file, set())
 
     def line(self, file: str, line: int) -> str:
         lines = self.lines.get(file, [])
@@ -146,8 +157,8 @@ def is_result(number: NumberUse, src: PaperSource) -> bool:
 def structure_findings(src: PaperSource) -> list[Finding]:
     doc = src.doc
     found: list[Finding] = []
-    labels = {k.key for k in doc.labels}
-    for ref in [r for r in doc.refs if r.key not in labels]:
+    labels = {k.key for k in doc.labels if src.read(k.file, k.line)}
+    for ref in [r for r in doc.refs if r.key not in labels and src.read(r.file, r.line)]:
         found.append(  # noqa: PERF401
             finding(
                 "structure",
@@ -164,10 +175,11 @@ def structure_findings(src: PaperSource) -> list[Finding]:
         for match in re.finditer(r"\\label\s*\{([^}]*)\}", text):
             places.setdefault(match.group(1).strip(), []).append((file, line))
     for label in doc.labels:
-        if label.uses > 1:
-            where = places.get(label.key, [])
+        where = places.get(label.key, [])
+        count = len(where) if where else label.uses if src.read(label.file, label.line) else 0
+        if count > 1:
             file, line = where[1] if len(where) > 1 else (label.file, label.line)
-            shown = ", ".join(f"{src.rel(f)}:{n}" for f, n in where) or f"{label.uses} places"
+            shown = ", ".join(f"{src.rel(f)}:{n}" for f, n in where) or "once more by a macro"
             found.append(
                 finding(
                     "structure",
@@ -175,12 +187,12 @@ def structure_findings(src: PaperSource) -> list[Finding]:
                     "warning",
                     src.rel(file),
                     line,
-                    f"\\label{{{label.key}}} is defined {label.uses} times ({shown}).",
+                    f"\\label{{{label.key}}} is defined {count} times ({shown}).",
                     "Give each label a unique key; references go to the last one.",
                 )
             )
-    refs = {r.key for r in doc.refs}
-    for flt in doc.floats:
+    refs = {r.key for r in doc.refs if src.read(r.file, r.line)}
+    for flt in [f for f in doc.floats if src.read(f.file, f.line)]:
         for graphic in [g for g in flt.graphics if not _graphic_exists(src, g)]:
             found.append(  # noqa: PERF401
                 finding(

@@ -13,7 +13,9 @@ numbers     Every result number of the text and tables (`read_latex(...).numbers
             A value matches at the precision shown (0.912 matches 0.9123; 91.2\\% matches 0.912). Not results:
             years, numbers after Section / Figure / Table / Eq. / Appendix ..., counts up to ten, integers inside
             formulas, lengths (0.5\\linewidth), parts of names (ResNet-50), numbers inside or within 30 characters
-            of a citation or on a table row that cites (quoted from other work), the preamble and the bibliography.
+            of a citation or on a table row that cites (quoted from other work), the preamble, the bibliography and
+            code listings (verbatim, lstlisting, minted and environments \\lstnewenvironment defines), whose
+            floats, labels and references the structure checks skip too.
 chance      A value match can succeed by chance. For each number traced by value, the audit counts exactly how
             many numbers of the same precision (decimals shown, decade, sign) would trace against the same evidence
             (see `_trace`); that fraction is its chance-trace rate. A match whose rate is above `WEAK_RATE` (5%) is
