@@ -50,7 +50,7 @@ def render(result: dict[str, Any]) -> str:
         f"## Paper audit: recall and precision per seeded defect (target {options['target']:.1f} each)",
         "",
         f"Seed {options['seed']}, {options['placements']} placements per kind on each real paper and "
-        f"{options['built_placements']} on the built one; papers: "
+        f"{options['built_placements']} on each built one; papers: "
         f"{', '.join(options['papers'])}; {result['audits']} audits, median {result['audit_median_s']:.2f} s each. "
         f"Citations: {options['citations']} ({result['replay']['arxiv']} arXiv and "
         f"{result['replay']['semantic_scholar']} Semantic Scholar requests answered there).",
