@@ -99,7 +99,11 @@ def render(result: dict[str, Any]) -> str:
     noisy = [t for t in result["trials"] if t["false_positives"]]
     if misses:
         lines += ["", f"Missed ({len(misses)}):", ""]
-        lines += [f"- {t['kind']} in {t['paper']} ({t['how']}) at {t['file']}:{t['line']}" for t in misses]
+        for t in misses:
+            traced = "".join(
+                f"; traced{' weakly' if n['weak'] else ''} as {n['what']}" for n in t.get("traced_as", [])[:1]
+            )
+            lines.append(f"- {t['kind']} in {t['paper']} ({t['how']}) at {t['file']}:{t['line']}{traced}")
     if noisy:
         lines += ["", f"Trials with false positives ({len(noisy)}):", ""]
         for t in noisy:

@@ -131,12 +131,13 @@ def score_trial(seeded: Seeded, baseline: list[dict[str, Any]], found: list[dict
 
 
 async def audit_findings(root: Path, main: str, settings: Settings, verify: bool) -> tuple[list[dict[str, Any]], float]:
-    """Every finding of one audit (all pages), and how long the audit took."""
+    """Every finding of one audit, then every traced number (code "(traced)"), and how long the audit took."""
     from research_mcp.tools.review.audit import audit_paper
 
     ws = Workspace(root, "setting")
     store = Store(root / ".research" / "state.db")
     findings: list[dict[str, Any]] = []
+    traced: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
         offset: int | None = 0
@@ -145,10 +146,12 @@ async def audit_findings(root: Path, main: str, settings: Settings, verify: bool
                 ws, store, settings, main, None, offset=offset, verify_citations=verify, max_chars=WHOLE
             )
             findings += [f.model_dump(mode="json") for f in result.findings]
+            traced += [n.model_dump(mode="json") for n in result.traced_numbers]
             offset = result.next_offset
     finally:
         store.close()
-    return findings, time.perf_counter() - started
+    took = time.perf_counter() - started
+    return findings + [{"code": "(traced)", **n} for n in traced], took
 
 
 def _fixture_paper(name: str, options: Options, templates: Path) -> Paper:
@@ -193,7 +196,8 @@ def evaluate(options: Options) -> dict[str, Any]:
                 chosen = settings if paper.verify else offline
                 base = tmp / "trials" / f"{paper.name}-unseeded"
                 shutil.copytree(paper.template, base)
-                paper.baseline, took = anyio.run(audit_findings, base, paper.main, _for(chosen, base), paper.verify)
+                answer, took = anyio.run(audit_findings, base, paper.main, _for(chosen, base), paper.verify)
+                paper.baseline = [f for f in answer if f["code"] != "(traced)"]
                 seconds.append(took)
                 shutil.rmtree(base)
                 for kind in paper.kinds:
@@ -209,9 +213,19 @@ def evaluate(options: Options) -> dict[str, Any]:
                             skipped.append({"paper": paper.name, "kind": kind, "why": str(exc)})
                             shutil.rmtree(copy)
                             continue
-                        found, took = anyio.run(audit_findings, copy, paper.main, _for(chosen, copy), paper.verify)
+                        answer, took = anyio.run(audit_findings, copy, paper.main, _for(chosen, copy), paper.verify)
                         seconds.append(took)
-                        trials.append({**score_trial(seeded, paper.baseline, found), "audit_s": round(took, 3)})
+                        found = [f for f in answer if f["code"] != "(traced)"]
+                        traced = [
+                            {k: n[k] for k in ("text", "how", "weak", "what")}
+                            for n in answer
+                            if n["code"] == "(traced)" and seeded.kind == "changed_number"
+                            and (n["file"], n["line"]) in seeded.places()
+                            and n["text"].startswith(seeded.token)
+                        ]  # fmt: skip
+                        trials.append({
+                            **score_trial(seeded, paper.baseline, found), "audit_s": round(took, 3), "traced_as": traced
+                        })  # fmt: skip
                         shutil.rmtree(copy)
             in_verbatim = verbatim_findings(papers)  # while the templates are still there
         finally:
