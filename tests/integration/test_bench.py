@@ -1,6 +1,7 @@
 """`python -m evals.bench` runs end to end with tiny counts: three sections of positive numbers, the listing
 within its targets, no server left;
-`--sandbox` times runs on both backends against raw docker and bwrap and leaves no run, supervisor or launcher."""
+`--sandbox` times runs on both backends against raw docker and bwrap and leaves no run, supervisor or launcher;
+`evals.bench.audit` times the audit of a 10-page paper of 50 runs against reading the paper and the runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import fixtures_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,3 +116,22 @@ def test_the_sandbox_section_times_both_backends_against_raw_runs_and_leaves_not
     while _launchers_of(bench.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _launchers_of(bench.pid) == []
+
+
+def test_the_audit_section_times_an_audit_of_a_ten_page_paper_against_reading_it(tmp_path: Path) -> None:
+    for name in ("latex", "arxiv"):
+        fixtures_dir(name)  # the paper's bibliography comes from the recorded arXiv answers
+    out = tmp_path / "audit.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "evals.bench.audit", "--rounds", "1", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "target <= 2.0x" in done.stdout
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["runs"] == 50 and result["words"] > 2500 and result["audit"]["numbers"] > 100
+    for key in ("ours", "baseline"):
+        assert result[key]["n"] == 1 and 0 < result[key]["min_ms"] <= result[key]["p50_ms"]
+    assert result["ratio"] == pytest.approx(result["ours"]["p50_ms"] / result["baseline"]["p50_ms"])
+    assert result["passed"] == (result["ratio"] <= 2.0)
+    assert result["paged"]["calls"] >= 1 and result["paged"]["total_ms"] > 0
