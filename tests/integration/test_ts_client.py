@@ -63,6 +63,7 @@ def test_the_typescript_sdk_client_lists_tools_and_calls_lab_info_and_read_file(
     assert report["lab"]["workspace"] == str(workspace.resolve())
     assert report["read"]["text"] == "hello from the workspace\n"
     assert report["escape"]["isError"] and "'..' is not allowed" in report["escape"]["text"]
+    assert "review" in report["prompts"] and "audit_paper" in report["prompt"]  # a recipe, rendered
 
 
 @pytest.mark.node

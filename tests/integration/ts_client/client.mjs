@@ -22,9 +22,10 @@ const tools = await client.listTools();
 const prompts = await client.listPrompts();
 const resources = await client.listResources();
 const templates = await client.listResourceTemplates();
-const prompt = prompts.prompts.length
+const names = prompts.prompts.map((p) => p.name);
+const prompt = names.includes("try_topic")  // the test family's prompt, else a real recipe
   ? await client.getPrompt({ name: "try_topic", arguments: { topic: "dropout", seeds: "2" } })
-  : null;
+  : names.includes("review") ? await client.getPrompt({ name: "review", arguments: { main: "paper/main.tex" } }) : null;
 const note = await attempt(() => client.readResource({ uri: "note://plan" }));
 const paper = await client.readResource({ uri: "paper://arXiv%3A1706.03762" });
 const completed = await client.complete({
