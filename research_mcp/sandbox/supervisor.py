@@ -337,6 +337,7 @@ def _user_network(status_r: int, block_w: int, log: CappedLog) -> tuple[bytes, s
         if pid is None or slirp is None:
             log.write(b"[research-mcp] no network: the sandbox did not start or slirp4netns is missing\n")
             return seen, None
+        _wait_for_loopback(pid, deadline)
         netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         owner = fcntl.ioctl(netns, _NS_GET_USERNS)
         ready_r, ready_w = os.pipe()
@@ -361,6 +362,23 @@ def _user_network(status_r: int, block_w: int, log: CappedLog) -> tuple[bytes, s
         with contextlib.suppress(OSError):
             os.write(block_w, b"1")
         os.close(block_w)
+
+
+def _wait_for_loopback(pid: int, deadline: float) -> None:
+    """Wait until the sandbox has given its loopback 127.0.0.1, as bwrap does right after it is let go.
+
+    slirp4netns --configure brings `lo` up, and a loopback brought up gets 127.0.0.1 from the kernel; bwrap then
+    adds the same address with NLM_F_EXCL and dies ("loopback: Failed RTM_NEWADDR"). So slirp4netns starts only
+    once the address is there (`/proc/<pid>/net/fib_trie` shows the sandbox's network namespace). Where that file
+    cannot be read, it starts at once, as before."""
+    trie = Path(f"/proc/{pid}/net/fib_trie")
+    while time.monotonic() < deadline:
+        try:
+            if b"127.0.0.1" in trie.read_bytes():
+                return
+        except OSError:
+            return
+        time.sleep(0.002)
 
 
 def _child_pid(status: bytes) -> int | None:
