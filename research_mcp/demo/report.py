@@ -105,8 +105,9 @@ def render_summary(report: DemoReport) -> str:
         lines.append(f"           {report.verdict}")
     if report.audit:
         a = report.audit
-        lines.append(f"audit:     {a.get('numbers', 0)} result numbers, {a.get('traced', 0)} traced, "
-                     f"{a.get('untraced', 0)} untraced, {a.get('blocking', 0)} blocking finding(s)")  # fmt: skip
+        lines.append(f"audit:     {a.get('numbers', 0)} result numbers, {a.get('traced', 0)} traced "
+                     f"({a.get('weak', 0)} only weakly: by a value chance could match), {a.get('untraced', 0)} "
+                     f"untraced, {a.get('blocking', 0)} blocking finding(s)")  # fmt: skip
     if report.status:
         marks = "  ".join(f"{_mark(done)} {name}" for name, done in report.status.items())
         lines.append(f"research_status ({sum(report.status.values())}/{len(report.status)}): {marks}")

@@ -48,14 +48,14 @@ def _needs() -> None:
         skip_or_fail("no sandbox backend: neither a Docker engine nor bubblewrap")
 
 
-def run_demo(root: Path, extra_env: dict[str, str]) -> DemoRun:
+def run_demo(root: Path, extra_env: dict[str, str], args: tuple[str, ...] = ()) -> DemoRun:
     root.mkdir(parents=True, exist_ok=True)
     workspace, report = root / "demo", root / "report.json"
     open_for_sandbox(root.parent, root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESEARCH_MCP_")}
     env |= {"RESEARCH_MCP_DATA_DIR": str(root / "data"), **extra_env}
     done = subprocess.run(
-        [COMMAND, "demo", str(workspace), "--report", str(report)],
+        [COMMAND, "demo", str(workspace), "--report", str(report), *args],
         capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, check=False, env=env, cwd=root,
     )  # fmt: skip
     assert report.is_file(), done.stdout + done.stderr
@@ -115,11 +115,15 @@ def test_the_pipeline_eval_tabulates_the_demo_run(offline: DemoRun, tmp_path: Pa
 
 
 def test_with_the_literature_answering_the_novelty_stage_closes_and_the_paper_cites(tmp_path: Path) -> None:
+    """On the initialize handshake (the shared run speaks 2026-07-28), and on bubblewrap where it works (the shared
+    run takes lab_info's first backend, Docker where its engine answers)."""
     _needs()
+    local = ("--backend", "local") if component_missing("bwrap") is None else ()
     with ReplayServer() as server:
         apis(server)
-        online = run_demo(tmp_path, api_env(server))
+        online = run_demo(tmp_path, api_env(server), ("--protocol", "legacy", *local))
     assert online.returncode == 0, online.stdout + online.stderr
+    assert online.report["protocol"] == "2025-11-25" and (not local or online.report["backend"] == "local")
     status = online.report["status"]
     assert all(status[name] for name in STAGES_BEFORE_REVIEW) and online.report["offline"] is None
     assert "\\citet{" in (online.workspace / "paper" / "main.tex").read_text()
