@@ -138,23 +138,27 @@ def _component(lab: dict[str, Any], name: str) -> dict[str, Any]:
     return found[0] if found else {}
 
 
+def _install(lab: dict[str, Any], part: str) -> str | None:
+    """lab_info's install step for a part that is missing or incomplete (Docker without the runs' image)."""
+    found = _component(lab, part)
+    step = found.get("install")
+    return f"{part}: {step}" if step else None
+
+
 async def _lab(s: Session, backend: str | None) -> tuple[str | None, bool]:
-    """The backend to run on (lab_info's first, most preferred) and whether TeX is here."""
+    """The backend to run on (lab_info's first, most preferred, that can run the demo now) and whether TeX is here.
+    Docker without its image is passed over: building the image is the user's choice, said in the summary."""
     async with s.stage("lab") as st:
         lab = await s.call("lab_info", {})
-        usable: list[str] = lab.get("backends", [])
+        listed: list[str] = lab.get("backends", [])
+        usable = [name for name in listed if not (name == "docker" and _install(lab, "docker"))]
         chosen = backend if backend in usable else (usable[0] if usable else None)
-        if chosen is None:
-            for part in ("docker", "bubblewrap"):
-                fix = _component(lab, part).get("fix")
-                if fix:
-                    s.report.install.append(f"{part}: {fix}")
+        if "docker" in listed and "docker" not in usable:
+            s.report.notes.append(f"Docker is here without the runs' image; runs used {chosen or 'nothing'}.")
+        wanted = ["docker", "bubblewrap"] if chosen is None else ["docker"] if "docker" not in usable else []
+        wanted += [part for part in ("tex", "latexmk") if not _component(lab, part).get("ok")]
+        s.report.install += [step for part in wanted if (step := _install(lab, part))]
         tex = all(_component(lab, part).get("ok") for part in ("tex", "latexmk"))
-        if not tex:
-            for part in ("tex", "latexmk"):
-                fix = _component(lab, part).get("fix")
-                if fix and not _component(lab, part).get("ok"):
-                    s.report.install.append(f"{part}: {fix}")
         s.report.backend = chosen or ""
         st.detail = (
             f"backends here: {', '.join(usable) or 'none'}; runs on {chosen or 'nothing'}; TeX {'yes' if tex else 'no'}"
@@ -339,9 +343,11 @@ async def _session(s: Session, backend: str | None) -> None:
     runs = await _runs(s, idea_id, chosen)
     facts = await _analysis(s, runs)
     await _paper(s, facts, closest)
-    await _compile(s, tex)
-    await _audit(s)
-    await _status(s, idea_id)
+    for last in (lambda: _compile(s, tex), lambda: _audit(s), lambda: _status(s, idea_id)):
+        try:  # the paper exists: a failed compile or audit still leaves the audit and the status worth having
+            await last()
+        except ToolFailed as exc:
+            s.report.notes.append(f"{exc}"[:3000])
 
 
 def server_params(workspace: Path) -> StdioServerParameters:
