@@ -4,7 +4,8 @@ One offline run is shared by the module (about 15 s here on 2 cores, TeX and Doc
 audit traced every number, research_status is green up to the review with the novelty stage open and said to be
 open because the literature was offline, the progress and the summary are printed; `python -m evals.pipeline` reads
 its report into the table. A second run, with arXiv and Semantic Scholar played by a replay server, closes the
-novelty stage with a verdict and cites the paper the search returned (about 10 s).
+novelty stage with a verdict and cites the paper the search returned (about 10 s). The module takes about 30 s on
+2 cores.
 """
 
 from __future__ import annotations
