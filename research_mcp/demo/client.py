@@ -110,6 +110,10 @@ class Session:
         """Time a stage, print its line when it ends; a failure is recorded and raised on."""
         self.current = self.report.stage(name)
         started = time.monotonic()
+        live = sys.stderr.isatty()
+        if live:  # on a terminal, the stage under way shows until its line replaces it
+            sys.stderr.write(f"  … {name}")
+            sys.stderr.flush()
         try:
             yield self.current
             if self.current.ok is None and not self.current.detail.startswith("skipped"):
@@ -120,7 +124,7 @@ class Session:
             raise
         finally:
             self.current.seconds = round(time.monotonic() - started, 2)
-            say(stage_line(self.current))
+            say(("\r\033[K" if live else "") + stage_line(self.current))
 
 
 async def answer_as_user(_: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
