@@ -261,8 +261,10 @@ async def _analysis(s: Session, runs: dict[str, list[str]]) -> paper.Facts:
         tests: list[dict[str, Any]] = compared.get("tests") or [{}]
         test = tests[0]
         figure = "test_acc"
-        await s.call("plot_metrics", {"metrics": ["test_acc"], "groups": runs, "name": figure,
-                                      "display_names": {"softmax": "softmax regression", "mlp": "MLP"}})  # fmt: skip
+        await s.call("plot_metrics", {
+            "metrics": ["test_acc"], "groups": runs, "name": figure, "xlabel": "epoch", "ylabel": "test accuracy",
+            "display_names": {"softmax": "softmax regression", "mlp": "MLP"},
+        })  # fmt: skip
         table = "main"
         await s.call("results_table", {
             "metrics": [METRIC, "final_train_loss"], "labels": labels, "label": table,
