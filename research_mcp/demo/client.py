@@ -331,7 +331,8 @@ async def _status(s: Session, idea_id: str) -> None:
         s.report.missing = {stage["name"]: stage["missing"] for stage in status["stages"] if not stage["done"]}
         st.detail = f"{status['done']}/{len(status['stages'])} stages done"
         if not s.report.green_to_review:
-            open_ = [name for name in s.report.missing if name not in ("review", "revision")]
+            excused = ("review", "revision", "novelty") if s.report.offline else ("review", "revision")
+            open_ = [name for name in s.report.missing if name not in excused]
             raise ToolFailed("research_status", f"stages before the review not done: {', '.join(open_)}")
         if not s.report.status.get("novelty"):
             st.detail += "; novelty open: offline, the search returned no paper to judge against"
