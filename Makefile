@@ -1,10 +1,13 @@
-# `make serve` installs research-mcp into .venv and runs it on stdio; `make test` runs every check.
+# `make demo` installs research-mcp into .venv and runs the demo in a new folder; `make serve` runs the server on
+# stdio; `make test` runs every check.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TS_CLIENT := tests/integration/ts_client
 
-.PHONY: install dev serve doctor node lint test bench clean
+DEMO_DIR ?= demo-runs/$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install dev demo serve doctor node lint test bench clean
 
 $(BIN)/research-mcp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +23,13 @@ $(VENV)/.dev: $(BIN)/research-mcp
 	@touch $@
 
 dev: $(VENV)/.dev
+
+$(VENV)/.demo: $(BIN)/research-mcp
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	@touch $@
+
+demo: $(VENV)/.demo
+	$(BIN)/research-mcp demo $(DEMO_DIR)
 
 serve: install
 	@echo "research-mcp on stdio; clients launch: $(abspath $(BIN)/research-mcp) serve --workspace DIR" >&2

@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--if-missing", action="store_true", help="do nothing when the image already exists")
 
+    from research_mcp.demo import add_arguments as demo_arguments
+
+    demo_arguments(commands.add_parser("demo", help="the research loop end to end on a small real experiment"))
+
     doctor = commands.add_parser("doctor", help="report what the lab can do here and how to install what is missing")
     doctor.add_argument("--workspace", type=Path)
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -189,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             return _doctor(args)
         if args.command == "sandbox":
             return _sandbox(args)
+        if args.command == "demo":
+            from research_mcp.demo import main as demo
+
+            return demo(args)
     except ResearchError as exc:
         sys.stderr.write(f"research-mcp: {exc}\n")
         return 2

@@ -1,4 +1,5 @@
-"""The package's floors: imports only run down, errors -> ground -> sandbox -> latex -> tools -> server -> cli.
+"""The package's floors: imports only run down, errors -> ground -> sandbox -> latex -> tools -> server -> cli
+(and demo, beside cli, which starts it).
 
 Every import counts, those inside functions (loaded on first use) and under TYPE_CHECKING too: an arrow up is
 a cycle waiting for the first caller that takes both paths.
@@ -21,6 +22,7 @@ FLOORS = {
     "tools": 4,
     "server": 5,
     "cli": 6, "__main__": 6,
+    "demo": 6,  # a scripted MCP client: it spawns the server and speaks to it, never imports it
     "__init__": 0,  # the version, nothing else
 }  # fmt: skip
 """The floor of each top-level module or package of research_mcp; a module may import its own floor or lower."""
