@@ -27,6 +27,17 @@ async def test_every_tool_is_in_the_readme_table_with_its_read_only_flag() -> No
         assert row.group(1) == ("yes" if read_only else "no"), tool.name
 
 
+def test_the_tool_counts_the_readme_gives_a_tool_capped_client_are_the_registry_s() -> None:
+    from research_mcp.config import TOOLSETS
+    from research_mcp.server._manifest import registry_of
+
+    counts = {name: len(registry_of(name).specs) for name in TOOLSETS}
+    said = dict(re.findall(r"`(\w+)` (\d+)", README[README.index("each toolset's tools are") :][:400]))
+    assert {name: int(n) for name, n in said.items()} == {k: v for k, v in counts.items() if k != "files"}
+    total = 1 + sum(counts.values())
+    assert f"lists {total - counts['files']} to Cursor\n({total} in all, less the {counts['files']} `files`" in README
+
+
 def test_every_setting_is_in_the_readme() -> None:
     for name in Settings.model_fields:
         assert f"RESEARCH_MCP_{name.upper()}" in README, name
