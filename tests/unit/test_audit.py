@@ -331,3 +331,94 @@ def test_the_exact_chance_rate_is_what_seeded_random_numbers_of_that_precision_m
     assert one.chance_rate(Shown(12.3, 1, True)) == pytest.approx(1 / 900)  # 0.5 x 100 = 50.0 of 10.0 .. 99.9
     assert one.chance_rate(Shown(1.23, 2, False)) == 0  # neither 0.50 nor 50.00 is in 1.00 .. 9.99
     assert one.chance_rate(Shown(51.0, 0, True)) == pytest.approx(1 / 90)  # 0.5 x 100 = 50 of 10 .. 99
+
+
+def test_a_claim_quoting_a_number_of_a_one_run_configuration_is_a_one_seed_claim(workspace: Path, store: Store) -> None:
+    record_runs(workspace, {"baseline": [0.7, 0.72, 0.71], "method": [0.91, 0.912, 0.915], "ablation": [0.8836]})
+    main = write_paper(
+        workspace,
+        "The method reaches 0.912, significantly better than the baseline (Welch t-test).\n"
+        "A single run without the gate reaches 0.8836. The ablation significantly outperforms the baseline.\n"
+        "The ablation, at 0.8836, is significantly better than the baseline.\n"
+        "The ablation beats the baseline with statistical significance, reaching $0.8836$.\n",
+    )
+    found = only(audit(workspace, store, main), "one_seed_claim")
+    assert [f.line for f in found] == [6, 7], "the claim's own sentence quotes the one-run number"
+    assert all("0.8836 comes from a configuration with one run" in f.evidence for f in found)
+
+
+def test_a_spread_after_plus_minus_must_come_from_the_runs_of_its_mean(workspace: Path, store: Store) -> None:
+    record_runs(workspace, {"baseline": [0.7, 0.72, 0.71], "method": [0.91, 0.912, 0.915]})
+    # the baseline's std over its three runs is 0.0100, the method's 0.0025
+    main = write_paper(
+        workspace,
+        "The method scores $0.9123 \\pm 0.0025$ and the baseline $0.7100 \\pm 0.0100$.\n"
+        "Edited, the method's spread reads $0.9123 \\pm 0.0100$.\n",
+    )
+    result = audit(workspace, store, main)
+    [edited] = only(result, "untraced_number")
+    assert (edited.line, edited.evidence.split(" ")[0]) == (5, "0.0100")
+    assert "spread of 0.9123" in edited.evidence
+    assert result.traced == 5
+
+
+def test_run_ids_set_as_code_and_the_level_of_a_band_are_not_results(workspace: Path, store: Store) -> None:
+    record_runs(workspace, {"method": [0.91, 0.912, 0.915]})
+    main = write_paper(
+        workspace,
+        "Run \\texttt{20261207-181237-688aaf} ends at 0.912; see \\url{https://example.org/424242}.\n"
+        "The mean over seeds with a 95\\% band, and 0.4711 is not recorded.\n",
+    )
+    result = audit(workspace, store, main)
+    assert [f.evidence.split(" ")[0] for f in only(result, "untraced_number")] == ["0.4711"]
+    assert result.numbers == 2
+
+
+def test_placeholder_text_in_other_forms(workspace: Path, store: Store) -> None:
+    main = write_paper(
+        workspace,
+        "\\section{Results}\nThe gain is [Insert results here.] as shown.\nSee [ citation  needed ] for it.\n"
+        "Done by TBA. \\lipsum[1]\nLOREM IPSUM dolor sit amet.\n"
+        "We add a bracket [see above] and insertion sort, and nothing is missing here.\n",
+    )
+    found = only(audit(workspace, store, main), "placeholder_text")
+    assert [f.line for f in found] == [5, 6, 7, 8]
+    assert "instruction left in brackets" in found[0].evidence
+
+
+def test_placeholder_comments_and_markers_in_other_languages_of_the_runs_code(workspace: Path, store: Store) -> None:
+    ids = record_runs(workspace, {"method": [0.91, 0.912, 0.915]})
+    for run_id in ids["method"]:
+        code = workspace / "runs" / run_id / "code"
+        (code / "loss.py").write_text(
+            "def loss_of(x):\n    return 0.0  # placeholder loss until the real one works\n\n\n"
+            "def safe(x):\n    try:\n        return 1 / x\n    except ZeroDivisionError:\n        pass\n"
+            "    placeholder = x  # the input\n    return placeholder\n"
+        )
+        (code / "kernel.cu").write_text("__global__ void k() {\n  // XXX: wrong stride\n  int placeholder = 0;\n}\n")
+    main = write_paper(workspace, "We reach 0.912.\n")
+    found = only(audit(workspace, store, main), "placeholder_code")
+    assert [(str(f.file).split("/")[-1], f.line) for f in found] == [("kernel.cu", 2), ("loss.py", 2)]
+
+
+def test_interfaces_and_unsupported_options_in_the_runs_code_are_not_placeholders(
+    workspace: Path, store: Store
+) -> None:
+    ids = record_runs(workspace, {"method": [0.91, 0.912, 0.915]})
+    for run_id in ids["method"]:
+        (workspace / "runs" / run_id / "code" / "heads.py").write_text(
+            "from typing import Protocol\n\n\nclass Head:\n    def forward(self, x):\n"
+            "        raise NotImplementedError\n\n    def on_step(self):\n        pass\n\n\n"
+            "class Gated(Head):\n    def forward(self, x):\n        return x\n\n    def on_step(self):\n"
+            "        return None\n\n    def backward(self, x):\n        raise NotImplementedError('later')\n\n\n"
+            "class Sized(Protocol):\n    def size(self) -> int: ...\n\n\n"
+            "def optimiser(name):\n    if name == 'sgd':\n        return 1\n"
+            "    raise_it = name\n    if raise_it:\n        raise NotImplementedError(name)\n\n\n"
+            "def todo(x):\n    ...\n"
+        )
+    main = write_paper(workspace, "We reach 0.912.\n")
+    found = only(audit(workspace, store, main), "placeholder_code")
+    assert [(f.line, f.evidence.split("code ")[1].split(" (")[0]) for f in found] == [
+        (20, "backward() raises NotImplementedError"),
+        (35, "function todo() has only a placeholder body"),
+    ]

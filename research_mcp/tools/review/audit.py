@@ -10,9 +10,12 @@ numbers     Every result number of the text and tables (`read_latex(...).numbers
             against the stored comparisons (every statistic: means, stds, intervals, differences, t, df, p-values,
             Hedges' g; a written `p < 0.01` traces to a stored p-value below it), else against the runs' configs
             (and how many runs each label has: "over 12 seeds").
-            A value matches at the precision shown (0.912 matches 0.9123; 91.2\\% matches 0.912). Not results:
+            A value matches at the precision shown (0.912 matches 0.9123; 91.2\\% matches 0.912). A spread written
+            after a traced value (`0.187 \\pm 0.012`) must come from the same runs as that value: the std of the
+            method's loss, not any recorded number that happens to round to it. Not results:
             years, numbers after Section / Figure / Table / Eq. / Appendix ..., counts up to ten, integers inside
-            formulas, lengths (0.5\\linewidth), parts of names (ResNet-50), numbers inside or within 30 characters
+            formulas, lengths (0.5\\linewidth), levels (95\\% CI, a 95\\% band), parts of names (ResNet-50),
+            identifiers and addresses set as code (a run id in \\texttt, \\url), numbers inside or within 30 characters
             of a citation or on a table row that cites (quoted from other work), the preamble, the bibliography and
             code listings (verbatim, lstlisting, minted and environments \\lstnewenvironment defines), whose
             floats, labels and references the structure checks skip too.
@@ -27,13 +30,17 @@ citations   cited keys without an entry (`missing_entry`), entries arXiv / Seman
 structure   undefined references, citations with no bibliography at all or left undefined by the last compile
             (its log, when newer than the sources: `undefined_cite`), duplicate labels,
             figures whose files are missing, figures and tables never referenced.
-claims      "significant(ly)", "outperforms", "state of the art", "better than" when neither the text names a
-            statistical test nor a stored comparison or a bold (tested) table cell is behind the paper's numbers
-            (`untested_claim`), or when the numbers come from one run per configuration (`one_seed_claim`).
+claims      "significant(ly)", "outperforms", "state of the art", "better than", "with statistical significance",
+            "beats the baseline" when neither the text names a statistical test nor a stored comparison or a bold
+            (tested) table cell is behind the paper's numbers (`untested_claim`), or when the numbers come from one
+            run per configuration, or the claim's own sentence quotes a number of a configuration with one run
+            (`one_seed_claim`).
 hygiene     no limitations section, more pages than `page_limit` in the last compile's PDF, placeholder text
-            (TODO, XX\\%, ??, lorem ipsum, [citation needed]) and placeholder code (pass-only bodies,
-            NotImplementedError, TODO comments; Python read with `ast`) in the code snapshots of the runs the
-            numbers trace to.
+            (TODO, TBD, \\todo, XX\\%, ??, lorem ipsum, [citation needed], [Insert results here]) and placeholder
+            code (pass- or ...-only bodies, an unconditional NotImplementedError, TODO / FIXME / XXX markers and
+            comments calling the code a placeholder; Python read with `ast`, other languages by their comments) in
+            the code snapshots of the runs the numbers trace to. Interfaces are not placeholders: abstract
+            methods, Protocols, and base-class methods a subclass in the same file overrides.
 
 The answer pages findings (blocking first), then traced numbers, through one `offset`. The whole audit, every
 finding and traced number, is kept in the state store's `audits` table with the hash of the paper's files; its
@@ -46,6 +53,8 @@ import hashlib
 import json
 import re
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +187,26 @@ def _traced(
     )
 
 
+_PLUS_MINUS = r"\s*(?:\\%|%)?\s*\$?\s*(?:\\pm|±|\\mathbin\{\\pm\})\s*\{?\s*\$?\s*"
+
+
+def _spread_of(
+    number: NumberUse, src: PaperSource, behind: dict[tuple[str, int], list[tuple[str, set[frozenset[str]]]]]
+) -> tuple[str, set[frozenset[str]]] | None:
+    """For a number written after `\\pm` (`0.187 \\pm 0.012`): the number before it and the runs of each value it
+    matched, when it matched any; the spread must then come from one of those same sets of runs."""
+    traced = behind.get((number.file, number.line))
+    if not traced:
+        return None
+    bare = re.escape(number.text.rstrip("%"))
+    line = src.line(number.file, number.line)
+    for found in re.finditer(rf"([-+]?\d[\d,]*(?:\.\d+)?){_PLUS_MINUS}{bare}(?![\d])", line):
+        for text, runs in reversed(traced):
+            if text == found.group(1) and runs:
+                return text, runs
+    return None
+
+
 def _nearest(index: EvidenceIndex, value: float) -> str:
     best = min(index.items, key=lambda e: min(abs(e.value - value), abs(e.value * 100 - value)), default=None)
     return f"; the closest recorded value is {best.value:.6g} ({best.what})" if best is not None else ""
@@ -191,8 +220,22 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
     index = EvidenceIndex(_evidence(ws, store, sources, out.notes))
     cells = _cells(src)
     labels = {s.name: s.run.label for s in sources if s.run is not None}
+    runs_of_label = Counter(label for label in labels.values() if label is not None)
     traced_runs: set[str] = set()
+    behind: dict[tuple[str, int], list[tuple[str, set[frozenset[str]]]]] = {}  # what each number may come from
+    one_seed: dict[tuple[str, int], list[str]] = {}  # numbers from configurations of one run, per line
     seeds = 0
+
+    def note(number: NumberUse, runs: Iterable[frozenset[str]], single: bool) -> None:
+        where = (number.file, number.line)
+        behind.setdefault(where, []).append((number.text.rstrip("%"), set(runs)))
+        if single:
+            one_seed.setdefault(where, []).append(number.text)
+
+    def single(runs: Iterable[str]) -> bool:
+        named = [labels.get(r) for r in runs]
+        return bool(named) and all(n is not None and runs_of_label[n] == 1 for n in named)
+
     for number in doc.numbers:
         if not _checks.is_result(number, src):
             continue
@@ -202,6 +245,7 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
         on_line = cells.get((number.file, number.line), [])
         cell = _by_cell(number, shown, on_line)
         if cell is not None:
+            note(number, [frozenset(cell.sources)], cell.n == 1 or single(cell.sources))
             out.traced.append(
                 _traced(
                     number,
@@ -234,8 +278,11 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
                 )
                 traced_runs.update(r for e in below for r in e.runs)
                 continue
+        mean = _spread_of(number, src, behind)
         for tier in ("metric", "comparison", "config"):
             found = index.matches(shown, tier)
+            if mean is not None:  # a spread written after its mean: the mean's runs, not any runs
+                found = [e for e in found if tier != "config" and frozenset(e.runs) in mean[1]]
             if not found:
                 continue
             rate = index.chance_rate(shown)
@@ -251,6 +298,9 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
                     found[0].what,
                 )
             )
+            if tier != "config":  # even a weak match says which runs a spread written after it must be of
+                weak = rate > WEAK_RATE
+                note(number, {frozenset(e.runs) for e in found}, not weak and all(single(e.runs) for e in found))
             if rate <= WEAK_RATE:  # a chance match says nothing of where the number came from
                 traced_runs.update(r for e in found for r in e.runs)
                 seeds = max(seeds, max(len(e.runs) if tier != "config" else 1 for e in found))
@@ -258,7 +308,12 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
         else:
             rate = index.chance_rate(shown)
             out.rates[shown.precision] = max(out.rates.get(shown.precision, 0.0), round(rate, 6))
-            if on_line:
+            if mean is not None:
+                why = (
+                    f"it is written as the spread of {mean[0]}, and no std or interval of the runs {mean[0]} "
+                    "traces to rounds to it"
+                )
+            elif on_line:
                 cell = on_line[0]
                 why = (
                     f"its line's provenance comment says {cell.metric} of {cell.group} is "
@@ -292,7 +347,7 @@ def _local(ws: Workspace, store: Store, path: Path, runs: list[str] | None, page
         or any(c.bold for cs in cells.values() for c in cs)
     )
     out.findings += _checks.structure_findings(src)
-    out.findings += _checks.claim_findings(src, tested, seeds or None)
+    out.findings += _checks.claim_findings(src, tested, seeds or None, one_seed)
     pages, pdf = last_pages(path, out.notes)
     out.undefined_cites = undefined_in_log(path, src)
     out.findings += _checks.hygiene_findings(src, page_limit, pages, pdf and ws.relative(pdf))
