@@ -3,27 +3,12 @@ approval bound to the plan it approved."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from research_mcp.errors import BadInputError, PathError
 from research_mcp.store import Store
 from research_mcp.tools.pipeline import IdeaEdit, get_idea, record_approval, record_search, save_idea
 from research_mcp.workspace import Workspace
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    return Workspace(tmp_path.resolve(), "setting")
-
-
-@pytest.fixture
-def store(ws: Workspace) -> Iterator[Store]:
-    opened = Store(ws.state_dir / "state.db")
-    yield opened
-    opened.close()
 
 
 def new(ws: Workspace, store: Store) -> str:

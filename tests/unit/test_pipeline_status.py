@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,18 +13,6 @@ from research_mcp.errors import BadInputError
 from research_mcp.store import Store
 from research_mcp.tools.pipeline import IdeaEdit, research_status, save_idea
 from research_mcp.workspace import Workspace
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    return Workspace(tmp_path.resolve(), "setting")
-
-
-@pytest.fixture
-def store(ws: Workspace) -> Iterator[Store]:
-    opened = Store(ws.state_dir / "state.db")
-    yield opened
-    opened.close()
 
 
 def run(store: Store, run_id: str, idea_id: str | None, label: str | None, seed: int | None,

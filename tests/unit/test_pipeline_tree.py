@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,18 +12,6 @@ from research_mcp.errors import RunNotFoundError
 from research_mcp.store import Store
 from research_mcp.tools.pipeline import draw_tree, experiment_tree, tree
 from research_mcp.workspace import Workspace
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    return Workspace(tmp_path.resolve(), "setting")
-
-
-@pytest.fixture
-def store(ws: Workspace) -> Iterator[Store]:
-    opened = Store(ws.state_dir / "state.db")
-    yield opened
-    opened.close()
 
 
 def run(ws: Workspace, store: Store, run_id: str, parent: str | None, metrics: dict[str, float] | None = None,

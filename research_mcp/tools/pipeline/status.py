@@ -34,7 +34,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -65,20 +65,7 @@ StageName = Literal[
     "review",
     "revision",
 ]
-STAGES: tuple[StageName, ...] = (
-    "idea",
-    "novelty",
-    "approval",
-    "plan",
-    "baseline",
-    "seeds",
-    "comparison",
-    "figures_and_tables",
-    "paper_compiled",
-    "audit_clean",
-    "review",
-    "revision",
-)
+STAGES: tuple[StageName, ...] = get_args(StageName)
 
 
 class Stage(ToolModel):
