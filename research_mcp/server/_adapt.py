@@ -40,6 +40,7 @@ from mcp_types import (
     TextContent,
     ToolAnnotations,
 )
+from pydantic import Field
 
 from research_mcp.errors import NotFoundError, PaperNotFoundError, ResearchError, RunNotFoundError, os_error_message
 from research_mcp.server._schema import compact_tool
@@ -64,6 +65,8 @@ __all__ = [
     "ToolRegistry",
     "ToolSpec",
     "WorkspaceParam",
+    "IdeaParam",
+    "check_idea",
     "in_thread",
     "known_workspace",
     "map_resource_errors",
@@ -141,6 +144,18 @@ def state_of(ctx: AppContext) -> AppState:
 async def in_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run sync domain code in a worker thread, so the event loop keeps serving."""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+IdeaParam = Annotated[str | None, Field(description="The idea it serves (from ideas).", max_length=64)]
+"""The optional `idea_id` of the tools whose records count for an idea in research_status."""
+
+
+async def check_idea(store: Store, idea_id: str | None) -> None:
+    """Refuse an idea id the workspace does not have, before any work (naming the ideas there are)."""
+    if idea_id is not None:
+        from research_mcp.tools.pipeline.ideas import require_idea
+
+        await in_thread(require_idea, store, idea_id)
 
 
 _MAX_MESSAGE_CHARS = 600

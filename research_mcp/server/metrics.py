@@ -15,8 +15,10 @@ from research_mcp.server._adapt import (
     WRITES_LOCAL,
     AppContext,
     AppState,
+    IdeaParam,
     ToolRegistry,
     WorkspaceParam,
+    check_idea,
     in_thread,
     need_workspace,
     state_of,
@@ -32,7 +34,6 @@ from research_mcp.tools.metrics import (
     RunBook,
     stored,
 )
-from research_mcp.tools.pipeline.ideas import require_idea
 from research_mcp.workspace import Workspace
 
 __all__ = ["register"]
@@ -117,15 +118,14 @@ def register(tools: ToolRegistry) -> None:
         higher_is_better: Annotated[bool | None, Field(description="Else guessed from the name.")] = None,
         baseline: Annotated[str | None, Field(description="Test groups only against this one.")] = None,
         alpha: Alpha = 0.05,
-        idea_id: str | None = None,
+        idea_id: IdeaParam = None,
     ) -> CompareRunsResult:
         """Compare groups of runs (seeds of one configuration each) on one metric: n, mean, std and 95% CI per group;
         Welch t-tests, Hedges' g and Holm-corrected significance between groups; a verdict."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         store = await store_of(ctx, ws)
-        if idea_id is not None:
-            await in_thread(require_idea, store, idea_id)
+        await check_idea(store, idea_id)
         result = await in_thread(
             domain.compare_runs, workspace, _book(state, workspace), metric, groups, run_ids, labels, group_by, use,
             higher_is_better, baseline, alpha, _limits(state),

@@ -51,8 +51,10 @@ from research_mcp.server._adapt import (
     FETCHES,
     AppContext,
     AppState,
+    IdeaParam,
     ToolRegistry,
     WorkspaceParam,
+    check_idea,
     in_thread,
     need_workspace,
     state_of,
@@ -60,7 +62,6 @@ from research_mcp.server._adapt import (
 )
 from research_mcp.server._progress import CallProgress, progress_of
 from research_mcp.tools import known_ids
-from research_mcp.tools.pipeline.ideas import require_idea
 from research_mcp.tools.review import audit, reviews
 from research_mcp.tools.review.audit import AuditResult
 from research_mcp.tools.review.reviews import ReviewPaperResult, ReviewSet, SubmitReviewResult
@@ -267,7 +268,7 @@ def _register_review(tools: ToolRegistry) -> None:
         review_id: Annotated[str | None, Field(description="Continue this review.", max_length=64)] = None,
         offset: Annotated[int | None, Field(ge=0, description="Read the text from here (next_offset).")] = None,
         cancel: Annotated[bool, Field(description="Stop review_id.")] = False,
-        idea_id: str | None = None,
+        idea_id: IdeaParam = None,
     ) -> ReviewPaperResult:
         """Peer-review a paper with N reviewers (NeurIPS form, anonymised text, audit findings as evidence), then a
         meta-review. Call again with review_id to continue: it answers what is done and what to do next."""
@@ -281,8 +282,7 @@ def _register_review(tools: ToolRegistry) -> None:
             await progress(f"reading and anonymising {path}")
             paper = await in_thread(reviews.read_paper, workspace, path)
             mode: reviews.Mode = "endpoint" if _endpoint(ctx) is not None else ("sampling" if sampling else "client")
-            if idea_id is not None:
-                await in_thread(require_idea, store, idea_id)
+            await check_idea(store, idea_id)
             rs = await in_thread(reviews.start_set, store, paper, mode, venue, reviewers, idea_id)
             if mode == "endpoint":
                 _start_job(ctx, store, workspace, rs.id)
@@ -354,15 +354,14 @@ def _register_audit(tools: ToolRegistry) -> None:
             Field(description="Run ids or paths; default every finished run.", max_length=500),
         ] = None,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
-        idea_id: str | None = None,
+        idea_id: IdeaParam = None,
     ) -> AuditResult:
         """Audit a paper, deterministically: every number traced to runs, tables or comparisons, citations verified,
         refs, figures, claims without a test, limitations, page limit, placeholders; findings with file:line and fix."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         store = await store_of(ctx, ws)
-        if idea_id is not None:
-            await in_thread(require_idea, store, idea_id)
+        await check_idea(store, idea_id)
         return await audit.audit_paper(
             workspace, store, state.settings, main, runs, progress=progress_of(ctx), offset=offset, idea_id=idea_id
         )
