@@ -114,6 +114,19 @@ WORKSPACE_MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE runs ADD COLUMN idea_id TEXT REFERENCES ideas(id)",
         "CREATE INDEX runs_idea ON runs(idea_id)",
     ),
+    (  # what a run ran in and read (its environment, earlier runs' files, datasets), and the sweeps runs belong to;
+        # kind: 'run' (the model's), 'env' (an environment build), 'data' (a dataset download or preprocessing)
+        "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'run'",
+        "ALTER TABLE runs ADD COLUMN env_id TEXT",
+        "ALTER TABLE runs ADD COLUMN inputs TEXT",
+        "ALTER TABLE runs ADD COLUMN datasets TEXT",
+        """CREATE TABLE sweeps (
+            id TEXT PRIMARY KEY,
+            command TEXT NOT NULL, grid TEXT NOT NULL, seeds TEXT NOT NULL, backend TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL)""",
+        "ALTER TABLE runs ADD COLUMN sweep_id TEXT REFERENCES sweeps(id)",
+        "CREATE INDEX runs_sweep ON runs(sweep_id)",
+    ),
 )
 
 CACHE_MIGRATIONS: tuple[Migration, ...] = (WORKSPACE_MIGRATIONS[0][-1:],)  # api_cache only

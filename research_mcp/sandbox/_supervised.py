@@ -87,6 +87,19 @@ class CappedLog:
         self._file.close()
 
 
+class MountLike(Protocol):
+    """A `base.Mount` or a `SpecMount`."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def dest(self) -> str: ...
+    @property
+    def writable(self) -> bool: ...
+    @property
+    def volume(self) -> bool: ...
+
+
 class SandboxSpec(Protocol):
     """What `build_sandbox` reads of a run's spec: a `RunSpec` or a `Spec`."""
 
@@ -104,6 +117,8 @@ class SandboxSpec(Protocol):
     def network(self) -> bool: ...
     @property
     def ro_paths(self) -> Sequence[str]: ...
+    @property
+    def mounts(self) -> Sequence[MountLike]: ...
 
 
 _REQUIRED: Any = object()
@@ -118,6 +133,26 @@ def _take(data: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise ValueError(f"spec.json: {name!r} is {value!r}")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class SpecMount:
+    """One of `spec.json`'s mounts (a `base.Mount`)."""
+
+    source: str
+    dest: str
+    writable: bool = False
+    volume: bool = False
+
+    @classmethod
+    def from_dict(cls, data: object) -> SpecMount:
+        if not isinstance(data, dict):
+            raise ValueError("spec.json: a mount is not an object")
+        raw: dict[str, Any] = data  # pyright: ignore[reportUnknownVariableType]
+        source, dest = _take(raw, "source", (str,)), _take(raw, "dest", (str,))
+        if not dest.startswith("/"):
+            raise ValueError(f"spec.json: mount destination {dest!r} is not absolute")
+        return cls(source, dest, _take(raw, "writable", (bool,), False), _take(raw, "volume", (bool,), False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +172,7 @@ class Spec:
     network: bool = False
     log_cap_bytes: int = 32 << 20
     ro_paths: list[str] = field(default_factory=list[str])
+    mounts: list[SpecMount] = field(default_factory=list[SpecMount])
     unsandboxed: bool = False
 
     @classmethod
@@ -171,6 +207,7 @@ class Spec:
             network=_take(data, "network", (bool,), False),
             log_cap_bytes=_take(data, "log_cap_bytes", (int,), 32 << 20),
             ro_paths=list(ro_paths),
+            mounts=[SpecMount.from_dict(m) for m in _take(data, "mounts", (list,), [])],
             unsandboxed=_take(data, "unsandboxed", (bool,), False),
         )
 
@@ -212,6 +249,10 @@ def build_sandbox(
         *(Bind(dev, dev, device=True, optional=dev.endswith("-uvm")) for dev in gpu_devices(spec.gpus)),
         *(Bind(path, path) for path in spec.ro_paths),
     ]
+    for mount in spec.mounts:
+        if mount.volume:
+            raise ValueError(f"{mount.source!r} is a docker volume, which only the docker backend can mount")
+        binds.append(Bind(mount.source, mount.dest, writable=mount.writable))
     command = ["/bin/sh", "-c", spec.command]
     return Sandbox(
         command,

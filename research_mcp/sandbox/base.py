@@ -34,6 +34,7 @@ __all__ = [
     "Backend",
     "Capacity",
     "Failure",
+    "Mount",
     "RunHandle",
     "RunSpec",
     "RunStatus",
@@ -41,6 +42,15 @@ __all__ = [
 
 
 Failure = Literal["timeout", "oom", "cancelled", "error"]
+
+
+class Mount(BaseModel):
+    """A host folder or file (or, on docker, a named volume) made visible in the sandbox at `dest`."""
+
+    source: str = Field(description="Absolute host path, or a docker volume's name when `volume`.")
+    dest: str = Field(description="Absolute path inside the sandbox.")
+    writable: bool = False
+    volume: bool = Field(default=False, description="`source` names a docker volume (the docker backend only).")
 
 
 class RunSpec(BaseModel):
@@ -67,6 +77,10 @@ class RunSpec(BaseModel):
     ro_paths: list[str] = Field(
         default_factory=list[str],
         description="Absolute host folders bound read-only at the same path (a Python environment and its base).",
+    )
+    mounts: list[Mount] = Field(
+        default_factory=list[Mount],
+        description="Further binds: datasets at /data, earlier runs' files, an environment or its build folders.",
     )
     log_cap_bytes: int = Field(default=32 << 20, gt=0, description="Largest log.txt; past it only the tail is kept.")
 

@@ -125,6 +125,7 @@ SYSTEM_BINDS: tuple[Bind, ...] = (
             "/etc/python3.12",
             "/etc/python3.13",
             "/etc/matplotlibrc",
+            "/etc/fonts",  # fontconfig's configuration: matplotlib and Pillow read it at start
             "/sys/devices/system/cpu",
         )
     ),

@@ -137,6 +137,7 @@ def create_kwargs(
             str(spec.run_dir / "work"): {"bind": SANDBOX_WORK, "mode": "rw"},
             str(spec.run_dir / "outputs"): {"bind": SANDBOX_OUTPUTS, "mode": "rw"},
             **{path: {"bind": path, "mode": "ro"} for path in spec.ro_paths},
+            **{m.source: {"bind": m.dest, "mode": "rw" if m.writable else "ro"} for m in spec.mounts},
         },
         # network=True means Docker's default bridge. Its gateway (172.17.0.1 on docker0) is an address of the
         # host, so every host service bound to 0.0.0.0 (or to docker0) answers the run; only services bound to

@@ -149,11 +149,11 @@ class LocalBackend(Backend):
                     f"The sandbox user (uid {user[0]}) cannot reach {run_dir}: {blocked} is not searchable by others. "
                     f"Run `chmod o+x {blocked}` or use a workspace outside it."
                 )
-            for path in spec.ro_paths:
+            for path in [*spec.ro_paths, *(m.source for m in spec.mounts if not m.volume)]:
                 blocked = unreachable(Path(path), *user)
                 if blocked is not None and (spec.unsandboxed or not can_stage()):
                     raise SandboxError(
-                        f"The sandbox user (uid {user[0]}) cannot read the Python environment folder {path}: "
+                        f"The sandbox user (uid {user[0]}) cannot read the folder {path} the run binds: "
                         f"{blocked} is not searchable by others. Run `chmod o+x {blocked}`, or make the environment "
                         "from a Python outside it (e.g. `/usr/bin/python3 -m venv .venv`)."
                     )

@@ -12,7 +12,7 @@ import pytest
 from research_mcp.errors import SandboxError
 from research_mcp.sandbox import docker as docker_backend
 from research_mcp.sandbox import images
-from research_mcp.sandbox.base import LOG_CAP_MARKER, RunSpec
+from research_mcp.sandbox.base import LOG_CAP_MARKER, Mount, RunSpec
 from research_mcp.sandbox.docker import (
     LABEL_RUN,
     LABEL_RUN_DIR,
@@ -84,6 +84,18 @@ def test_only_work_and_outputs_of_the_run_folder_are_bound() -> None:
         str(RUN_DIR / "outputs"): {"bind": "/outputs", "mode": "rw"},
     }
     assert "mounts" not in kwargs and "volumes_from" not in kwargs
+
+
+def test_mounts_are_read_only_unless_marked_writable_and_volumes_bind_by_name() -> None:
+    mounts = [
+        Mount(source="/ws/project/datasets", dest="/data"),
+        Mount(source="research-env-abc", dest="/opt/research-env", volume=True),
+        Mount(source="/cache/uv", dest="/cache/uv", writable=True),
+    ]
+    volumes = kwargs_for(mounts=mounts)["volumes"]
+    assert volumes["/ws/project/datasets"] == {"bind": "/data", "mode": "ro"}
+    assert volumes["research-env-abc"] == {"bind": "/opt/research-env", "mode": "ro"}
+    assert volumes["/cache/uv"] == {"bind": "/cache/uv", "mode": "rw"}
 
 
 def test_the_command_runs_under_sh_in_the_workdir_with_stderr_joined_to_stdout() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from research_mcp.sandbox import _layout, base
-from research_mcp.sandbox.base import RunSpec
+from research_mcp.sandbox.base import Mount, RunSpec
+from research_mcp.sandbox.bwrap import SYSTEM_BINDS
 from research_mcp.sandbox.supervisor import Spec, build_sandbox
 
 
@@ -52,6 +53,29 @@ def test_the_supervisor_loads_without_pydantic() -> None:
     code = "import sys, research_mcp.sandbox.launcher; print('pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_mounts_survive_spec_json_and_bind_read_only_unless_writable(tmp_path: Path) -> None:
+    data, cache = tmp_path / "datasets", tmp_path / "cache"
+    data.mkdir()
+    cache.mkdir()
+    mounts = [Mount(source=str(data), dest="/data"), Mount(source=str(cache), dest=str(cache), writable=True)]
+    run = RunSpec(run_id="r1", run_dir=tmp_path, command="true", timeout_s=5, mounts=mounts)
+    argv = build_sandbox(Spec.from_json(run.model_dump_json()), None).argv()
+    triples = {(argv[i], argv[i + 1], argv[i + 2]) for i in range(len(argv) - 2)}
+    assert ("--ro-bind", str(data), "/data") in triples
+    assert ("--bind", str(cache), str(cache)) in triples
+    volume = RunSpec(run_id="r2", run_dir=tmp_path, command="true", timeout_s=5, mounts=[
+        Mount(source="research-env-abc", dest="/opt/env", volume=True)
+    ])  # fmt: skip
+    with pytest.raises(ValueError, match="docker volume"):
+        build_sandbox(Spec.from_json(volume.model_dump_json()), None)
+    with pytest.raises(ValueError, match="not absolute"):
+        Spec.from_json(run.model_dump_json().replace('"dest":"/data"', '"dest":"data"'))
+
+
+def test_fontconfig_is_among_the_system_files_every_sandbox_reads() -> None:
+    assert any(bind.source == "/etc/fonts" and not bind.writable for bind in SYSTEM_BINDS)
 
 
 def test_a_run_with_gpus_binds_just_their_device_nodes_and_names_them_to_cuda(tmp_path: Path) -> None:
