@@ -70,6 +70,11 @@ class RunSpec(BaseModel):
     pids: int = Field(default=512, gt=0, description="Most processes and threads at once.")
     timeout_s: float = Field(gt=0, description="Wall-clock limit; the whole tree is killed when it passes.")
     network: bool = Field(default=False, description="Give the run a network; refused where it cannot be isolated.")
+    own_network: bool = Field(
+        default=False,
+        description="The server's own job (an environment build): its network does not wait on the setting that "
+        "governs user runs' network (docker_allow_network).",
+    )
     unsandboxed: bool = Field(
         default=False,
         description="Run without bubblewrap, as RESEARCH_MCP_ALLOW_UNSANDBOXED allows where bwrap is missing.",

@@ -278,7 +278,7 @@ class DockerBackend(Backend):
             return self._engine
 
     async def start(self, spec: RunSpec) -> RunHandle:
-        if spec.network and not self.allow_network:
+        if spec.network and not (self.allow_network or spec.own_network):
             raise SandboxError(
                 "network=True is refused by this server: on Docker's bridge a run reaches every host service "
                 "bound to 0.0.0.0. Run without network (download data beforehand into the workspace), or ask "

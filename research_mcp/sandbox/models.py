@@ -83,6 +83,7 @@ class Run(ToolModel):
     parent: str | None = _absent()
     note: str | None = _absent()
     idea_id: str | None = _absent()
+    kind: str | None = _absent("env: an environment's build; data: a dataset's preparation.")
     python_env: str | None = _absent("The Python environment it ran with; absent: the sandbox's.")
     exit_code: int | None = _absent()
     failure: str | None = _absent("timeout, oom, cuda_oom, disk, cancelled, error or lost.")

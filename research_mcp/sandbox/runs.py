@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from research_mcp.errors import BadInputError, LabelNotFoundError, RunNotFoundError, SandboxError
 from research_mcp.sandbox._files import changed_files, folder_bytes, output_files
-from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.base import Backend, Capacity, Mount, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import (
     ACTIVE,
@@ -148,8 +148,13 @@ class RunManager:
 
     # -- asking for a run -------------------------------------------------------------------------------------
 
-    def prepare(self, req: RunRequest) -> Run:
-        """Snapshot the code and record the run as queued (sync: call it in a worker thread)."""
+    def prepare(
+        self, req: RunRequest, *, kind: str = "run", mounts: Sequence[Mount] = (), own_network: bool = False
+    ) -> Run:
+        """Snapshot the code and record the run as queued (sync: call it in a worker thread).
+
+        The server's own jobs say so: `kind` ('env' builds an environment, 'data' prepares a dataset), `mounts`
+        they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern."""
         if req.workdir is None and not req.files:
             raise BadInputError("Give a workdir (a workspace folder) or inline files: there is no code to run.")
         for key in req.env:
@@ -194,16 +199,18 @@ class RunManager:
             "network": req.network,
             "env": req.env,
             "python_env": None if pyenv is None else pyenv.model_dump(),
+            "mounts": [mount.model_dump() for mount in mounts],
+            "own_network": own_network,
         }
         now = self.clock()
         self.store.connection().execute(
             "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
-            "note, idea_id, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            "note, idea_id, kind, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
             (
                 run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
                 req.workdir or "", snap.code_hash,
                 json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
-                req.parent, req.note, req.idea_id, now,
+                req.parent, req.note, req.idea_id, kind, now,
             ),
         )  # fmt: skip
         self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
@@ -266,6 +273,8 @@ class RunManager:
             memory_bytes=limits.get("memory_bytes"),
             timeout_s=limits["timeout_s"],
             network=bool(limits.get("network")),
+            own_network=bool(limits.get("own_network")),
+            mounts=[Mount.model_validate(mount) for mount in list[object](limits.get("mounts") or [])],
             log_cap_bytes=self.log_cap_bytes,
         )
 
@@ -520,7 +529,8 @@ class RunManager:
             id=row["id"], state=row["state"], backend=row["backend"], command=row["command"],
             workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
-            note=row["note"], idea_id=row["idea_id"], python_env=_env_name(row["limits"]),
+            note=row["note"], idea_id=row["idea_id"], kind=None if row["kind"] == "run" else row["kind"],
+            python_env=_env_name(row["limits"]),
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,

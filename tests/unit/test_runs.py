@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from research_mcp.errors import BadInputError, RunNotFoundError, SandboxError
-from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.base import Backend, Capacity, Mount, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.runs import THREAD_VARS, RunManager, RunRequest
 from research_mcp.sandbox.slots import Busy, Waiting, assign
 from research_mcp.store import Store
@@ -98,6 +98,19 @@ async def test_a_run_is_snapshotted_queued_then_started_with_its_spec(ws: Worksp
     assert spec.command == "python3 train.py" and spec.run_dir == folder and spec.workdir == "."
     assert runs.get(run.id).state == "running"
     assert (runs.get(run.id).label, runs.get(run.id).config) == ("baseline", {"lr": 0.1})
+
+
+async def test_the_servers_own_jobs_carry_their_kind_mounts_and_network_into_the_spec(ws: Workspace) -> None:
+    backend = FakeBackend()
+    runs = manager(ws, backend)
+    mount = Mount(source=str(ws.root / "exp"), dest="/data")
+    job = runs.prepare(request(network=True), kind="env", mounts=[mount], own_network=True)
+    plain = runs.prepare(request())
+    assert (job.kind, plain.kind) == ("env", None)  # a model's run says nothing of its kind
+    await runs.pump()
+    specs = {spec.run_id: spec for spec in backend.started}
+    assert specs[job.id].mounts == [mount] and specs[job.id].own_network and specs[job.id].network
+    assert specs[plain.id].mounts == [] and not specs[plain.id].own_network
 
 
 async def test_the_same_code_has_the_same_hash(ws: Workspace) -> None:
