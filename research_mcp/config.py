@@ -20,7 +20,7 @@ __all__ = ["TOOLSETS", "BackendChoice", "BackendName", "Settings", "Toolset", "c
 Toolset = Literal["literature", "repos", "sandbox", "metrics", "latex", "review", "pipeline", "files"]
 TOOLSETS: tuple[Toolset, ...] = ("literature", "repos", "sandbox", "metrics", "latex", "review", "pipeline", "files")
 
-BackendName = Literal["docker", "local"]
+BackendName = Literal["docker", "local", "slurm"]
 """The sandbox backends, written here once: `research_mcp.sandbox.registry` holds one entry for each (a test checks
 that they agree), and every parameter that names a backend takes `BackendChoice`."""
 BackendChoice = Literal["auto", BackendName]
@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     )
 
     backend: BackendChoice = Field(
-        default="auto", description="Sandbox backend for backend='auto': docker when its engine answers, else local."
+        default="auto",
+        description="Backend of backend='auto': docker when its engine answers, else local; slurm only when set here.",
     )
     max_concurrent_runs: int | None = Field(
         default=None,
@@ -116,6 +117,31 @@ class Settings(BaseSettings):
     )
     docker_image: str = Field(
         default="research-sandbox:base", description="Image the doctor looks for and Docker runs use."
+    )
+    # slurm: where and how the slurm backend's jobs run (README, "Slurm")
+    slurm_partition: str | None = Field(default=None, description="Partition jobs go to; default: the cluster's.")
+    slurm_account: str | None = Field(default=None, description="Account jobs are charged to (--account).")
+    slurm_qos: str | None = Field(default=None, description="Quality of service of jobs (--qos).")
+    slurm_gpu_option: Literal["gres", "gpus"] = Field(
+        default="gres", description="How jobs ask for GPUs: --gres=gpu:N or --gpus=N."
+    )
+    slurm_gpu_type: str | None = Field(default=None, description="GPU type jobs ask for (gpu:<type>:N), e.g. a100.")
+    slurm_array_throttle: int = Field(
+        default=0, ge=0, description="Most tasks of one job array running at once (--array=0-N%K); 0: no limit."
+    )
+    slurm_max_jobs: int = Field(default=100, ge=1, le=10_000, description="Jobs kept in Slurm's queue at once.")
+    slurm_container: Literal["bwrap", "apptainer", "pyxis", "none"] = Field(
+        default="bwrap", description="What contains a job's command: bubblewrap, Apptainer, Pyxis, or nothing."
+    )
+    slurm_image: str | None = Field(default=None, description="Image for apptainer (.sif) or pyxis runs.")
+    slurm_binds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list[str], description="Node folders bound read-only into jobs: /opt, /apps, conda, /scratch."
+    )
+    slurm_time_margin_s: int = Field(
+        default=60, ge=0, description="Added to timeout_s for --time; the job ends itself at timeout_s."
+    )
+    slurm_sbatch_args: Annotated[list[str], NoDecode] = Field(
+        default_factory=list[str], description="Further sbatch options, e.g. --constraint=a100."
     )
     ca_bundle: Path | None = Field(
         default=None,
@@ -162,7 +188,7 @@ class Settings(BaseSettings):
         default=None, description="Global cache folder; default: the platform's user data dir."
     )
 
-    @field_validator("toolsets", "git_schemes", mode="before")
+    @field_validator("toolsets", "git_schemes", "slurm_binds", "slurm_sbatch_args", mode="before")
     @classmethod
     def _split_toolsets(cls, value: Any) -> Any:
         if isinstance(value, str):

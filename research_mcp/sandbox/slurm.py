@@ -1,0 +1,564 @@
+"""The slurm backend: each run a batch job (several with the same resources, one job array), contained inside the
+job as runs are elsewhere (`_slurm_script.py` writes the scripts), its state read from Slurm and from what the job
+itself writes into the run folder (`_slurm_states.py`).
+
+The workspace must be on the file system the cluster's nodes share: the job reads its script and writes its log,
+outputs and end into `runs/<id>/`. Jobs outlive the server: a handle's ref is the job id (`123`, or `123_4` for an
+array task); a restarted server asks `squeue`, then `scontrol show job` (then `sacct` where accounting is kept),
+and once Slurm has forgotten the job (`MinJobAge`) it reads the job's own `end.json`. Everything here runs the
+Slurm client tools (`sbatch`, `squeue`, `scontrol`, `scancel`, `sinfo`) of the machine the server runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from research_mcp.errors import SandboxError
+from research_mcp.model import ToolModel
+from research_mcp.probe import PartStatus, part, run_probe, version_of
+from research_mcp.sandbox._slurm_script import (
+    END_FILE,
+    JOB_PREFIX,
+    STARTED_FILE,
+    Site,
+    array_script,
+    job_name,
+    job_script,
+    resources,
+)
+from research_mcp.sandbox._slurm_states import (
+    ACTIVE_STATES,
+    SQUEUE_FORMAT,
+    JobEnd,
+    JobInfo,
+    ended_status,
+    parse_gres,
+    parse_sacct,
+    parse_scontrol,
+    parse_squeue,
+    pending_words,
+    status_of,
+)
+from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.bwrap import can_stage, sandbox_user, unreachable
+
+__all__ = ["Cluster", "Partition", "SlurmBackend", "SlurmJob", "cluster_info", "probe", "shared_fs_problem"]
+
+logger = logging.getLogger(__name__)
+
+_CLIENT = "Slurm's client tools (sbatch, squeue, scontrol, sinfo)"
+_INSTALL = (
+    "Run the server on the cluster's login node, where Slurm's client tools are (or `apt-get install slurm-client`)"
+)
+_SNAPSHOT_S = 0.5
+"""How long one `squeue` answer serves every poll: a tick polls all running runs, and Slurm is asked once."""
+_CAPACITY_S = 30.0
+_MAX_ARRAY = 1000
+_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "overlayfs", "zfs", "f2fs", "ramfs", "vfat"}
+
+
+class SlurmBackend(Backend):
+    """Runs as Slurm batch jobs, submitted with this machine's `sbatch`."""
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        site: Site | None = None,
+        *,
+        max_jobs: int = 100,
+        allow_unsandboxed: bool = False,
+        cancel_timeout_s: float = 60.0,
+        command_timeout_s: float = 30.0,
+    ) -> None:
+        self.site = site or Site()
+        self.max_jobs = max_jobs
+        self.allow_unsandboxed = allow_unsandboxed
+        self.cancel_timeout_s = cancel_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self._lock = threading.Lock()
+        self._snapshot: tuple[float, dict[str, JobInfo]] | None = None
+        self._capacity: tuple[float, Capacity] | None = None
+        self._accounting: bool | None = None
+
+    # -- the protocol --------------------------------------------------------------------------------------------
+
+    def capacity(self) -> Capacity:
+        """The cluster's (its partition's) CPUs and GPUs; runs: how many jobs this server keeps in Slurm at once."""
+        now = time.monotonic()
+        if self._capacity is not None and now - self._capacity[0] < _CAPACITY_S:
+            return self._capacity[1]
+        argv = ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%t"]
+        if self.site.partition:
+            argv += ["-p", self.site.partition]
+        nodes: dict[str, tuple[int, int]] = {}
+        for line in self._run(argv).splitlines():
+            parts = line.split("|")
+            if len(parts) != 4 or parts[3].rstrip("*~#!%$@^-").lower() in ("down", "drain", "drained", "fail"):
+                continue
+            cpus = int(parts[1]) if parts[1].isdigit() else 0
+            nodes[parts[0]] = (cpus, sum(parse_gres(parts[2]).values()))
+        cpus = sum(c for c, _ in nodes.values())
+        gpus = sum(g for _, g in nodes.values())
+        found = Capacity(runs=self.max_jobs, cpus=max(1, cpus), gpus=list(range(gpus)), pool="slurm")
+        self._capacity = (now, found)
+        return found
+
+    async def start(self, spec: RunSpec) -> RunHandle:
+        import anyio
+
+        [result] = await anyio.to_thread.run_sync(self._submit, [spec])
+        if isinstance(result, SandboxError):
+            raise result
+        return result
+
+    async def start_batch(self, specs: Sequence[RunSpec]) -> list[RunHandle | SandboxError]:
+        """One job array per group of runs with the same resources (at most 1000 each), one job per lone run."""
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._submit, list(specs))
+
+    async def poll(self, handle: RunHandle) -> RunStatus:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._poll, handle)
+
+    async def cancel(self, handle: RunHandle) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self._cancel, handle)
+
+    async def wait(self, handle: RunHandle, timeout_s: float) -> None:
+        """Until the job writes its end into the run folder (looked at every 0.1 s), at the latest `timeout_s`."""
+        import anyio
+
+        end = Path(str(handle.data.get("run_dir", ""))) / END_FILE
+        deadline = anyio.current_time() + timeout_s
+        while anyio.current_time() < deadline:
+            if end.exists():
+                return
+            await anyio.sleep(min(0.1, max(0.0, deadline - anyio.current_time())))
+
+    async def adopt(self, spec: RunSpec) -> RunHandle | None:
+        """The job of a run whose submission was never recorded: by the id the job wrote when it started, else by
+        its name in Slurm's queue."""
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._adopt, spec)
+
+    # -- submitting ----------------------------------------------------------------------------------------------
+
+    def _submit(self, specs: list[RunSpec]) -> list[RunHandle | SandboxError]:
+        results: list[RunHandle | SandboxError | None] = [None] * len(specs)
+        groups: dict[object, list[int]] = {}
+        user = sandbox_user()
+        for index, spec in enumerate(specs):
+            try:
+                spec = specs[index] = self._check(spec, user)
+                text = job_script(spec, self.site, user)
+            except SandboxError as exc:
+                results[index] = exc
+                continue
+            except ValueError as exc:
+                results[index] = SandboxError(f"Cannot run this spec on Slurm: {exc}.")
+                continue
+            (spec.run_dir / "job.sh").write_text(text)
+            groups.setdefault(resources(spec, self.site), []).append(index)
+        for members in groups.values():
+            for chunk in (members[i : i + _MAX_ARRAY] for i in range(0, len(members), _MAX_ARRAY)):
+                chosen = [specs[i] for i in chunk]
+                try:
+                    handles = self._sbatch(chosen)
+                except SandboxError as exc:
+                    handles = [exc] * len(chunk)
+                for i, handle in zip(chunk, handles, strict=True):
+                    results[i] = handle
+        return [r if r is not None else SandboxError("not submitted") for r in results]
+
+    def _check(self, spec: RunSpec, user: tuple[int, int] | None) -> RunSpec:
+        run_dir = spec.run_dir
+        if not run_dir.is_absolute() or not (run_dir / "work").is_dir() or not (run_dir / "outputs").is_dir():
+            raise SandboxError(f"Run folder {run_dir} is not laid out (absolute, with work/ and outputs/).")
+        if (run_dir / "job.sh").exists():
+            raise SandboxError(f"Run {spec.run_id} was already submitted from {run_dir}; start a new run instead.")
+        container = self.site.container
+        if container == "none" and not self.allow_unsandboxed:
+            raise SandboxError(
+                "slurm_container=none runs experiments with no sandbox: set RESEARCH_MCP_ALLOW_UNSANDBOXED=1 to "
+                "accept that, or set RESEARCH_MCP_SLURM_CONTAINER to bwrap, apptainer or pyxis."
+            )
+        if container == "bwrap" and shutil.which("bwrap") is None:
+            if not self.allow_unsandboxed:
+                raise SandboxError(
+                    "The slurm backend contains runs with bubblewrap, which is not installed here (the nodes need it "
+                    "too): install it (`apt-get install -y bubblewrap`), or set RESEARCH_MCP_SLURM_CONTAINER to "
+                    "apptainer or pyxis (with RESEARCH_MCP_SLURM_IMAGE), or set RESEARCH_MCP_ALLOW_UNSANDBOXED=1 to "
+                    "run without a sandbox at your own risk."
+                )
+            spec = spec.model_copy(update={"unsandboxed": True})
+        if container == "bwrap" and user is not None and not spec.unsandboxed and not can_stage():
+            for path in [run_dir, *spec.ro_paths, *(m.source for m in spec.mounts if not m.volume)]:
+                blocked = unreachable(Path(path), *user)
+                if blocked is not None:
+                    raise SandboxError(
+                        f"The sandbox user (uid {user[0]}) cannot reach {path}: {blocked} is not searchable by "
+                        f"others. Run `chmod o+x {blocked}` or use a workspace outside it."
+                    )
+        return spec
+
+    def _sbatch(self, specs: list[RunSpec]) -> list[RunHandle | SandboxError]:
+        first = specs[0]
+        if len(specs) == 1:
+            script = first.run_dir / "job.sh"
+        else:
+            script = first.run_dir / "array.sh"
+            script.write_text(array_script(specs, self.site))
+        out = self._run(["sbatch", "--parsable", str(script)], cwd=first.run_dir, what="sbatch")
+        job_id = out.strip().split(";")[0]  # `<id>;<cluster>` on a multi-cluster site
+        if not job_id.isdigit():
+            raise SandboxError(f"sbatch answered {out.strip()!r}, not a job id; see {script}.")
+        self._snapshot = None  # the next poll asks Slurm again, so it sees the new jobs
+        if len(specs) == 1:
+            return [self._handle(first, job_id)]
+        return [self._handle(spec, f"{job_id}_{i}", array=job_id) for i, spec in enumerate(specs)]
+
+    def _handle(self, spec: RunSpec, ref: str, array: str | None = None) -> RunHandle:
+        data: dict[str, Any] = {"run_dir": str(spec.run_dir), "gpus": len(spec.gpus), "name": job_name(spec.run_id)}
+        if array is not None:
+            data["array"] = array
+        return RunHandle(backend=self.name, ref=ref, data=data)
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+
+    def _poll(self, handle: RunHandle) -> RunStatus:
+        run_dir = Path(str(handle.data.get("run_dir", "")))
+        gpus = bool(handle.data.get("gpus"))
+        end = _read_end(run_dir)
+        started = _read_json(run_dir / STARTED_FILE)
+        started_at = _float(started.get("started_at")) if started else None
+        info = self._queue().get(handle.ref)
+        if info is None:
+            info = self._job(handle.ref)
+        if info is not None:
+            return status_of(info, end, gpus, started_at)
+        if end is not None:
+            return ended_status(end)
+        return RunStatus(
+            state="lost",
+            started_at=started_at,
+            detail=f"Slurm no longer knows job {handle.ref} and the job left no end record in its run folder "
+            "(its node may have failed before it could write one); see slurm-*.out there.",
+        )
+
+    def _queue(self) -> dict[str, JobInfo]:
+        """This user's jobs, every array task on its own line; one answer serves polls for half a second."""
+        with self._lock:
+            now = time.monotonic()
+            if self._snapshot is not None and now - self._snapshot[0] < _SNAPSHOT_S:
+                return self._snapshot[1]
+            argv = ["squeue", "-h", "-r", "-t", "all", "-u", _user_name(), "-o", SQUEUE_FORMAT]
+            try:
+                found = parse_squeue(self._run(argv))
+            except SandboxError as exc:
+                logger.warning("squeue failed: %s", exc)
+                found = {}
+            self._snapshot = (now, found)
+            return found
+
+    def _job(self, ref: str) -> JobInfo | None:
+        """One job Slurm's queue did not list: `scontrol show job`, then `sacct` where accounting is kept."""
+        try:
+            out = subprocess.run(
+                ["scontrol", "show", "job", "-o", ref], capture_output=True, text=True,
+                timeout=self.command_timeout_s, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SandboxError(f"scontrol failed: {exc}; is Slurm's controller up (`scontrol ping`)?") from exc
+        if out.returncode == 0:
+            info = parse_scontrol(out.stdout)
+            if info is not None:
+                return info
+        elif "Invalid job id" not in out.stderr:
+            raise SandboxError(f"scontrol show job {ref} failed: {out.stderr.strip()[:300]}")
+        if not self._has_accounting():
+            return None
+        with contextlib.suppress(SandboxError):
+            text = self._run(["sacct", "-X", "-n", "-P", "-j", ref, "-o", "JobID,State,ExitCode,JobName"])
+            return parse_sacct(text, ref)
+        return None
+
+    def _has_accounting(self) -> bool:
+        if self._accounting is None:
+            try:
+                config = self._run(["scontrol", "show", "config"])
+            except SandboxError:
+                return False
+            line = next((ln for ln in config.splitlines() if ln.startswith("AccountingStorageType")), "")
+            self._accounting = bool(line) and not line.rstrip().endswith("accounting_storage/none")
+        return self._accounting
+
+    def _adopt(self, spec: RunSpec) -> RunHandle | None:
+        if not (spec.run_dir / "job.sh").exists():
+            return None  # nothing was submitted
+        started = _read_json(spec.run_dir / STARTED_FILE)
+        ref = str(started.get("job_id") or "") if started else ""
+        if ref:
+            return self._handle(spec, ref, array=ref.split("_")[0] if "_" in ref else None)
+        name = job_name(spec.run_id)
+        queue = self._queue()
+        for info in queue.values():
+            if info.name == name and "_" not in info.job_id:
+                return self._handle(spec, info.job_id)
+        return self._member(spec, queue)
+
+    def _member(self, spec: RunSpec, queue: dict[str, JobInfo]) -> RunHandle | None:
+        """A run submitted in a job array, which is named after its first run: the array whose script
+        (array.sh in the first run's folder) lists this run's folder."""
+        import shlex
+
+        folder = str(spec.run_dir)
+        for info in queue.values():
+            if "_" not in info.job_id or not info.name.startswith(JOB_PREFIX):
+                continue
+            array = info.job_id.split("_", 1)[0]
+            script = spec.run_dir.parent / info.name.removeprefix(JOB_PREFIX) / "array.sh"
+            try:
+                lines = script.read_text().splitlines()
+            except OSError:
+                continue
+            runs = next((ln for ln in lines if ln.startswith("runs=(") and ln.endswith(")")), "runs=()")
+            members = shlex.split(runs[len("runs=(") : -1])
+            if folder in members:
+                return self._handle(spec, f"{array}_{members.index(folder)}", array=array)
+        return None
+
+    # -- cancelling ----------------------------------------------------------------------------------------------
+
+    def _cancel(self, handle: RunHandle) -> None:
+        """scancel, then wait until Slurm says the job ended (its processes get SIGTERM, then SIGKILL)."""
+        try:
+            self._run(["scancel", handle.ref], what="scancel")
+        except SandboxError as exc:
+            if "Invalid job id" not in str(exc) and "already completing or completed" not in str(exc):
+                raise
+        deadline = time.monotonic() + self.cancel_timeout_s
+        info: JobInfo | None = None
+        while time.monotonic() < deadline:
+            self._snapshot = None
+            info = self._queue().get(handle.ref) or self._job(handle.ref)
+            if info is None or info.state not in ACTIVE_STATES:
+                return
+            time.sleep(0.1)
+        logger.warning(
+            "job %s still %s %g s after scancel", handle.ref, info.state if info else "?", self.cancel_timeout_s
+        )
+
+    # -- running the client tools --------------------------------------------------------------------------------
+
+    def _run(self, argv: list[str], cwd: Path | None = None, what: str | None = None) -> str:
+        try:
+            out = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.command_timeout_s, check=False,
+                cwd=cwd, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except FileNotFoundError as exc:
+            raise SandboxError(f"{argv[0]} is not installed here: {_INSTALL}.") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise SandboxError(
+                f"{argv[0]} did not answer within {self.command_timeout_s:g} s; is the controller up (`scontrol ping`)?"
+            ) from exc
+        if out.returncode != 0:
+            message = (out.stderr or out.stdout).strip()[:500]
+            raise SandboxError(f"{what or argv[0]} failed (exit {out.returncode}): {message}")
+        return out.stdout
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: object = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None  # pyright: ignore[reportUnknownVariableType]
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _read_end(run_dir: Path) -> JobEnd | None:
+    data = _read_json(run_dir / END_FILE)
+    if data is None:
+        return None
+    code, started, ended = data.get("exit_code"), _float(data.get("started_at")), _float(data.get("ended_at"))
+    failure = data.get("failure")
+    if not isinstance(code, int) or started is None or ended is None:
+        return None
+    if failure not in (None, "timeout", "oom", "cancelled", "error"):
+        failure = "error"
+    return JobEnd(code, failure, started, ended, _float(data.get("timeout_s")))
+
+
+# --- what lab_info shows: the cluster --------------------------------------------------------------------------
+
+
+class Partition(ToolModel):
+    """One partition of the cluster."""
+
+    name: str
+    default: bool = False
+    state: str = Field(description="up, down, drain or inactive.")
+    time_limit: str = Field(description="Longest --time a job may ask for.")
+    nodes: int
+    idle_nodes: int
+    cpus: int
+    gpus: dict[str, int] = Field(default_factory=dict[str, int], description="GPUs per type over its nodes.")
+
+
+class SlurmJob(ToolModel):
+    """One of the user's jobs."""
+
+    job_id: str
+    name: str
+    state: str
+    reason: str | None = Field(default=None, description="Why it waits, in words, then Slurm's reason.")
+
+
+class Cluster(ToolModel):
+    """The Slurm cluster the slurm backend submits to."""
+
+    name: str | None = None
+    partitions: list[Partition]
+    running: int = Field(description="The user's running jobs.")
+    pending: int = Field(description="The user's pending jobs.")
+    jobs: list[SlurmJob] = Field(description="The first of them.")
+    warning: str | None = Field(default=None, description="What looks wrong for runs (the workspace's file system).")
+
+
+def cluster_info(workspace: Path | None, partition: str | None = None, timeout_s: float = 10.0) -> Cluster | None:
+    """The cluster as `sinfo` and `squeue` show it, or None when no controller answers. Blocks (worker thread)."""
+
+    def run(argv: list[str]) -> str | None:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    nodes = run(["sinfo", "-h", "-N", "-o", "%N|%P|%c|%G|%t|%l|%a"])
+    if nodes is None:
+        return None
+    parts: dict[str, Partition] = {}
+    seen: dict[str, set[str]] = {}
+    all_nodes: set[str] = set()
+    for line in nodes.splitlines():
+        fields = line.split("|")
+        if len(fields) != 7:
+            continue
+        node, name, cpus, gres, state, limit, avail = fields
+        default = name.endswith("*")
+        name = name.rstrip("*")
+        all_nodes.add(node)
+        found = parts.setdefault(
+            name, Partition(name=name, default=default, state=avail, time_limit=limit, nodes=0, idle_nodes=0, cpus=0)
+        )
+        if node in seen.setdefault(name, set()):
+            continue
+        seen[name].add(node)
+        found.nodes += 1
+        found.idle_nodes += state.rstrip("*~#!%$@^-") == "idle"
+        found.cpus += int(cpus) if cpus.isdigit() else 0
+        for kind, count in parse_gres(gres).items():
+            found.gpus[kind] = found.gpus.get(kind, 0) + count
+    queue = run(["squeue", "-h", "-r", "-u", _user_name(), "-o", SQUEUE_FORMAT]) or ""
+    jobs = list(parse_squeue(queue).values())
+    shown = [
+        SlurmJob(
+            job_id=job.job_id,
+            name=job.name,
+            state=job.state,
+            reason=pending_words(job.reason, False) if job.state == "PENDING" else None,
+        )
+        for job in jobs[:20]
+    ]
+    config = run(["scontrol", "show", "config"]) or ""
+    cluster = next((ln.split("=", 1)[1].strip() for ln in config.splitlines() if ln.startswith("ClusterName")), None)
+    chosen = [p for p in parts.values() if p.name == partition] if partition else list(parts.values())
+    return Cluster(
+        name=cluster,
+        partitions=chosen or list(parts.values()),
+        running=sum(job.state == "RUNNING" for job in jobs),
+        pending=sum(job.state == "PENDING" for job in jobs),
+        jobs=shown,
+        warning=None if workspace is None else shared_fs_problem(workspace, len(all_nodes)),
+    )
+
+
+def fs_type(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """The file system type of the mount holding `path` (the longest mount point above it)."""
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    target = str(path.resolve())
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def shared_fs_problem(workspace: Path, nodes: int, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """A warning when the cluster has several nodes and the workspace sits on a local file system, which the
+    other nodes cannot see."""
+    kind = fs_type(workspace, mounts)
+    if nodes <= 1 or kind is None or kind not in _LOCAL_FS:
+        return None
+    return (
+        f"The workspace {workspace} is on a local file system ({kind}) but the cluster has {nodes} nodes: jobs on "
+        "other nodes cannot read their scripts or write their results. Put the workspace on the shared file system "
+        "(NFS, Lustre, GPFS, BeeGFS: usually your home or project folder)."
+    )
+
+
+async def probe(partition: str | None = None) -> PartStatus:
+    """The controller answers and the partition has nodes."""
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        return part("slurm", "missing", f"{_CLIENT} are not on PATH", _INSTALL)
+    version = version_of((await run_probe(["sinfo", "--version"])).line)
+    ping = await run_probe(["scontrol", "ping"])
+    if ping.rc != 0 or "UP" not in ping.stdout:
+        detail = f"no Slurm controller answers `scontrol ping`: {ping.line}"
+        return part("slurm", "unreachable", detail, "Check SLURM_CONF and that slurmctld runs", version)
+    argv = ["sinfo", "-h", "-o", "%P %a %D %t"] + (["-p", partition] if partition else [])
+    info = await run_probe(argv)
+    if info.rc != 0 or not info.stdout.strip():
+        where = f"partition {partition}" if partition else "any partition"
+        return part("slurm", "error", f"sinfo shows no nodes in {where}: {info.line}", None, version)
+    lines = [ln.split() for ln in info.stdout.splitlines() if ln.strip()]
+    summary = ", ".join(f"{p[0]} {p[3]}" for p in lines[:4] if len(p) == 4)
+    return part("slurm", "ok", f"controller up; {summary}", version=version)
