@@ -324,6 +324,11 @@ class RunManager:
                 logger.warning("poll of run %s failed: %s", row["id"], exc)
                 continue
             if status.state == "running":
+                if status.detail != row["detail"] and row["failure"] is None:  # e.g. why a cluster job is pending
+                    await self._sql(
+                        "UPDATE runs SET detail = ? WHERE id = ? AND state = 'running' AND failure IS NULL",
+                        (status.detail, row["id"]),
+                    )
                 if status.peak_memory_bytes is not None:
                     await self._sql(
                         "UPDATE runs SET peak_memory_bytes = ? WHERE id = ?", (status.peak_memory_bytes, row["id"])
