@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import threading
@@ -23,10 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from research_mcp.errors import SandboxError
-from research_mcp.model import ToolModel
 from research_mcp.probe import PartStatus, part, run_probe, version_of
 from research_mcp.sandbox._slurm_script import (
     END_FILE,
@@ -48,13 +44,13 @@ from research_mcp.sandbox._slurm_states import (
     parse_sacct,
     parse_scontrol,
     parse_squeue,
-    pending_words,
     status_of,
 )
 from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.bwrap import can_stage, sandbox_user, unreachable
+from research_mcp.sandbox.slurm_cluster import user_name
 
-__all__ = ["Cluster", "Partition", "SlurmBackend", "SlurmJob", "cluster_info", "probe", "shared_fs_problem"]
+__all__ = ["SlurmBackend", "probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +62,6 @@ _SNAPSHOT_S = 0.5
 """How long one `squeue` answer serves every poll: a tick polls all running runs, and Slurm is asked once."""
 _CAPACITY_S = 30.0
 _MAX_ARRAY = 1000
-_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "overlayfs", "zfs", "f2fs", "ramfs", "vfat"}
 
 
 class SlurmBackend(Backend):
@@ -268,7 +263,7 @@ class SlurmBackend(Backend):
             now = time.monotonic()
             if self._snapshot is not None and now - self._snapshot[0] < _SNAPSHOT_S:
                 return self._snapshot[1]
-            argv = ["squeue", "-h", "-r", "-t", "all", "-u", _user_name(), "-o", SQUEUE_FORMAT]
+            argv = ["squeue", "-h", "-r", "-t", "all", "-u", user_name(), "-o", SQUEUE_FORMAT]
             try:
                 found = parse_squeue(self._run(argv))
             except SandboxError as exc:
@@ -385,15 +380,6 @@ class SlurmBackend(Backend):
         return out.stdout
 
 
-def _user_name() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data: object = json.loads(path.read_text())
@@ -417,132 +403,6 @@ def _read_end(run_dir: Path) -> JobEnd | None:
     if failure not in (None, "timeout", "oom", "cancelled", "error"):
         failure = "error"
     return JobEnd(code, failure, started, ended, _float(data.get("timeout_s")))
-
-
-# --- what lab_info shows: the cluster --------------------------------------------------------------------------
-
-
-class Partition(ToolModel):
-    """One partition of the cluster."""
-
-    name: str
-    default: bool = False
-    state: str = Field(description="up, down, drain or inactive.")
-    time_limit: str = Field(description="Longest --time a job may ask for.")
-    nodes: int
-    idle_nodes: int
-    cpus: int
-    gpus: dict[str, int] = Field(default_factory=dict[str, int], description="GPUs per type over its nodes.")
-
-
-class SlurmJob(ToolModel):
-    """One of the user's jobs."""
-
-    job_id: str
-    name: str
-    state: str
-    reason: str | None = Field(default=None, description="Why it waits, in words, then Slurm's reason.")
-
-
-class Cluster(ToolModel):
-    """The Slurm cluster the slurm backend submits to."""
-
-    name: str | None = None
-    partitions: list[Partition]
-    running: int = Field(description="The user's running jobs.")
-    pending: int = Field(description="The user's pending jobs.")
-    jobs: list[SlurmJob] = Field(description="The first of them.")
-    warning: str | None = Field(default=None, description="What looks wrong for runs (the workspace's file system).")
-
-
-def cluster_info(workspace: Path | None, partition: str | None = None, timeout_s: float = 10.0) -> Cluster | None:
-    """The cluster as `sinfo` and `squeue` show it, or None when no controller answers. Blocks (worker thread)."""
-
-    def run(argv: list[str]) -> str | None:
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout if out.returncode == 0 else None
-
-    nodes = run(["sinfo", "-h", "-N", "-o", "%N|%P|%c|%G|%t|%l|%a"])
-    if nodes is None:
-        return None
-    parts: dict[str, Partition] = {}
-    seen: dict[str, set[str]] = {}
-    all_nodes: set[str] = set()
-    for line in nodes.splitlines():
-        fields = line.split("|")
-        if len(fields) != 7:
-            continue
-        node, name, cpus, gres, state, limit, avail = fields
-        default = name.endswith("*")
-        name = name.rstrip("*")
-        all_nodes.add(node)
-        found = parts.setdefault(
-            name, Partition(name=name, default=default, state=avail, time_limit=limit, nodes=0, idle_nodes=0, cpus=0)
-        )
-        if node in seen.setdefault(name, set()):
-            continue
-        seen[name].add(node)
-        found.nodes += 1
-        found.idle_nodes += state.rstrip("*~#!%$@^-") == "idle"
-        found.cpus += int(cpus) if cpus.isdigit() else 0
-        for kind, count in parse_gres(gres).items():
-            found.gpus[kind] = found.gpus.get(kind, 0) + count
-    queue = run(["squeue", "-h", "-r", "-u", _user_name(), "-o", SQUEUE_FORMAT]) or ""
-    jobs = list(parse_squeue(queue).values())
-    shown = [
-        SlurmJob(
-            job_id=job.job_id,
-            name=job.name,
-            state=job.state,
-            reason=pending_words(job.reason, False) if job.state == "PENDING" else None,
-        )
-        for job in jobs[:20]
-    ]
-    config = run(["scontrol", "show", "config"]) or ""
-    cluster = next((ln.split("=", 1)[1].strip() for ln in config.splitlines() if ln.startswith("ClusterName")), None)
-    chosen = [p for p in parts.values() if p.name == partition] if partition else list(parts.values())
-    return Cluster(
-        name=cluster,
-        partitions=chosen or list(parts.values()),
-        running=sum(job.state == "RUNNING" for job in jobs),
-        pending=sum(job.state == "PENDING" for job in jobs),
-        jobs=shown,
-        warning=None if workspace is None else shared_fs_problem(workspace, len(all_nodes)),
-    )
-
-
-def fs_type(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
-    """The file system type of the mount holding `path` (the longest mount point above it)."""
-    try:
-        lines = mounts.read_text().splitlines()
-    except OSError:
-        return None
-    best, kind = "", None
-    target = str(path.resolve())
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-            best, kind = point, fields[2]
-    return kind
-
-
-def shared_fs_problem(workspace: Path, nodes: int, mounts: Path = Path("/proc/mounts")) -> str | None:
-    """A warning when the cluster has several nodes and the workspace sits on a local file system, which the
-    other nodes cannot see."""
-    kind = fs_type(workspace, mounts)
-    if nodes <= 1 or kind is None or kind not in _LOCAL_FS:
-        return None
-    return (
-        f"The workspace {workspace} is on a local file system ({kind}) but the cluster has {nodes} nodes: jobs on "
-        "other nodes cannot read their scripts or write their results. Put the workspace on the shared file system "
-        "(NFS, Lustre, GPFS, BeeGFS: usually your home or project folder)."
-    )
 
 
 async def probe(partition: str | None = None) -> PartStatus:

@@ -23,6 +23,7 @@ from pydantic import Field
 from research_mcp.model import ToolModel
 from research_mcp.probe import PartStatus, part
 from research_mcp.sandbox.gpus import Gpu
+from research_mcp.sandbox.slurm_cluster import Cluster
 
 if TYPE_CHECKING:
     from research_mcp.config import Settings
@@ -51,6 +52,7 @@ class LabInfo(ToolModel):
     gpus: list[Gpu] = Field(description="NVIDIA GPUs found; empty when there are none.")
     tokens: dict[str, bool] = Field(description="Whether each API token is set (never its value).")
     limits: dict[str, float | int] = Field(description="Output budgets and machine size (cpus, memory_gib, ...).")
+    cluster: Cluster | None = Field(default=None, description="The Slurm cluster, where one answers.")
 
 
 Progress = Callable[[int, int, str], Awaitable[None]]
@@ -111,6 +113,15 @@ async def probe_lab(
         tg.start_soon(disk_free)
 
     components = [found[index] for index in range(len(probes))]
+    cluster = None
+    if any(c.name == "slurm" and c.ok for c in components):
+        from research_mcp.sandbox.slurm_cluster import cluster_info
+
+        root = workspace.root if workspace else None
+        with anyio.move_on_after(timeout_s):
+            cluster = await anyio.to_thread.run_sync(
+                lambda: cluster_info(root, settings.slurm_partition, timeout_s), abandon_on_cancel=True
+            )
     ok = {c.name for c in components if c.ok}
     backends = [entry.name for entry in REGISTRY.values() if entry.part in ok]
     if settings.allow_unsandboxed and "bubblewrap" not in ok and platform.system() == "Linux":
@@ -131,6 +142,7 @@ async def probe_lab(
         gpus=sorted(gpus, key=lambda gpu: gpu.index),
         tokens={name: bool(secret and secret.get_secret_value()) for name, secret in secrets.items()},
         limits=limits,
+        cluster=cluster,
     )
 
 
@@ -150,6 +162,13 @@ def format_report(info: LabInfo) -> str:
     lines.extend([gpu.format(g) for g in info.gpus] or ["GPUs: none"])
     lines.append("tokens: " + ", ".join(f"{name} {'set' if v else 'not set'}" for name, v in info.tokens.items()))
     lines.append("limits: " + ", ".join(f"{name}={value}" for name, value in info.limits.items()))
+    if info.cluster is not None:
+        for p in info.cluster.partitions:
+            gpus = ", ".join(f"{n} {kind}" for kind, n in p.gpus.items()) or "no GPUs"
+            lines.append(f"slurm {p.name}: {p.nodes} nodes ({p.idle_nodes} idle), {p.cpus} CPUs, {gpus}")
+        lines.append(f"slurm jobs: {info.cluster.running} running, {info.cluster.pending} pending")
+        if info.cluster.warning:
+            lines.append(f"warning: {info.cluster.warning}")
     steps: dict[str, list[str]] = {}
     for component in info.components:
         if component.install:

@@ -187,9 +187,7 @@ async def test_a_run_uses_the_python_environment_it_names(lab: Client, workspace
     assert done["run"]["state"] == "failed" and not (venv / "bin" / "x").exists()
 
 
-async def test_a_named_python_environment_from_the_settings(
-    workspace: Path, tmp_path: Path, backend: Backend
-) -> None:
+async def test_a_named_python_environment_from_the_settings(workspace: Path, tmp_path: Path, backend: Backend) -> None:
     envs = tmp_path / "envs"
     envs.mkdir()
     envs.chmod(0o755)

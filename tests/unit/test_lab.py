@@ -267,12 +267,54 @@ async def test_missing_tex_gives_one_install_line_for_all_tex_tools(fake_bin: Pa
 
 
 @pytest.mark.anyio
-async def test_slurm_is_not_reported_while_no_backend_can_use_it(fake_bin: Path) -> None:
+async def test_slurm_without_its_client_tools_is_missing_and_not_a_backend(fake_bin: Path) -> None:
     tool(fake_bin, "sinfo", 'echo "slurm 22.05.8"')
     tool(fake_bin, "scontrol", 'echo "Slurmctld(primary) at vm is UP"')
     info = await probe_lab(Settings(), None)
-    assert "slurm" not in {c.name for c in info.components} and "slurm" not in info.backends
+    slurm = component(info, "slurm")
+    assert slurm.status == "missing" and "sbatch" in slurm.detail and slurm.install
+    assert "slurm" not in info.backends and info.cluster is None
     assert set(info.backends) <= set(REGISTRY)
+
+
+SINFO = """\
+case "$*" in
+  --version) echo "slurm 22.05.8" ;;
+  *%N*) printf 'a1|gpu*|64|gpu:a100:4(S:0-1)|idle|2-00:00:00|up\\na2|gpu*|64|gpu:a100:4(S:0-1)|mix|2-00:00:00|up\\n'
+        printf 'c1|cpu|32|(null)|idle|1-00:00:00|up\\n' ;;
+  *) echo "gpu* up 2 idle" ;;
+esac
+"""
+
+
+@pytest.mark.anyio
+async def test_a_cluster_that_answers_is_a_backend_and_lab_info_shows_its_partitions_and_jobs(
+    fake_bin: Path, tmp_path: Path
+) -> None:
+    tool(fake_bin, "sinfo", SINFO)
+    tool(fake_bin, "sbatch", "exit 1")
+    tool(fake_bin, "scontrol", 'case "$1" in ping) echo "Slurmctld(primary) at head is UP" ;; '
+         'show) echo "ClusterName             = delta" ;; esac')  # fmt: skip
+    tool(fake_bin, "squeue", "printf '7_1|PENDING|QOSMaxGRESPerUser|rmcp-a\\n8|RUNNING|None|train\\n'")
+    info = await probe_lab(Settings(), Workspace(tmp_path, "setting"))
+    assert component(info, "slurm").ok and "slurm" in info.backends
+    cluster = info.cluster
+    assert cluster is not None and cluster.name == "delta"
+    gpu, cpu = cluster.partitions
+    assert (gpu.name, gpu.default, gpu.nodes, gpu.idle_nodes, gpu.cpus, gpu.gpus) == (
+        "gpu",
+        True,
+        2,
+        1,
+        128,
+        {"a100": 8},
+    )
+    assert (cpu.name, cpu.nodes, cpu.gpus, cpu.time_limit) == ("cpu", 1, {}, "1-00:00:00")
+    assert (cluster.running, cluster.pending) == (1, 1)
+    assert cluster.jobs[0].reason == "over your group's limit: QOSMaxGRESPerUser"
+    assert "slurm gpu: 2 nodes (1 idle), 128 CPUs, 8 a100" in format_report(info)
+    # three nodes, and a workspace on this machine's own disk: the other nodes would not see the run folders
+    assert cluster.warning is not None and "local file system" in cluster.warning and "3 nodes" in cluster.warning
 
 
 @pytest.mark.anyio
@@ -414,7 +456,7 @@ async def test_the_report_has_one_marked_line_per_component_and_the_limits() -> 
     info = await probe_lab(Settings(max_output_chars=9000), None)
     names = [c.name for c in info.components]
     assert names == [
-        "docker", "bubblewrap", "slirp4netns", "cgroups", "nvidia", "tex", "latexmk", "biber", "bibtex"
+        "docker", "bubblewrap", "slurm", "slirp4netns", "cgroups", "nvidia", "tex", "latexmk", "biber", "bibtex"
     ]  # fmt: skip
     report = format_report(info)
     for c in info.components:
