@@ -143,6 +143,10 @@ def array_script(specs: Sequence[RunSpec], site: Site) -> str:
     return "\n".join([*header, *body]) + "\n"
 
 
+def _seconds(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 def _q(value: str | Path) -> str:
     return shlex.quote(str(value))
 
@@ -183,7 +187,7 @@ finish() {{  # exit code, failure ("null" or a JSON string)
         rm -f "$run/.log.tail"
     fi
     printf '{{"exit_code": %s, "failure": %s, "started_at": %s.%s, "ended_at": %s.%s, "timeout_s": %s}}\\n' "$1" "$2" \\
-        "${{started%???}}" "${{started: -3}}" "${{ended%???}}" "${{ended: -3}}" {spec.timeout_s!r} >"$run/.{END_FILE}"
+        "${{started%???}}" "${{started: -3}}" "${{ended%???}}" "${{ended: -3}}" {_seconds(spec.timeout_s)} >"$run/.{END_FILE}"
     mv -f "$run/.{END_FILE}" "$run/{END_FILE}"
 }}
 term=0
@@ -191,7 +195,7 @@ child=
 on_term() {{ term=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; }}
 trap on_term TERM INT
 {prelude}
-timeout --kill-after={_KILL_AFTER_S} {spec.timeout_s!r} "${{cmd[@]}}" &
+timeout --kill-after={_KILL_AFTER_S} {_seconds(spec.timeout_s)} "${{cmd[@]}}" &
 child=$!
 while :; do
     wait "$child"
