@@ -48,6 +48,8 @@ JOB_PREFIX = "rmcp-"
 PASSED_VARS = r"SLURM_*|CUDA_VISIBLE_DEVICES|GPU_DEVICE_ORDINAL|ROCR_VISIBLE_DEVICES|HIP_VISIBLE_DEVICES"
 """Variables of the job that reach the command inside its sandbox (a bash `case` pattern)."""
 _KILL_AFTER_S = 5
+EXPORTED = "PATH,HOME,USER,LANG,TMPDIR"
+"""What the job gets of the server's environment (with SLURM_*): never its tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,8 @@ def resources(spec: RunSpec, site: Site) -> Resources:
 
 
 def _header(res: Resources, site: Site, name: str, output: str, array: str | None = None) -> list[str]:
-    options = [f"--job-name={name}", f"--output={output}", "--ntasks=1", f"--cpus-per-task={res.cpus}"]
+    options = [f"--job-name={name}", f"--output={output}", f"--export={EXPORTED}", "--ntasks=1"]
+    options.append(f"--cpus-per-task={res.cpus}")
     if res.memory_mib is not None:
         options.append(f"--mem={res.memory_mib}M")
     options.append(f"--time={res.time}")
@@ -186,8 +189,9 @@ finish() {{  # exit code, failure ("null" or a JSON string)
         cat "$run/.log.tail" >>"$run/.log.tmp" && mv -f "$run/.log.tmp" "$run/log.txt"
         rm -f "$run/.log.tail"
     fi
-    printf '{{"exit_code": %s, "failure": %s, "started_at": %s.%s, "ended_at": %s.%s, "timeout_s": %s}}\\n' "$1" "$2" \\
-        "${{started%???}}" "${{started: -3}}" "${{ended%???}}" "${{ended: -3}}" {_seconds(spec.timeout_s)} >"$run/.{END_FILE}"
+    printf '{{"exit_code": %s, "failure": %s, "started_at": %s.%s, "ended_at": %s.%s, "timeout_s": %s}}\\n' \\
+        "$1" "$2" "${{started%???}}" "${{started: -3}}" "${{ended%???}}" "${{ended: -3}}" {_seconds(spec.timeout_s)} \\
+        >"$run/.{END_FILE}"
     mv -f "$run/.{END_FILE}" "$run/{END_FILE}"
 }}
 term=0

@@ -46,7 +46,8 @@ class JobInfo:
 class JobEnd:
     """The job's own record of its end (`end.json`), written in the run folder by its script."""
 
-    exit_code: int
+    exit_code: int | None
+    """None: the command never ran (cancelled while pending)."""
     failure: Failure | None
     started_at: float
     ended_at: float
@@ -209,7 +210,9 @@ def ended_status(end: JobEnd) -> RunStatus:
     """A run's status from the job's own end alone (Slurm forgot the job, or it agrees)."""
     took = end.ended_at - end.started_at
     failure = end.failure
-    if failure == "cancelled":
+    if failure == "cancelled" and end.exit_code is None:
+        detail = "Cancelled while it waited in Slurm's queue: it never ran."
+    elif failure == "cancelled":
         detail = (
             f"Ended by a signal from Slurm after {took:.1f} s (scancel, preemption or its time limit); every process "
             "of the run was killed."

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -281,12 +282,13 @@ class SlurmBackend(Backend):
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SandboxError(f"scontrol failed: {exc}; is Slurm's controller up (`scontrol ping`)?") from exc
+        said = out.stdout + out.stderr
         if out.returncode == 0:
             info = parse_scontrol(out.stdout)
             if info is not None:
                 return info
-        elif "Invalid job id" not in out.stderr:
-            raise SandboxError(f"scontrol show job {ref} failed: {out.stderr.strip()[:300]}")
+        elif "Invalid job id" not in said and "not found" not in said:  # gone: `Job 7_1 not found` for a task
+            raise SandboxError(f"scontrol show job {ref} failed: {said.strip()[:300]}")
         if not self._has_accounting():
             return None
         with contextlib.suppress(SandboxError):
@@ -354,6 +356,7 @@ class SlurmBackend(Backend):
             self._snapshot = None
             info = self._queue().get(handle.ref) or self._job(handle.ref)
             if info is None or info.state not in ACTIVE_STATES:
+                _record_cancel(Path(str(handle.data.get("run_dir", ""))))
                 return
             time.sleep(0.1)
         logger.warning(
@@ -392,13 +395,24 @@ def _float(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _record_cancel(run_dir: Path) -> None:
+    """The end of a job cancelled before its script could write one (it was pending): Slurm forgets it soon."""
+    if not run_dir.is_dir() or (run_dir / END_FILE).exists():
+        return
+    now = time.time()
+    record = {"exit_code": None, "failure": "cancelled", "started_at": now, "ended_at": now, "timeout_s": None}
+    tmp = run_dir / f".{END_FILE}.server"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, run_dir / END_FILE)
+
+
 def _read_end(run_dir: Path) -> JobEnd | None:
     data = _read_json(run_dir / END_FILE)
     if data is None:
         return None
     code, started, ended = data.get("exit_code"), _float(data.get("started_at")), _float(data.get("ended_at"))
     failure = data.get("failure")
-    if not isinstance(code, int) or started is None or ended is None:
+    if not isinstance(code, int | None) or started is None or ended is None:
         return None
     if failure not in (None, "timeout", "oom", "cancelled", "error"):
         failure = "error"

@@ -74,6 +74,7 @@ def test_a_plain_run_asks_for_one_cpu_its_time_and_names_itself_after_the_run(tm
     assert options == {
         "--job-name": f"rmcp-{spec.run_id}",
         "--output": f"{spec.run_dir}/slurm-%j.out",
+        "--export": "PATH,HOME,USER,LANG,TMPDIR",  # not the server's tokens
         "--ntasks": "1",
         "--cpus-per-task": "1",
         "--time": "0-00:02:00",
@@ -266,6 +267,20 @@ def test_a_pending_job_says_why_and_a_requeued_one_says_so() -> None:
     requeued = status_of(JobInfo("5", "PENDING", "BeginTime", restarts=1), END, gpus=False, started_at=None)
     assert requeued.state == "running" and requeued.detail is not None
     assert requeued.detail.startswith("Requeued by Slurm (restart 1")  # the old end.json is not its end
+
+
+def test_the_end_a_job_wrote_is_its_status_once_slurm_forgot_it() -> None:
+    from research_mcp.sandbox._slurm_states import ended_status
+
+    timed_out = ended_status(JobEnd(124, "timeout", 100.0, 105.0, 5.0))
+    assert (timed_out.failure, timed_out.detail) == (
+        "timeout",
+        "Killed at its wall-clock limit of 5 s (timeout_s), with every process.",
+    )
+    signalled = ended_status(JobEnd(143, "cancelled", 100.0, 103.0))
+    assert signalled.failure == "cancelled" and "scancel, preemption or its time limit" in (signalled.detail or "")
+    never = ended_status(JobEnd(None, "cancelled", 100.0, 100.0))
+    assert (never.exit_code, never.detail) == (None, "Cancelled while it waited in Slurm's queue: it never ran.")
 
 
 def test_gres_strings_count_gpus_per_type() -> None:

@@ -1,0 +1,219 @@
+"""The slurm backend against a real cluster (the single node `.ci/slurm-up` starts; SLURM_CONF names it): what
+the conformance suite (test_sandbox_tools.py) does not cover. Runs go through a real MCP client session, except
+where the backend's own calls (job arrays, adopting a job whose submission was never recorded) are the subject."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from research_mcp.config import Settings
+from research_mcp.sandbox._slurm_script import Site
+from research_mcp.sandbox.base import RunHandle, RunSpec
+from research_mcp.sandbox.slurm import SlurmBackend
+from research_mcp.server import build_server
+from tests.conftest import open_for_sandbox
+from tests.integration._client import call
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slurm, pytest.mark.bwrap]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    open_for_sandbox(tmp_path, root)
+    return root
+
+
+@pytest.fixture
+async def lab(workspace: Path) -> AsyncIterator[Client]:
+    async with Client(build_server(Settings(workspace=workspace, backend="slurm")), raise_exceptions=True) as client:
+        yield client
+
+
+async def finish(client: Client, run_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await call(client, "run_status", {"run_id": run_id, "wait_s": 10})
+        if status["run"]["state"] not in ("queued", "starting", "running"):
+            return status
+        assert time.monotonic() < deadline, status
+
+
+def slurm_knows(job_id: str) -> bool:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=False)
+    return out.returncode == 0
+
+
+def cluster_cpus() -> int:
+    out = subprocess.run(["sinfo", "-h", "-o", "%C"], capture_output=True, text=True, check=True).stdout
+    return int(out.strip().split("/")[-1])  # allocated/idle/other/total
+
+
+async def test_runs_beyond_the_clusters_cpus_wait_in_slurms_queue_saying_why(lab: Client) -> None:
+    per_run = max(1, cluster_cpus() // 2)  # two runs fill the cluster, the other eight wait
+    ids = []
+    for i in range(10):
+        started = await call(lab, "run_experiment", {"command": "sleep 30", "workdir": None, "files": {"a": ""},
+                                                     "cpus": per_run, "label": "crowd", "seed": i})  # fmt: skip
+        ids.append(started["run"]["id"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            runs = [(await call(lab, "run_status", {"run_id": run_id}))["run"] for run_id in ids]
+            waiting = [run for run in runs if "Pending in Slurm's queue" in run.get("detail", "")]
+            said = {run["detail"] for run in waiting} - {
+                "Pending in Slurm's queue: not yet looked at by the scheduler."
+            }
+            if len(waiting) == 8 and said:  # the scheduler looks at the queue in turns: some say so sooner
+                break
+            assert time.monotonic() < deadline, runs
+            await anyio.sleep(0.3)
+        assert said <= {
+            "Pending in Slurm's queue: waiting for free CPUs and memory: Resources.",
+            "Pending in Slurm's queue: waiting behind jobs of higher priority: Priority.",
+        }, said
+        assert all(run["state"] == "running" for run in runs)  # in Slurm's hands: submitted, not queued here
+    finally:
+        for run_id in ids:
+            await call(lab, "cancel_run", {"run_id": run_id})
+    listed = await call(lab, "list_runs", {"label": "crowd", "limit": 20})
+    assert {run["state"] for run in listed["runs"]} == {"cancelled"}
+
+
+async def test_a_restarted_server_learns_how_a_run_ended_after_slurm_forgot_the_job(workspace: Path) -> None:
+    settings = Settings(workspace=workspace, backend="slurm")
+    async with Client(build_server(settings), raise_exceptions=True) as first:
+        started = await call(first, "run_experiment", {"command": "sleep 1; echo leaving; exit 5", "workdir": None,
+                                                       "files": {"a": ""}, "wait_s": 0.5})  # fmt: skip
+        run_id = started["run"]["id"]
+        assert started["run"]["state"] == "running"  # submitted before this server goes
+    folder = workspace / "runs" / run_id  # the server is gone; the job goes on, ends, and Slurm forgets it
+    deadline = time.monotonic() + 60
+    while not (folder / "end.json").exists():
+        assert time.monotonic() < deadline
+        await anyio.sleep(0.2)
+    job_id = json.loads((folder / "started.json").read_text())["job_id"]
+    while slurm_knows(job_id):  # MinJobAge=2 in the test cluster; slurmctld purges about every 10 s
+        assert time.monotonic() < deadline + 60, f"Slurm still knows job {job_id}"
+        await anyio.sleep(0.5)
+    async with Client(build_server(settings), raise_exceptions=True) as second:
+        done = await finish(second, run_id)
+    run = done["run"]
+    assert (run["state"], run["exit_code"], run["failure"]) == ("failed", 5, "error")
+    assert run["detail"].startswith("Exited with code 5 after 1.")
+    assert "leaving" in done["log_tail"]
+
+
+ESCAPE = """\
+import os, socket, subprocess
+def attempt(name, action):
+    try:
+        action()
+        print("ESCAPED", name)
+    except Exception as exc:
+        print("blocked", name, type(exc).__name__)
+attempt("shadow", lambda: open("/etc/shadow").read())
+attempt("workspace", lambda: open(os.environ["TARGET"] + "/planted.txt", "w").write("x"))
+attempt("var-tmp", lambda: open("/var/tmp/planted-by-run.txt", "w").write("x"))
+def munge():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.environ["MUNGE"])
+attempt("munge", munge)
+def submit():
+    out = subprocess.run(["sbatch", "--wrap", "true"], capture_output=True, text=True, timeout=5)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+attempt("sbatch", submit)
+def slurmd():
+    names = [open(f"/proc/{p}/comm").read().strip() for p in os.listdir("/proc") if p.isdigit()]
+    if "slurmd" not in names:
+        raise LookupError(names)
+attempt("slurmd", slurmd)
+print("uid", os.getuid(), "job", os.environ.get("SLURM_JOB_ID"))
+"""
+
+
+async def test_a_job_that_tries_to_leave_its_sandbox_on_the_node_is_held(lab: Client, workspace: Path) -> None:
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    socket_path = next(
+        (part.split("=", 1)[1] for line in conf.splitlines() if line.startswith("AuthInfo")
+         for part in line.split("=", 1)[1].split(",") if part.startswith("socket=")),
+        "/run/munge/munge.socket.2",
+    )  # fmt: skip
+    env = {"TARGET": str(workspace), "MUNGE": socket_path}
+    started = await call(lab, "run_experiment", {"command": "python3 escape.py", "workdir": None,
+                                                 "files": {"escape.py": ESCAPE}, "env": env})  # fmt: skip
+    done = await finish(lab, started["run"]["id"])
+    assert done["run"]["state"] == "succeeded", done
+    log = done["log_tail"]
+    blocked = {line.split()[1] for line in log if line.startswith("blocked")}
+    assert blocked == {"shadow", "workspace", "var-tmp", "munge", "sbatch", "slurmd"}, log
+    assert not [line for line in log if line.startswith("ESCAPED")]
+    assert not (workspace / "planted.txt").exists() and not Path("/var/tmp/planted-by-run.txt").exists()
+    [who] = [line for line in log if line.startswith("uid")]
+    uid, job = who.split()[1], who.split()[3]
+    assert uid == ("65534" if os.geteuid() == 0 else str(os.geteuid())) and job.isdigit()  # SLURM_* passed in
+
+
+def spec_in(root: Path, run_id: str, **fields: Any) -> RunSpec:
+    run_dir = root / "runs" / run_id
+    (run_dir / "work").mkdir(parents=True)
+    (run_dir / "outputs").mkdir()
+    return RunSpec.model_validate({"run_id": run_id, "run_dir": run_dir, "command": "true", "timeout_s": 60} | fields)
+
+
+async def test_a_batch_is_one_job_array_and_a_lost_submission_is_adopted_by_name(workspace: Path) -> None:
+    held = SlurmBackend(Site(array_throttle=2, sbatch_args=("--hold",)))  # held: they stay pending, unstarted
+    specs = [spec_in(workspace, f"member-{i}") for i in range(3)]
+    odd = spec_in(workspace, "bigger", memory_bytes=64 << 20)
+    handles: list[RunHandle] = []
+    try:
+        results = await held.start_batch([*specs, odd])
+        handles = [h for h in results if isinstance(h, RunHandle)]
+        assert len(handles) == 4, results
+        array = handles[0].ref.split("_")[0]
+        assert [h.ref for h in handles[:3]] == [f"{array}_{i}" for i in range(3)]
+        assert handles[3].ref.isdigit() and handles[3].ref != array  # other resources: a job of its own
+        shown = (await anyio.run_process(["scontrol", "show", "job", "-o", f"{array}_1"])).stdout.decode()
+        assert "ArrayTaskThrottle=2" in shown and "JobName=rmcp-member-0" in shown
+        # a server that died before recording the handles finds the same jobs again
+        fresh = SlurmBackend(Site())
+        adopted = [await fresh.adopt(spec) for spec in [*specs, odd]]
+        assert [h.ref if h else None for h in adopted] == [h.ref for h in handles]
+        status = await fresh.poll(handles[1])
+        assert status.state == "running" and status.detail is not None
+        assert status.detail.startswith("Pending in Slurm's queue: held by its user")
+        assert await fresh.adopt(spec_in(workspace, "never-submitted")) is None
+    finally:
+        for handle in handles:
+            await held.cancel(handle)
+    ended = [await held.poll(handle) for handle in handles]
+    assert {(s.state, s.failure) for s in ended} == {("exited", "cancelled")}
+
+
+async def test_start_refuses_what_it_cannot_contain_and_says_what_to_set(workspace: Path) -> None:
+    backend = SlurmBackend(Site(container="none"))
+    [result] = await backend.start_batch([spec_in(workspace, "plain")])
+    assert not isinstance(result, RunHandle) and "RESEARCH_MCP_ALLOW_UNSANDBOXED" in str(result)
+    [result] = await SlurmBackend(Site(container="apptainer")).start_batch([spec_in(workspace, "image")])
+    assert not isinstance(result, RunHandle) and "RESEARCH_MCP_SLURM_IMAGE" in str(result)
+    assert not (workspace / "runs" / "plain" / "job.sh").exists()
+
+
+async def test_lab_info_shows_the_cluster(lab: Client) -> None:
+    info = await call(lab, "lab_info", {})
+    assert "slurm" in info["backends"]
+    cluster = info["cluster"]
+    [partition] = [p for p in cluster["partitions"] if p.get("default")]
+    assert partition["cpus"] == cluster_cpus() and partition["nodes"] >= 1 and partition["state"] == "up"
