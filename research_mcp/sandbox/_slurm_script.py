@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +36,9 @@ __all__ = [
     "Container",
     "Resources",
     "Site",
+    "array_members",
     "array_script",
+    "batch_key",
     "job_name",
     "job_script",
     "resources",
@@ -48,6 +52,7 @@ JOB_PREFIX = "rmcp-"
 PASSED_VARS = r"SLURM_*|CUDA_VISIBLE_DEVICES|GPU_DEVICE_ORDINAL|ROCR_VISIBLE_DEVICES|HIP_VISIBLE_DEVICES"
 """Variables of the job that reach the command inside its sandbox (a bash `case` pattern)."""
 _KILL_AFTER_S = 5
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 EXPORTED = "PATH,HOME,USER,LANG,TMPDIR"
 """What the job gets of the server's environment (with SLURM_*): never its tokens."""
 
@@ -118,32 +123,62 @@ def array_range(count: int, throttle: int) -> str:
     return f"0-{count - 1}" + (f"%{throttle}" if throttle > 0 else "")
 
 
+def batch_key(spec: RunSpec) -> tuple[object, ...]:
+    """Runs with equal keys share one job array: the same resources and the same script apart from the run folder,
+    the command and the environment."""
+    mounts = tuple((m.source, m.dest, m.writable, m.volume) for m in spec.mounts)
+    return (spec.cpus, spec.memory_bytes, len(spec.gpus), spec.timeout_s, spec.workdir, tuple(spec.ro_paths), mounts,
+            spec.network, spec.unsandboxed, spec.log_cap_bytes, spec.image)  # fmt: skip
+
+
 def job_script(spec: RunSpec, site: Site, user: tuple[int, int] | None) -> str:
     """The whole `job.sh` of one run (raises ValueError for a spec the container setting cannot run)."""
     res = resources(spec, site)
     header = _header(res, site, job_name(spec.run_id), str(spec.run_dir / "slurm-%j.out"))
-    return "\n".join([*header, f"# research-mcp run {spec.run_id}", _body(spec, site, user)]) + "\n"
+    member = [f"run={_q(spec.run_dir)}", f"command={_q(spec.command)}", f"envs=({_env_words(spec.env)})"]
+    return "\n".join([*header, f"# research-mcp run {spec.run_id}", *member, _body(spec, site, user)])
 
 
-def array_script(specs: Sequence[RunSpec], site: Site) -> str:
-    """One job array for runs with the same resources: member i runs runs[i]/job.sh. Its name is the first run's
-    (each member's own name is in its job.sh, which the array does not read for #SBATCH lines)."""
-    res = resources(specs[0], site)
-    first = specs[0].run_dir
+def array_script(specs: Sequence[RunSpec], site: Site, user: tuple[int, int] | None) -> str:
+    """One job array for runs with the same `batch_key`: task i runs specs[i] (its folder, command and environment
+    picked from the tables at the top). Named after the first run, whose folder gets Slurm's messages."""
+    first = specs[0]
     header = _header(
-        res,
+        resources(first, site),
         site,
-        job_name(specs[0].run_id),
-        str(first / "slurm-%A_%a.out"),
+        job_name(first.run_id),
+        str(first.run_dir / "slurm-%A_%a.out"),
         array_range(len(specs), site.array_throttle),
     )
-    runs = " ".join(shlex.quote(str(spec.run_dir)) for spec in specs)
-    body = [
-        f"# research-mcp runs {specs[0].run_id} .. {specs[-1].run_id}, one per array task",
-        f"runs=({runs})",
-        'exec /bin/bash "${runs[$SLURM_ARRAY_TASK_ID]}/job.sh"',
+    lines = [
+        f"# research-mcp runs {first.run_id} .. {specs[-1].run_id}, one per array task",
+        "i=${SLURM_ARRAY_TASK_ID:-0}",
+        "runs=(" + " ".join(_q(spec.run_dir) for spec in specs) + ")",
+        "run=${runs[$i]}",
+        'case "$i" in',
+        *(f"{i}) command={_q(spec.command)}; envs=({_env_words(spec.env)}) ;;" for i, spec in enumerate(specs)),
+        '*) echo "no run for array task $i" >&2; exit 1 ;;',
+        "esac",
     ]
-    return "\n".join([*header, *body]) + "\n"
+    return "\n".join([*header, *lines, _body(first, site, user)])
+
+
+def array_members(script: str) -> list[str]:
+    """The run folders an array script names, in task order."""
+    line = next((ln for ln in script.splitlines() if ln.startswith("runs=(") and ln.endswith(")")), "runs=()")
+    return shlex.split(line[len("runs=(") : -1])
+
+
+def _env_words(env: dict[str, str]) -> str:
+    words: list[str] = []
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"invalid environment variable name {name!r}: use letters, digits and _")
+        if "\0" in value:
+            raise ValueError(f"the value of {name} contains a NUL byte")
+        if name != "RESEARCH_OUT":  # the sandbox's own
+            words += [_q(name), _q(value)]
+    return " ".join(words)
 
 
 def _seconds(value: float) -> str:
@@ -154,15 +189,54 @@ def _q(value: str | Path) -> str:
     return shlex.quote(str(value))
 
 
+_COMMAND = "@@research-mcp-command@@"
+"""Stands for the member's command while the shared part of the script is built."""
+
+
+class _Words:
+    """argv items as bash words, the template run's folder written "$run" and the command "$command"."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = str(run_dir)
+        self.folder = re.compile(re.escape(self.run_dir) + r"(?=/|$)")
+
+    def word(self, item: str) -> str:
+        if item == _COMMAND:
+            return '"$command"'
+        if self.run_dir not in item:
+            return _q(item)
+        parts = self.folder.split(item)
+        return _q(item) if len(parts) == 1 else '"$run"'.join(_q(p) if p else "" for p in parts)
+
+    def array(self, name: str, items: Sequence[str]) -> str:
+        return f"{name}=(" + " ".join(self.word(item) for item in items) + ")"
+
+
+_BODIES: dict[tuple[object, ...], str] = {}
+_BODIES_KEPT = 64
+
+
 def _body(spec: RunSpec, site: Site, user: tuple[int, int] | None) -> str:
-    run = spec.run_dir
+    """Everything after the member's `run`, `command` and `envs`: the same for every member of an array, and for
+    every run of the same `batch_key` beside it in the same runs folder (where the run folder is only "$run"), so
+    it is made once for them."""
+    key = (batch_key(spec), str(spec.run_dir.parent), user, site)
+    found = _BODIES.get(key)
+    if found is None:
+        if len(_BODIES) >= _BODIES_KEPT:
+            _BODIES.clear()
+        found = _BODIES[key] = _make_body(spec, site, user)
+    return found
+
+
+def _make_body(spec: RunSpec, site: Site, user: tuple[int, int] | None) -> str:
     timeout_ms = max(1, round(spec.timeout_s * 1000))
-    prelude = _contained(spec, site, user)
+    template = spec.model_copy(update={"command": _COMMAND, "env": {}})
+    prelude = _contained(template, site, user, _Words(spec.run_dir))
     tail = min(TAIL_WINDOW_BYTES, spec.log_cap_bytes // 2)
     marker = LOG_CAP_MARKER.replace("{cap}", str(spec.log_cap_bytes)).replace("{dropped}", "%s")
     return f"""\
 set -u
-run={_q(run)}
 cd "$run" || exit 1
 exec </dev/null
 rm -f "$run/{END_FILE}"
@@ -218,22 +292,21 @@ exit "$rc"
 """
 
 
-def _contained(spec: RunSpec, site: Site, user: tuple[int, int] | None) -> str:
-    """Shell lines that set `cmd`, a bash array: the command in its container."""
+def _contained(spec: RunSpec, site: Site, user: tuple[int, int] | None, words: _Words) -> str:
+    """Shell lines that set `cmd`, a bash array: the command in its container, with the member's `envs`."""
     if spec.unsandboxed or site.container == "none":
-        return _unsandboxed(spec)
+        return _unsandboxed(spec, words)
     if site.container == "apptainer":
-        return _apptainer(spec, site)
+        return _apptainer(spec, site, words)
     if site.container == "pyxis":
-        return _pyxis(spec, site)
-    return _bwrap(spec, site, user)
+        return _pyxis(spec, site, words)
+    return _bwrap(spec, site, user, words)
 
 
-def _array(name: str, items: Sequence[str]) -> str:
-    return f"{name}=(" + " ".join(_q(item) for item in items) + ")"
+_EACH_ENV = "for ((k = 0; k < ${#envs[@]}; k += 2)); do"
 
 
-def _bwrap(spec: RunSpec, site: Site, user: tuple[int, int] | None) -> str:
+def _bwrap(spec: RunSpec, site: Site, user: tuple[int, int] | None, words: _Words) -> str:
     """The local backend's sandbox, with the job's GPUs (whatever Slurm gave it) and SLURM_* added at run time."""
     plain = spec.model_copy(update={"gpus": []})  # Slurm picks the GPUs; the job binds the ones it was given
     data = {"/etc/passwd": 3, "/etc/group": 4} if user is not None else {}
@@ -254,26 +327,25 @@ def _bwrap(spec: RunSpec, site: Site, user: tuple[int, int] | None) -> str:
         lines.append(f'chown -R -h -P {uid}:{gid} "$run/work" "$run/outputs"')
         lines.append(f"exec 3<<'RMCP_PASSWD'\n{files['/etc/passwd'].decode()}RMCP_PASSWD")
         lines.append(f"exec 4<<'RMCP_GROUP'\n{files['/etc/group'].decode()}RMCP_GROUP")
-    lines.append(_array("cmd", argv[:split]))
+    lines.append(words.array("cmd", argv[:split]))
     lines.append("for v in $(compgen -e); do")
     lines.append(f'    case "$v" in {PASSED_VARS}) cmd+=(--setenv "$v" "${{!v}}") ;; esac')
     lines.append("done")
     lines.append('for d in /dev/nvidia* /dev/dri; do [ -e "$d" ] && cmd+=(--dev-bind "$d" "$d"); done')
-    lines.append(_array("cmd+", argv[split:]))
+    lines.append(f'{_EACH_ENV} cmd+=(--setenv "${{envs[k]}}" "${{envs[k+1]}}"); done')
+    lines.append(words.array("cmd+", argv[split:]))
     return "\n".join(lines)
 
 
-def _env_lines(env: dict[str, str], prefix: str = "") -> list[str]:
-    return [f"export {prefix}{name}={_q(value)}" for name, value in env.items()]
+def _env_lines(env: dict[str, str], words: _Words, prefix: str = "") -> list[str]:
+    return [f"export {prefix}{name}={words.word(value)}" for name, value in env.items()]
 
 
-def _run_env(spec: RunSpec, outputs: str) -> dict[str, str]:
-    return {"PYTHONUNBUFFERED": "1", **spec.env, "RESEARCH_OUT": outputs}
+def _run_env(outputs: str) -> dict[str, str]:
+    return {"PYTHONUNBUFFERED": "1", "RESEARCH_OUT": outputs}
 
 
 def _cwd(spec: RunSpec, root: str) -> str:
-    import posixpath
-
     cwd = posixpath.normpath(posixpath.join(root, spec.workdir))
     if spec.workdir.startswith("/") or not (cwd == root or cwd.startswith(root + "/")):
         raise ValueError(f"workdir {spec.workdir!r} must be a folder inside the working tree")
@@ -300,7 +372,7 @@ def _image(spec: RunSpec, site: Site) -> str:
     return image
 
 
-def _apptainer(spec: RunSpec, site: Site) -> str:
+def _apptainer(spec: RunSpec, site: Site, words: _Words) -> str:
     argv = ["apptainer", "exec", "--containall", "--cleanenv", "--no-home", "--pwd", _cwd(spec, SANDBOX_WORK)]
     for source, dest, writable in _mount_pairs(spec):
         argv += ["--bind", f"{source}:{dest}" + ("" if writable else ":ro")]
@@ -310,16 +382,17 @@ def _apptainer(spec: RunSpec, site: Site) -> str:
     if spec.gpus:
         argv.append("--nv")
     argv += [_image(spec, site), "/bin/sh", "-c", spec.command]
-    env = _env_lines(_run_env(spec, SANDBOX_OUTPUTS), "APPTAINERENV_")
     passed = [
         "for v in $(compgen -e); do",
         f'    case "$v" in {PASSED_VARS}) export "APPTAINERENV_$v=${{!v}}" ;; esac',
         "done",
+        f'{_EACH_ENV} export "APPTAINERENV_${{envs[k]}}=${{envs[k+1]}}"; done',
     ]
-    return "\n".join([*env, *passed, _array("cmd", argv)])
+    return "\n".join([*_env_lines(_run_env(SANDBOX_OUTPUTS), words, "APPTAINERENV_"), *passed,
+                      words.array("cmd", argv)])  # fmt: skip
 
 
-def _pyxis(spec: RunSpec, site: Site) -> str:
+def _pyxis(spec: RunSpec, site: Site, words: _Words) -> str:
     mounts = [f"{s}:{d}" + ("" if w else ":ro") for s, d, w in _mount_pairs(spec)]
     mounts += [f"{path}:{path}:ro" for path in site.binds]
     argv = [
@@ -328,18 +401,20 @@ def _pyxis(spec: RunSpec, site: Site) -> str:
         "/bin/sh", "-c", spec.command,
     ]  # fmt: skip
     note = "echo '[research-mcp] Pyxis containers share the node network (slurm_container=pyxis)'"
-    return "\n".join([*_env_lines(_run_env(spec, SANDBOX_OUTPUTS)), *([note] if not spec.network else []),
-                      _array("cmd", argv)])  # fmt: skip
+    return "\n".join([*_env_lines(_run_env(SANDBOX_OUTPUTS), words), *([note] if not spec.network else []),
+                      f'{_EACH_ENV} export "${{envs[k]}}=${{envs[k+1]}}"; done', words.array("cmd", argv)])  # fmt: skip
 
 
-def _unsandboxed(spec: RunSpec) -> str:
+def _unsandboxed(spec: RunSpec, words: _Words) -> str:
     work = str(spec.run_dir / "work")
     cwd = _cwd(spec, work)
     scratch = str(spec.run_dir / "tmp")
-    env = {"HOME": scratch, "TMPDIR": scratch, **_run_env(spec, str(spec.run_dir / "outputs"))}
+    env = {"HOME": scratch, "TMPDIR": scratch, **_run_env(str(spec.run_dir / "outputs"))}
     notice = (
         "echo '[research-mcp] this run is NOT sandboxed (RESEARCH_MCP_ALLOW_UNSANDBOXED=1 or slurm_container=none): "
         "it sees the node's files and network'"
     )
-    return "\n".join([notice, f"mkdir -p {_q(scratch)}", *_env_lines(env), f"cd {_q(cwd)} || exit 1",
-                      _array("cmd", ["/bin/sh", "-c", spec.command])])  # fmt: skip
+    lines = [notice, f"mkdir -p {words.word(scratch)}", *_env_lines(env, words)]
+    lines.append(f'{_EACH_ENV} export "${{envs[k]}}=${{envs[k+1]}}"; done')
+    lines += [f"cd {words.word(cwd)} || exit 1", words.array("cmd", ["/bin/sh", "-c", spec.command])]
+    return "\n".join(lines)

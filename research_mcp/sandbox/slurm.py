@@ -30,10 +30,11 @@ from research_mcp.sandbox._slurm_script import (
     JOB_PREFIX,
     STARTED_FILE,
     Site,
+    array_members,
     array_script,
+    batch_key,
     job_name,
     job_script,
-    resources,
 )
 from research_mcp.sandbox._slurm_states import (
     ACTIVE_STATES,
@@ -157,38 +158,37 @@ class SlurmBackend(Backend):
     # -- submitting ----------------------------------------------------------------------------------------------
 
     def _submit(self, specs: list[RunSpec]) -> list[RunHandle | SandboxError]:
+        """Group by `batch_key`; each group of several is one array script (in its first run's folder), a lone
+        run its own `job.sh`; one sbatch each. Kept lean (what is true of one run of a batch is checked once): a
+        sweep of 100 costs little more than one sbatch."""
         results: list[RunHandle | SandboxError | None] = [None] * len(specs)
-        groups: dict[object, list[int]] = {}
+        try:
+            unsandboxed = self._containment()
+        except SandboxError as exc:
+            return [exc] * len(specs)
         user = sandbox_user()
+        groups: dict[tuple[object, ...], list[int]] = {}
         for index, spec in enumerate(specs):
-            try:
-                spec = specs[index] = self._check(spec, user)
-                text = job_script(spec, self.site, user)
-            except SandboxError as exc:
-                results[index] = exc
-                continue
-            except ValueError as exc:
-                results[index] = SandboxError(f"Cannot run this spec on Slurm: {exc}.")
-                continue
-            (spec.run_dir / "job.sh").write_text(text)
-            groups.setdefault(resources(spec, self.site), []).append(index)
+            if unsandboxed:
+                spec = specs[index] = spec.model_copy(update={"unsandboxed": True})
+            groups.setdefault(batch_key(spec), []).append(index)
         for members in groups.values():
             for chunk in (members[i : i + _MAX_ARRAY] for i in range(0, len(members), _MAX_ARRAY)):
                 chosen = [specs[i] for i in chunk]
                 try:
-                    handles = self._sbatch(chosen)
+                    self._check(chosen, user)
+                    handles = self._sbatch(chosen, user)
                 except SandboxError as exc:
                     handles = [exc] * len(chunk)
+                except ValueError as exc:
+                    handles = [SandboxError(f"Cannot run this spec on Slurm: {exc}.")] * len(chunk)
                 for i, handle in zip(chunk, handles, strict=True):
                     results[i] = handle
         return [r if r is not None else SandboxError("not submitted") for r in results]
 
-    def _check(self, spec: RunSpec, user: tuple[int, int] | None) -> RunSpec:
-        run_dir = spec.run_dir
-        if not run_dir.is_absolute() or not (run_dir / "work").is_dir() or not (run_dir / "outputs").is_dir():
-            raise SandboxError(f"Run folder {run_dir} is not laid out (absolute, with work/ and outputs/).")
-        if (run_dir / "job.sh").exists():
-            raise SandboxError(f"Run {spec.run_id} was already submitted from {run_dir}; start a new run instead.")
+    def _containment(self) -> bool:
+        """Whether runs go unsandboxed (the user allowed it where bwrap is missing); raises what to set when the
+        container setting cannot hold a run here."""
         container = self.site.container
         if container == "none" and not self.allow_unsandboxed:
             raise SandboxError(
@@ -203,24 +203,34 @@ class SlurmBackend(Backend):
                     "apptainer or pyxis (with RESEARCH_MCP_SLURM_IMAGE), or set RESEARCH_MCP_ALLOW_UNSANDBOXED=1 to "
                     "run without a sandbox at your own risk."
                 )
-            spec = spec.model_copy(update={"unsandboxed": True})
-        if container == "bwrap" and user is not None and not spec.unsandboxed and not can_stage():
-            for path in [run_dir, *spec.ro_paths, *(m.source for m in spec.mounts if not m.volume)]:
+            return True
+        return False
+
+    def _check(self, specs: list[RunSpec], user: tuple[int, int] | None) -> None:
+        """The first run of a group stands for all: their folders are laid out alike, side by side."""
+        first = specs[0]
+        run_dir = first.run_dir
+        if not run_dir.is_absolute() or not (run_dir / "work").is_dir() or not (run_dir / "outputs").is_dir():
+            raise SandboxError(f"Run folder {run_dir} is not laid out (absolute, with work/ and outputs/).")
+        if len(specs) == 1 and (run_dir / STARTED_FILE).exists():
+            raise SandboxError(f"Run {first.run_id} already ran in {run_dir}; start a new run instead.")
+        if self.site.container == "bwrap" and user is not None and not first.unsandboxed and not can_stage():
+            for path in [run_dir, *first.ro_paths, *(m.source for m in first.mounts if not m.volume)]:
                 blocked = unreachable(Path(path), *user)
                 if blocked is not None:
                     raise SandboxError(
                         f"The sandbox user (uid {user[0]}) cannot reach {path}: {blocked} is not searchable by "
                         f"others. Run `chmod o+x {blocked}` or use a workspace outside it."
                     )
-        return spec
 
-    def _sbatch(self, specs: list[RunSpec]) -> list[RunHandle | SandboxError]:
+    def _sbatch(self, specs: list[RunSpec], user: tuple[int, int] | None) -> list[RunHandle | SandboxError]:
         first = specs[0]
         if len(specs) == 1:
             script = first.run_dir / "job.sh"
+            script.write_text(job_script(first, self.site, user))
         else:
             script = first.run_dir / "array.sh"
-            script.write_text(array_script(specs, self.site))
+            script.write_text(array_script(specs, self.site, user))
         out = self._run(["sbatch", "--parsable", str(script)], cwd=first.run_dir, what="sbatch")
         job_id = out.strip().split(";")[0]  # `<id>;<cluster>` on a multi-cluster site
         if not job_id.isdigit():
@@ -234,7 +244,7 @@ class SlurmBackend(Backend):
         data: dict[str, Any] = {"run_dir": str(spec.run_dir), "gpus": len(spec.gpus), "name": job_name(spec.run_id)}
         if array is not None:
             data["array"] = array
-        return RunHandle(backend=self.name, ref=ref, data=data)
+        return RunHandle.model_construct(backend=self.name, ref=ref, data=data)  # valid by construction: fast
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -307,8 +317,6 @@ class SlurmBackend(Backend):
         return self._accounting
 
     def _adopt(self, spec: RunSpec) -> RunHandle | None:
-        if not (spec.run_dir / "job.sh").exists():
-            return None  # nothing was submitted
         started = _read_json(spec.run_dir / STARTED_FILE)
         ref = str(started.get("job_id") or "") if started else ""
         if ref:
@@ -323,20 +331,20 @@ class SlurmBackend(Backend):
     def _member(self, spec: RunSpec, queue: dict[str, JobInfo]) -> RunHandle | None:
         """A run submitted in a job array, which is named after its first run: the array whose script
         (array.sh in the first run's folder) lists this run's folder."""
-        import shlex
-
         folder = str(spec.run_dir)
+        seen: set[str] = set()
         for info in queue.values():
             if "_" not in info.job_id or not info.name.startswith(JOB_PREFIX):
                 continue
             array = info.job_id.split("_", 1)[0]
+            if array in seen:
+                continue
+            seen.add(array)
             script = spec.run_dir.parent / info.name.removeprefix(JOB_PREFIX) / "array.sh"
             try:
-                lines = script.read_text().splitlines()
+                members = array_members(script.read_text())
             except OSError:
                 continue
-            runs = next((ln for ln in lines if ln.startswith("runs=(") and ln.endswith(")")), "runs=()")
-            members = shlex.split(runs[len("runs=(") : -1])
             if folder in members:
                 return self._handle(spec, f"{array}_{members.index(folder)}", array=array)
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -14,9 +13,10 @@ import pytest
 
 from research_mcp.sandbox._slurm_script import (
     Site,
+    array_members,
     array_script,
+    batch_key,
     job_script,
-    resources,
     time_limit,
 )
 from research_mcp.sandbox._slurm_states import (
@@ -98,23 +98,34 @@ def test_gpus_memory_cpus_account_partition_qos_and_extra_options(tmp_path: Path
 
 def test_runs_with_equal_resources_share_an_array_whose_tasks_pick_their_run(tmp_path: Path) -> None:
     specs = [spec_in(tmp_path, f"run-{i}", command=f"echo {i}") for i in range(3)]
-    assert len({resources(spec, Site()) for spec in specs}) == 1
-    assert resources(spec_in(tmp_path, "big", memory_bytes=1 << 30), Site()) != resources(specs[0], Site())
-    script = array_script(specs, Site(array_throttle=2, partition="short"))
+    assert len({batch_key(spec) for spec in specs}) == 1  # the command and environment differ, the script does not
+    assert batch_key(spec_in(tmp_path, "big", memory_bytes=1 << 30)) != batch_key(specs[0])
+    assert batch_key(spec_in(tmp_path, "long", timeout_s=31)) != batch_key(specs[0])
+    script = array_script(specs, Site(array_throttle=2, partition="short"), None)
     options = sbatch_options(script)
     assert options["--array"] == "0-2%2" and options["--partition"] == "short"
     assert options["--output"] == f"{specs[0].run_dir}/slurm-%A_%a.out"
-    assert sbatch_options(array_script(specs, Site()))["--array"] == "0-2"  # no throttle
-    [line] = [ln for ln in script.splitlines() if ln.startswith("runs=(")]
-    assert shlex.split(line[len("runs=(") : -1]) == [str(spec.run_dir) for spec in specs]
+    assert sbatch_options(array_script(specs, Site(), None))["--array"] == "0-2"  # no throttle
+    assert array_members(script) == [str(spec.run_dir) for spec in specs]
     syntax_ok(script, tmp_path)
-    # the array task runs its member's job.sh
-    for spec in specs:
-        (spec.run_dir / "job.sh").write_text(f"echo member {spec.run_id}\n")
-    (tmp_path / "array.sh").write_text(script)
-    env = {"PATH": "/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1"}
-    out = subprocess.run(["bash", str(tmp_path / "array.sh")], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout == "member run-1\n"
+
+
+@pytest.mark.bwrap
+def test_each_array_task_runs_its_own_command_and_environment_in_its_own_folder(tmp_path: Path) -> None:
+    user = (65534, 65534) if os.geteuid() == 0 else None
+    open_for_sandbox(tmp_path, tmp_path)
+    specs = [
+        spec_in(tmp_path, f"member-{i}", command=f"echo task {i} lr=$LR; echo $RESEARCH_OUT; pwd", env={"LR": f"0.{i}"})
+        for i in range(3)
+    ]
+    script = specs[0].run_dir / "array.sh"
+    script.write_text(array_script(specs, Site(), user))
+    env = {"PATH": "/usr/bin:/bin", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_ID": "78"}
+    subprocess.run(["bash", str(script)], env=env, check=False, timeout=60)
+    assert (specs[1].run_dir / "log.txt").read_text() == "task 1 lr=0.1\n/outputs\n/work\n"
+    assert json.loads((specs[1].run_dir / "end.json").read_text())["exit_code"] == 0
+    assert json.loads((specs[1].run_dir / "started.json").read_text())["job_id"] == "77_1"
+    assert not (specs[0].run_dir / "end.json").exists() and not (specs[2].run_dir / "end.json").exists()
 
 
 def test_the_bwrap_script_runs_the_local_sandbox_with_the_site_binds_and_the_jobs_variables(tmp_path: Path) -> None:
@@ -122,7 +133,8 @@ def test_the_bwrap_script_runs_the_local_sandbox_with_the_site_binds_and_the_job
     spec = spec_in(tmp_path, ro_paths=["/opt/envs/torch"], mounts=[Mount(source="/data/x", dest="/data")])
     script = job_script(spec, Site(binds=("/apps", "/scratch")), (65534, 65534))
     assert "--unshare-all" in script and "--share-net" not in script
-    assert f"--bind {spec.run_dir}/work /work" in script and f"--bind {spec.run_dir}/outputs /outputs" in script
+    assert f"run={spec.run_dir}" in script  # the shared part names the run's folder "$run"
+    assert '--bind "$run"/work /work' in script and '--bind "$run"/outputs /outputs' in script
     assert "--ro-bind /opt/envs/torch /opt/envs/torch" in script and "--ro-bind /data/x /data" in script
     assert "--ro-bind-try /apps /apps" in script and "--ro-bind-try /scratch /scratch" in script
     assert "setpriv --reuid=65534" in script and "chown -R -h -P 65534:65534" in script
@@ -137,14 +149,16 @@ def test_apptainer_and_pyxis_contain_the_command_in_the_sites_image(tmp_path: Pa
     spec = spec_in(tmp_path, gpus=[0], env={"LR": "0.1"})
     apptainer = job_script(spec, Site(container="apptainer", image="/images/torch.sif", binds=("/apps",)), None)
     assert "apptainer exec --containall --cleanenv --no-home --pwd /work" in apptainer
-    assert "--net --network none --nv /images/torch.sif /bin/sh -c 'echo hi'" in apptainer
-    assert f"--bind {spec.run_dir}/work:/work" in apptainer and "--bind /apps:/apps:ro" in apptainer
-    assert "export APPTAINERENV_LR=0.1" in apptainer and "APPTAINERENV_RESEARCH_OUT=/outputs" in apptainer
+    assert "command='echo hi'" in apptainer and "envs=(LR 0.1)" in apptainer
+    assert '--net --network none --nv /images/torch.sif /bin/sh -c "$command"' in apptainer
+    assert '--bind "$run"/work:/work' in apptainer and "--bind /apps:/apps:ro" in apptainer
+    assert 'export "APPTAINERENV_${envs[k]}=${envs[k+1]}"' in apptainer
+    assert "APPTAINERENV_RESEARCH_OUT=/outputs" in apptainer
     syntax_ok(apptainer, tmp_path)
     pyxis = job_script(spec, Site(container="pyxis", image="nvcr.io#nvidia/pytorch:24.01-py3"), None)
     assert "srun --ntasks=1 '--container-image=nvcr.io#nvidia/pytorch:24.01-py3'" in pyxis
-    assert f"--container-mounts={spec.run_dir}/work:/work,{spec.run_dir}/outputs:/outputs" in pyxis
-    assert "--container-workdir=/work" in pyxis and "export LR=0.1" in pyxis
+    assert '--container-mounts="$run"/work:/work,"$run"/outputs:/outputs' in pyxis
+    assert "--container-workdir=/work" in pyxis and 'export "${envs[k]}=${envs[k+1]}"' in pyxis
     syntax_ok(pyxis, tmp_path)
     with pytest.raises(ValueError, match="RESEARCH_MCP_SLURM_IMAGE"):
         job_script(spec, Site(container="apptainer"), None)
@@ -153,8 +167,8 @@ def test_apptainer_and_pyxis_contain_the_command_in_the_sites_image(tmp_path: Pa
 def test_no_container_runs_in_the_run_folder_and_says_it_is_not_sandboxed(tmp_path: Path) -> None:
     spec = spec_in(tmp_path, workdir="sub")
     script = job_script(spec, Site(container="none"), None)
-    assert "NOT sandboxed" in script and f"cd {spec.run_dir}/work/sub" in script and "bwrap" not in script
-    assert f"export RESEARCH_OUT={spec.run_dir}/outputs" in script
+    assert "NOT sandboxed" in script and 'cd "$run"/work/sub' in script and "bwrap" not in script
+    assert 'export RESEARCH_OUT="$run"/outputs' in script
     with pytest.raises(ValueError, match="workdir"):
         job_script(spec_in(tmp_path, "up", workdir="../.."), Site(container="none"), None)
 
