@@ -124,7 +124,10 @@ async def measure_submission(rounds: int, warmup: int, members: int) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evals.bench.slurm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.bench.slurm",
+        description="Submitting a 100-member batch on Slurm against one raw sbatch --array.",
+    )
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--members", type=int, default=100, help="runs in the batch (default 100)")
