@@ -1,14 +1,15 @@
 """The batch scripts of the slurm backend: pure functions of a run's spec and the site's settings.
 
-Each run gets `runs/<id>/job.sh`: `#SBATCH` lines (CPUs, memory, GPUs, a time limit from the timeout plus a
+Each run gets a batch script: `#SBATCH` lines (CPUs, memory, GPUs, a time limit from the timeout plus a
 margin, partition / account / qos, the job named after the run) and a bash body that runs the command contained
 (the local backend's bubblewrap command, or Apptainer or Pyxis), enforces `timeout_s` itself with `timeout` (Slurm
 rounds `--time` up to minutes, and the limit must hold while the server is down), and writes the run's end into
 the run folder (`end.json`: exit code, failure, times), so a server restarted after Slurm forgot the job still
-learns how it ended. Several runs with the same resources go as one job array whose script only picks the
-member's `job.sh` by `SLURM_ARRAY_TASK_ID`.
+learns how it ended. Several runs with the same `batch_key` go as one job array, whose script picks the member's
+folder, command and environment by `SLURM_ARRAY_TASK_ID` from tables at its top.
 
-Files the job writes in the run folder: `log.txt` (the command's output, capped at its end), `started.json`
+Files the job writes in the run folder: `job.sh` (its script, copied from Slurm's spool when it starts; before, it
+is `scontrol write batch_script <job> -`), `log.txt` (the command's output, capped at its end), `started.json`
 (job id, node, start), `end.json`, `slurm-<job>.out` (Slurm's own messages).
 """
 
@@ -150,34 +151,63 @@ def array_script(specs: Sequence[RunSpec], site: Site, user: tuple[int, int] | N
         str(first.run_dir / "slurm-%A_%a.out"),
         array_range(len(specs), site.array_throttle),
     )
+    shared = dict(first.env)  # what every member's environment has (thread counts): written once
+    for spec in specs[1:]:
+        shared = {name: value for name, value in shared.items() if spec.env.get(name) == value}
     lines = [
         f"# research-mcp runs {first.run_id} .. {specs[-1].run_id}, one per array task",
         "i=${SLURM_ARRAY_TASK_ID:-0}",
-        "runs=(" + " ".join(_q(spec.run_dir) for spec in specs) + ")",
-        "run=${runs[$i]}",
+        *_runs_table(specs),
+        f"shared=({_env_words(shared)})",
         'case "$i" in',
-        *(f"{i}) command={_q(spec.command)}; envs=({_env_words(spec.env)}) ;;" for i, spec in enumerate(specs)),
+        *(
+            f'{i}) command={_q(spec.command)}; envs=("${{shared[@]}}" '
+            f"{_env_words({k: v for k, v in spec.env.items() if k not in shared} if shared else spec.env)}) ;;"
+            for i, spec in enumerate(specs)
+        ),
         '*) echo "no run for array task $i" >&2; exit 1 ;;',
         "esac",
     ]
     return "\n".join([*header, *lines, _body(first, site, user)])
 
 
+_PLAIN_NAMES = re.compile(r"[A-Za-z0-9_.-]+(?: [A-Za-z0-9_.-]+)*")
+
+
+def _runs_table(specs: Sequence[RunSpec]) -> list[str]:
+    """Lines that set `run` to task i's folder: `top` and the folders' plain names where they are side by side (as
+    the run manager makes them), else every folder in full."""
+    dirs = [str(spec.run_dir) for spec in specs]
+    top = str(specs[0].run_dir.parent)
+    names = " ".join(folder[len(top) + 1 :] for folder in dirs)
+    if all(folder.startswith(top + "/") for folder in dirs) and _PLAIN_NAMES.fullmatch(names) and "/" not in names:
+        return [f"top={_q(top)}", f"runs=({names})", 'run="$top/${runs[$i]}"']
+    return ["runs=(" + " ".join(_q(folder) for folder in dirs) + ")", 'run="${runs[$i]}"']
+
+
 def array_members(script: str) -> list[str]:
     """The run folders an array script names, in task order."""
-    line = next((ln for ln in script.splitlines() if ln.startswith("runs=(") and ln.endswith(")")), "runs=()")
-    return shlex.split(line[len("runs=(") : -1])
+    lines = script.splitlines()
+    line = next((ln for ln in lines if ln.startswith("runs=(") and ln.endswith(")")), "runs=()")
+    folders = shlex.split(line[len("runs=(") : -1])
+    top = next((shlex.split(ln[len("top=") :]) for ln in lines if ln.startswith("top=")), None)
+    return [f"{top[0]}/{name}" for name in folders] if top else folders
+
+
+_CHECKED_NAMES: set[str] = set()
 
 
 def _env_words(env: dict[str, str]) -> str:
     words: list[str] = []
     for name, value in env.items():
-        if not _ENV_NAME.fullmatch(name):
-            raise ValueError(f"invalid environment variable name {name!r}: use letters, digits and _")
+        if name not in _CHECKED_NAMES:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"invalid environment variable name {name!r}: use letters, digits and _")
+            _CHECKED_NAMES.add(name)
         if "\0" in value:
             raise ValueError(f"the value of {name} contains a NUL byte")
         if name != "RESEARCH_OUT":  # the sandbox's own
-            words += [_q(name), _q(value)]
+            words += [name, _q(value)]  # a checked name is a plain word
     return " ".join(words)
 
 
@@ -186,7 +216,7 @@ def _seconds(value: float) -> str:
 
 
 def _q(value: str | Path) -> str:
-    return shlex.quote(str(value))
+    return shlex.quote(value if isinstance(value, str) else str(value))
 
 
 _COMMAND = "@@research-mcp-command@@"
@@ -238,6 +268,7 @@ def _make_body(spec: RunSpec, site: Site, user: tuple[int, int] | None) -> str:
     return f"""\
 set -u
 cd "$run" || exit 1
+[ -n "${{SLURM_JOB_ID:-}}" ] && cp -f -- "$0" "$run/job.sh" 2>/dev/null  # the script, as Slurm keeps it
 exec </dev/null
 rm -f "$run/{END_FILE}"
 now_ms() {{ date +%s%3N; }}

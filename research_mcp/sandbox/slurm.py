@@ -224,27 +224,49 @@ class SlurmBackend(Backend):
                     )
 
     def _sbatch(self, specs: list[RunSpec], user: tuple[int, int] | None) -> list[RunHandle | SandboxError]:
+        """sbatch reads the script from its stdin (no file to write first); the handles are made while it waits for
+        the controller. Slurm keeps the script (`scontrol write batch_script <job> -`), and each job copies it into
+        its run folder as job.sh when it starts."""
         first = specs[0]
-        if len(specs) == 1:
-            script = first.run_dir / "job.sh"
-            script.write_text(job_script(first, self.site, user))
-        else:
-            script = first.run_dir / "array.sh"
-            script.write_text(array_script(specs, self.site, user))
-        out = self._run(["sbatch", "--parsable", str(script)], cwd=first.run_dir, what="sbatch")
+        text = job_script(first, self.site, user) if len(specs) == 1 else array_script(specs, self.site, user)
+        proc = self._start_sbatch(first.run_dir)
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(text)
+            proc.stdin.close()
+        handles = [self._handle(spec, "", array="" if len(specs) > 1 else None) for spec in specs]
+        rc, out, err = _answer(proc, self.command_timeout_s)
+        if rc is None:
+            took = f"{self.command_timeout_s:g} s"
+            raise SandboxError(f"sbatch did not answer within {took}; is the controller up? (`scontrol ping`)")
+        if rc != 0:
+            raise SandboxError(f"sbatch failed (exit {rc}): {(err or out).strip()[:500]}")
         job_id = out.strip().split(";")[0]  # `<id>;<cluster>` on a multi-cluster site
         if not job_id.isdigit():
-            raise SandboxError(f"sbatch answered {out.strip()!r}, not a job id; see {script}.")
+            raise SandboxError(f"sbatch answered {out.strip()!r}, not a job id.")
         self._snapshot = None  # the next poll asks Slurm again, so it sees the new jobs
         if len(specs) == 1:
-            return [self._handle(first, job_id)]
-        return [self._handle(spec, f"{job_id}_{i}", array=job_id) for i, spec in enumerate(specs)]
+            handles[0].ref = job_id
+        else:
+            for i, handle in enumerate(handles):
+                handle.ref = f"{job_id}_{i}"
+                handle.data["array"] = job_id
+        return list[RunHandle | SandboxError](handles)
+
+    def _start_sbatch(self, cwd: Path) -> subprocess.Popen[str]:
+        try:
+            return subprocess.Popen(
+                ["sbatch", "--parsable"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=cwd, text=True,
+            )  # fmt: skip  # noqa: SIM115 - _answer reads and reaps it
+        except FileNotFoundError as exc:
+            raise SandboxError(f"sbatch is not installed here: {_INSTALL}.") from exc
 
     def _handle(self, spec: RunSpec, ref: str, array: str | None = None) -> RunHandle:
-        data: dict[str, Any] = {"run_dir": str(spec.run_dir), "gpus": len(spec.gpus), "name": job_name(spec.run_id)}
+        data: dict[str, Any] = {"run_dir": str(spec.run_dir), "gpus": len(spec.gpus)}
         if array is not None:
             data["array"] = array
-        return RunHandle.model_construct(backend=self.name, ref=ref, data=data)  # valid by construction: fast
+        return RunHandle(backend=self.name, ref=ref, data=data)
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -329,8 +351,8 @@ class SlurmBackend(Backend):
         return self._member(spec, queue)
 
     def _member(self, spec: RunSpec, queue: dict[str, JobInfo]) -> RunHandle | None:
-        """A run submitted in a job array, which is named after its first run: the array whose script
-        (array.sh in the first run's folder) lists this run's folder."""
+        """A run submitted in a job array (named after its first run): the array of ours whose script, as Slurm
+        keeps it, lists this run's folder."""
         folder = str(spec.run_dir)
         seen: set[str] = set()
         for info in queue.values():
@@ -340,10 +362,9 @@ class SlurmBackend(Backend):
             if array in seen:
                 continue
             seen.add(array)
-            script = spec.run_dir.parent / info.name.removeprefix(JOB_PREFIX) / "array.sh"
             try:
-                members = array_members(script.read_text())
-            except OSError:
+                members = array_members(self._run(["scontrol", "write", "batch_script", array, "-"]))
+            except SandboxError:
                 continue
             if folder in members:
                 return self._handle(spec, f"{array}_{members.index(folder)}", array=array)
@@ -389,6 +410,35 @@ class SlurmBackend(Backend):
             message = (out.stderr or out.stdout).strip()[:500]
             raise SandboxError(f"{what or argv[0]} failed (exit {out.returncode}): {message}")
         return out.stdout
+
+
+def _answer(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int | None, str, str]:
+    """The exit code, stdout and stderr of a process whose stdin is closed; rc None (and killed) when it has not
+    ended within `timeout_s`. select() on its pipes: no thread, no polling sleep."""
+    import select
+
+    assert proc.stdout is not None and proc.stderr is not None
+    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+    open_fds = list(chunks)
+    deadline = time.monotonic() + timeout_s
+    while open_fds:
+        left = deadline - time.monotonic()
+        ready = select.select(open_fds, [], [], max(0.0, left))[0] if left > 0 else []
+        if not ready:
+            proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
+            return None, "", ""
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:
+                open_fds.remove(fd)
+    rc = proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    out, err = (b"".join(chunks[fd]).decode(errors="replace") for fd in chunks)
+    return rc, out, err
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

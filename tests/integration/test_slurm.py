@@ -104,6 +104,7 @@ async def test_a_restarted_server_learns_how_a_run_ended_after_slurm_forgot_the_
         assert time.monotonic() < deadline
         await anyio.sleep(0.2)
     job_id = json.loads((folder / "started.json").read_text())["job_id"]
+    assert f"#SBATCH --job-name=rmcp-{run_id}" in (folder / "job.sh").read_text()  # the job kept its script there
     while slurm_knows(job_id):  # MinJobAge=2 in the test cluster; slurmctld purges about every 10 s
         assert time.monotonic() < deadline + 60, f"Slurm still knows job {job_id}"
         await anyio.sleep(0.5)
