@@ -94,11 +94,11 @@ async def measure_submission(rounds: int, warmup: int, members: int) -> dict[str
     backend = SlurmBackend(Site(sbatch_args=("--hold",)), max_jobs=10_000)
     ours: list[float] = []
     raw: list[float] = []
+    held: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="rmcp-bench-slurm-", dir="/var/tmp"))
     root.chmod(0o755)
     try:
         previous: Path | None = None
-        held: list[str] = []
         for round_no in range(warmup + rounds):
             specs = _lay_out(root, round_no, members)
             script = root / f"array-{round_no:03d}.sh"
