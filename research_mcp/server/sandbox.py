@@ -100,7 +100,7 @@ def register(tools: ToolRegistry) -> None:
     async def run_experiment(
         ctx: AppContext,
         ws: WorkspaceParam,
-        command: Annotated[Command, Field(description="e.g. 'python train.py'")],
+        command: Annotated[Command, Field(description="'python train.py'")],
         workdir: Annotated[str | None, Field(description="null: only files.")] = ".",
         files: Annotated[dict[str, str] | None, Field(description="name -> text")] = None,
         backend: BackendChoice = "auto",
