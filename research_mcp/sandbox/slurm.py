@@ -63,6 +63,7 @@ _INSTALL = (
 _SNAPSHOT_S = 0.5
 """How long one `squeue` answer serves every poll: a tick polls all running runs, and Slurm is asked once."""
 _CAPACITY_S = 30.0
+_FRESH_END_S = 5.0
 _MAX_ARRAY = 1000
 
 
@@ -138,15 +139,19 @@ class SlurmBackend(Backend):
         await anyio.to_thread.run_sync(self._cancel, handle)
 
     async def wait(self, handle: RunHandle, timeout_s: float) -> None:
-        """Until the job writes its end into the run folder (looked at every 0.1 s), at the latest `timeout_s`."""
+        """Until the job writes its end into the run folder (looked at every 0.1 s), at the latest `timeout_s`. An
+        end older than a few seconds is a requeued job's last one: only a new one counts."""
         import anyio
 
         end = Path(str(handle.data.get("run_dir", ""))) / END_FILE
+        seen = _mtime(end)
+        if seen is not None and seen > time.time() - _FRESH_END_S:
+            return
         deadline = anyio.current_time() + timeout_s
         while anyio.current_time() < deadline:
-            if end.exists():
-                return
             await anyio.sleep(min(0.1, max(0.0, deadline - anyio.current_time())))
+            if _mtime(end) != seen:
+                return
 
     async def adopt(self, spec: RunSpec) -> RunHandle | None:
         """The job of a run whose submission was never recorded: by the id the job wrote when it started, else by
@@ -439,6 +444,13 @@ def _answer(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int | None, 
     proc.stderr.close()
     out, err = (b"".join(chunks[fd]).decode(errors="replace") for fd in chunks)
     return rc, out, err
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

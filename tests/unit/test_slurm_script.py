@@ -315,3 +315,32 @@ def test_a_workspace_on_a_local_disk_of_a_multi_node_cluster_is_warned_about(tmp
     warning = shared_fs_problem(Path("/home/u/local/p"), 8, mounts)
     assert warning is not None and "local file system (xfs)" in warning and "8 nodes" in warning
     assert shared_fs_problem(Path("/tmp/x"), 1, mounts) is None  # a single node sees its own disk
+
+
+@pytest.mark.anyio
+async def test_waiting_ends_at_a_new_end_record_not_at_a_requeued_jobs_old_one(tmp_path: Path) -> None:
+    import anyio
+
+    from research_mcp.sandbox.base import RunHandle
+    from research_mcp.sandbox.slurm import SlurmBackend
+
+    backend, end = SlurmBackend(), tmp_path / "end.json"
+    handle = RunHandle(backend="slurm", ref="5", data={"run_dir": str(tmp_path)})
+    end.write_text("{}")
+    os.utime(end, (time.time() - 600, time.time() - 600))  # the end of the job's run before it was requeued
+    began = time.monotonic()
+    await backend.wait(handle, 0.4)
+    assert time.monotonic() - began >= 0.4
+
+    async def ends_soon() -> None:
+        await anyio.sleep(0.2)
+        end.write_text("{}")
+
+    began = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ends_soon)
+        await backend.wait(handle, 10)
+    assert time.monotonic() - began < 2
+    began = time.monotonic()
+    await backend.wait(handle, 10)  # a fresh end: at once
+    assert time.monotonic() - began < 0.1
