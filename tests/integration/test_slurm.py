@@ -83,7 +83,7 @@ async def test_runs_beyond_the_clusters_cpus_wait_in_slurms_queue_saying_why(lab
             "Pending in Slurm's queue: waiting for free CPUs and memory: Resources.",
             "Pending in Slurm's queue: waiting behind jobs of higher priority: Priority.",
         }, said
-        assert all(run["state"] == "running" for run in runs)  # in Slurm's hands: submitted, not queued here
+        assert all(run["state"] == "running" for run in runs), runs  # in Slurm's hands: submitted, not queued here
     finally:
         for run_id in ids:
             await call(lab, "cancel_run", {"run_id": run_id})
