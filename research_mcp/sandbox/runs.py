@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -41,6 +41,9 @@ from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, threa
 from research_mcp.sandbox.snapshot import manifest, take_snapshot
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
+
+if TYPE_CHECKING:
+    from research_mcp.sandbox.envs import Envs
 
 __all__ = [
     "ACTIVE",
@@ -116,9 +119,11 @@ class RunManager:
         max_run_disk_bytes: int | None = None,
         disk_interval_s: float = 1.0,
         python_envs: Mapping[str, Path] | None = None,
+        envs: Envs | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.python_envs = python_envs or {}
+        self.envs = envs
         self.log_cap_bytes = log_cap_bytes
         self.max_run_disk_bytes = max_run_disk_bytes
         self.disk_interval_s = disk_interval_s
@@ -149,12 +154,19 @@ class RunManager:
     # -- asking for a run -------------------------------------------------------------------------------------
 
     def prepare(
-        self, req: RunRequest, *, kind: str = "run", mounts: Sequence[Mount] = (), own_network: bool = False
+        self,
+        req: RunRequest,
+        *,
+        kind: str = "run",
+        mounts: Sequence[Mount] = (),
+        own_network: bool = False,
+        env_id: str | None = None,
     ) -> Run:
         """Snapshot the code and record the run as queued (sync: call it in a worker thread).
 
         The server's own jobs say so: `kind` ('env' builds an environment, 'data' prepares a dataset), `mounts`
-        they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern."""
+        they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern;
+        `env_id` names the environment a build makes (a run's comes from its python_env)."""
         if req.workdir is None and not req.files:
             raise BadInputError("Give a workdir (a workspace folder) or inline files: there is no code to run.")
         for key in req.env:
@@ -164,8 +176,8 @@ class RunManager:
             self.get(req.parent)
         if req.idea_id is not None:
             self._check_idea(req.idea_id)
-        pyenv = None if req.python_env is None else resolve_python_env(self.ws, req.python_env, self.python_envs)
         backend = self._choose() if req.backend == "auto" else req.backend
+        pyenv = None if req.python_env is None else self._python_env(req.python_env, backend)
         if backend == "docker" and pyenv is not None and (problem := container_problem(pyenv)):
             raise SandboxError(problem)
         if req.gpus and req.gpus > (has := len(self.backend(backend).capacity().gpus)):
@@ -205,16 +217,26 @@ class RunManager:
         now = self.clock()
         self.store.connection().execute(
             "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
-            "note, idea_id, kind, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            "note, idea_id, kind, env_id, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
             (
                 run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
                 req.workdir or "", snap.code_hash,
                 json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
-                req.parent, req.note, req.idea_id, kind, now,
+                req.parent, req.note, req.idea_id, kind, env_id or (pyenv.env_id if pyenv else None), now,
             ),
         )  # fmt: skip
         self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
         return self.get(run_id)
+
+    def _python_env(self, name: str, backend: str) -> PythonEnv:
+        """A prepare_env environment by its id (refused on another backend than its own), else a workspace folder
+        or a python_envs name."""
+        from research_mcp.sandbox.envs import ENV_ID
+
+        if self.envs is not None and ENV_ID.fullmatch(name) and not (self.ws.root / name).exists():
+            return self.envs.for_run(name, backend, self)
+        return resolve_python_env(self.ws, name, self.python_envs)
 
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
@@ -274,7 +296,14 @@ class RunManager:
             timeout_s=limits["timeout_s"],
             network=bool(limits.get("network")),
             own_network=bool(limits.get("own_network")),
-            mounts=[Mount.model_validate(mount) for mount in list[object](limits.get("mounts") or [])],
+            mounts=[
+                *(Mount.model_validate(mount) for mount in list[object](limits.get("mounts") or [])),
+                *(
+                    []
+                    if pyenv is None or pyenv.volume is None
+                    else [Mount(source=pyenv.volume, dest=pyenv.root, volume=True)]
+                ),
+            ],
             log_cap_bytes=self.log_cap_bytes,
         )
 
@@ -530,7 +559,7 @@ class RunManager:
             workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
             note=row["note"], idea_id=row["idea_id"], kind=None if row["kind"] == "run" else row["kind"],
-            python_env=_env_name(row["limits"]),
+            python_env=None if row["env_id"] else _env_name(row["limits"]), env_id=row["env_id"],
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,

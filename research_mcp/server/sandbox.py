@@ -219,3 +219,7 @@ def register(tools: ToolRegistry) -> None:
         return await in_thread(known_ids.run_labels, store, typed)
 
     tools.completion("labels")(run_labels)  # a prompt comparing groups takes several
+
+    from research_mcp.server.envs import register as register_envs
+
+    register_envs(tools)  # prepare_env, list_envs: the environments runs use

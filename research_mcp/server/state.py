@@ -90,6 +90,7 @@ class AppState:
 
     def runs(self, ws: Workspace) -> RunManager:
         """The run manager of a workspace; its pump starts with it and runs until the server stops."""
+        from research_mcp.sandbox.envs import Envs
         from research_mcp.sandbox.registry import choose_backend, factories
         from research_mcp.sandbox.runs import RunManager
 
@@ -106,6 +107,7 @@ class AppState:
                 log_cap_bytes=self.settings.max_log_bytes,
                 max_run_disk_bytes=self.settings.max_run_disk_bytes,
                 python_envs=self.settings.python_envs,
+                envs=Envs(self.settings.user_data_dir() / "envs", ca_setting=self.settings.ca_bundle),
             )
             if self.task_group is not None:
                 self.task_group.start_soon(
