@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     )
     ca_bundle: Path | None = Field(
         default=None,
-        description="CA bundle (PEM) for builds behind a TLS-intercepting proxy: `sandbox build-image` trusts it.",
+        description="CA bundle (PEM) for builds behind a TLS-intercepting proxy: environment builds (prepare_env) "
+        "and `sandbox build-image` trust it; unset, environment builds get /etc/ssl/certs/ca-certificates.crt.",
     )
 
     metrics_max_line_bytes: int = Field(

@@ -114,7 +114,7 @@ def register(tools: ToolRegistry) -> None:
         python_env: Annotated[
             PythonEnvName,
             Field(
-                description="venv/conda folder or python_envs name.",
+                description="prepare_env id, venv or python_envs name.",
             ),
         ] = None,
         wait_s: WaitS = 0,
@@ -126,7 +126,7 @@ def register(tools: ToolRegistry) -> None:
         idea_id: str | None = None,
     ) -> RunStatusResult:
         """Run a command on a snapshot of workdir, sandboxed (no network, CPU/memory limits, only its folder
-        writable). Returns the run id, or waits (wait_s) for its end. Outputs: $RESEARCH_OUT."""
+        writable). Returns the run id, or waits wait_s for its end. Outputs: $RESEARCH_OUT."""
         from research_mcp.sandbox.runs import RunRequest
 
         request = RunRequest(

@@ -7,12 +7,12 @@ test uses its own user data folder, so each starts with an empty uv cache, as a 
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -155,8 +155,8 @@ async def test_a_requirement_that_does_not_exist_fails_naming_it_and_leaves_noth
     assert not [p for p in (data_dir / "envs").iterdir() if p.name.startswith("env-")]
     assert (await call(lab, "list_envs", {}))["total"] == 0
     if backend == "docker":
-        volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", "name=research-env-"],
-                                 capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+        listed = await anyio.run_process(["docker", "volume", "ls", "-q", "--filter", "name=research-env-"])
+        volumes = listed.stdout.decode().split()
         assert not [v for v in volumes if v.startswith(f"research-env-{answer['env']['id'].removeprefix('env-')}-")]
     run = await call_raw(lab, "run_experiment", {"command": "true", "workdir": None, "files": {"a": ""},
                                                  "python_env": answer["env"]["id"]})  # fmt: skip

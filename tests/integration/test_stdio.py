@@ -73,6 +73,8 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("fetch_repo", {"repo": "{full_name}"}),
     ("repo_summary", {"path": "{repo}"}),
     ("cancel_run", {"run_id": "{run}"}),
+    ("prepare_env", {"requirements": "six==1.16.0", "backend": "local"}),  # queues its build; answers at once
+    ("list_envs", {}),
 ]  # fmt: skip
 
 
@@ -127,7 +129,8 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
         known = {"full_name": apis(server)}
         status: dict[str, Any] = {}
         argv = ["serve", "--workspace", str(workspace)]
-        async with Client(params(argv, "/", api_env(server)), mode=mode) as client:  # type: ignore[arg-type]
+        data = {"RESEARCH_MCP_DATA_DIR": str(workspace.parent / "data")}  # environments stay out of the user's
+        async with Client(params(argv, "/", api_env(server) | data), mode=mode) as client:  # type: ignore[arg-type]
             expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
             assert client.session.protocol_version == expected
             names = {t.name for t in (await client.list_tools()).tools}
