@@ -66,7 +66,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def lab(workspace: Path, data_dir: Path, backend: str) -> AsyncIterator[Client]:
+async def lab(workspace: Path, data_dir: Path, backend: Literal["local", "docker"]) -> AsyncIterator[Client]:
     settings = Settings(workspace=workspace, backend=backend, data_dir=data_dir, max_concurrent_runs=4)
     async with Client(build_server(settings), raise_exceptions=True) as client:
         yield client
