@@ -76,6 +76,8 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 VOLUME_PREFIX = "research-env-"
 LABEL_ENV = "research-mcp.env"
 BUILD_TIMEOUT_S = 3600.0
+IMAGE_ID_TTL_S = 30.0
+"""How long an image tag's id is taken as known: an image rebuilt under the same tag keys new environments after."""
 LOCK_SHOWN = 200
 """Lines of a lock an answer shows; env.json keeps all of them."""
 TAIL_LINES = 12
@@ -356,7 +358,7 @@ def build_script(*, installer: str, python: str, root: str, torch: str | None, l
         steps = [
             f'"$UV" venv --no-progress -q -p {q(python)} {q(root)}',
             f'"$UV" pip install --no-progress -p {q(root)}/bin/python -r requirements.in {extra}{torch_flag}'.rstrip(),
-            f'"$UV" pip freeze -p {q(root)}/bin/python > "$RESEARCH_OUT/lock.txt"',
+            f'"$UV" pip freeze -q -p {q(root)}/bin/python > "$RESEARCH_OUT/lock.txt"',
         ]
     else:
         steps = [
@@ -459,6 +461,7 @@ class Envs:
         self.host_env = dict(os.environ) if host_env is None else host_env
         self.uv = find_uv() if uv is None else (uv or None)
         self.clock = clock
+        self._image_ids: dict[str, tuple[str, float]] = {}
 
     # -- paths ----------------------------------------------------------------------------------------------
 
@@ -467,6 +470,14 @@ class Envs:
 
     def record_path(self, env_id: str) -> Path:
         return self.folder(env_id) / "env.json"
+
+    def _image_id(self, engine: Any, image: str) -> str:
+        """The image's id, asked of the engine at most every IMAGE_ID_TTL_S (a cached answer needs no engine call)."""
+        now = time.monotonic()
+        found = self._image_ids.get(image)
+        if found is None or now - found[1] > IMAGE_ID_TTL_S:
+            found = self._image_ids[image] = (str(engine.image_id(image)), now)
+        return found[0]
 
     def volume_name(self, env_id: str) -> str:
         """research-env-<id hex>-<data folder tag>: two users (two data folders) on one engine never share one."""
@@ -516,7 +527,7 @@ class Envs:
             )
         engine = _docker_engine(runs) if backend == "docker" else None
         image = (image or runs.default_image) if backend == "docker" else None
-        image_id = engine.image_id(image) if engine is not None and image else None
+        image_id = self._image_id(engine, image) if engine is not None and image else None
         interpreter = _interpreter(python, backend)
         has_gpu = bool(runs.backend(backend).capacity().gpus) if wants_torch(spec) else False
         links = find_links(self.host_env)
