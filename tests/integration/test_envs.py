@@ -7,6 +7,9 @@ test uses its own user data folder, so each starts with an empty uv cache, as a 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,3 +204,25 @@ async def test_torch_cpu_environment_trains_a_tiny_model_in_the_sandbox(lab: Cli
     done = await finished(lab, run["run"]["id"])
     assert done["run"]["state"] == "succeeded", done
     assert "cuda False" in "\n".join(done["log_tail"])
+
+
+@pytest.mark.docker
+@pytest.mark.bwrap
+def test_the_envs_bench_times_both_backends_and_removes_what_it_built(tmp_path: Path) -> None:
+    out = tmp_path / "envs.json"
+    argv = ["--envs", "--env-runs", "1", "--env-warmup", "1", "--env-calls", "5", "--out", str(out)]
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "evals.bench", *argv], cwd=repo, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "target <= 1.3x" in done.stdout and "target <= 2.0x" in done.stdout
+    section = json.loads(out.read_text(encoding="utf-8"))["envs"]
+    for backend in ("docker", "local"):
+        entry = section[backend]
+        for key in ("ours", "raw_uv", *(("raw_pip",) if backend == "local" else ())):
+            assert entry[key]["n"] == 1 and entry[key]["min_ms"] > 0
+        assert (entry["cached"]["tcp_connections"], entry["cached"]["new_runs"]) == (0, 0)
+        assert entry["cached"]["cached"]["n"] == 5 and entry["ratio"] > 0
+    assert len(section["left"]) == 2  # the two kept for the cached calls, removed at the end
+    listed = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+    assert not [v for v in listed.split() if any(v.startswith(f"research-env-{i[4:]}-") for i in section["left"])]
