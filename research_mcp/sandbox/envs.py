@@ -712,13 +712,15 @@ class Envs:
                 f"SELECT id FROM runs WHERE env_id = ? AND state IN ({', '.join('?' * len(ACTIVE))})",
                 (env_id, *ACTIVE),
             )
-            active = [str(row[0]) for row in users.fetchall()]
+            done = self.finalise(record, runs).env.state != "building"  # its build, ended or ending, is no user
+            active = [str(row[0]) for row in users.fetchall() if not (done and row[0] == record.build_run)]
             if active:
                 raise BadInputError(
                     f"Environment {env_id} is in use by run(s) {', '.join(active[:5])}: wait for them to end or "
                     "cancel_run them, then remove it."
                 )
-            self._discard(env_id, record.volume, _docker_engine(runs) if record.volume else None)
+            if self.load(env_id) is not None:  # a failed build was removed by finalise already
+                self._discard(env_id, record.volume, _docker_engine(runs) if record.volume else None)
         (self.root / f".{env_id}.lock").unlink(missing_ok=True)
 
 

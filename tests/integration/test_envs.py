@@ -226,3 +226,46 @@ def test_the_envs_bench_times_both_backends_and_removes_what_it_built(tmp_path: 
     assert len(section["left"]) == 2  # the two kept for the cached calls, removed at the end
     listed = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
     assert not [v for v in listed.split() if any(v.startswith(f"research-env-{i[4:]}-") for i in section["left"])]
+
+
+async def test_a_build_the_server_left_running_is_finalised_by_the_next_server(
+    workspace: Path, data_dir: Path, backend: Literal["local", "docker"]
+) -> None:
+    settings = Settings(workspace=workspace, backend=backend, data_dir=data_dir)
+    async with Client(build_server(settings), raise_exceptions=True) as first:
+        queued = await call(first, "prepare_env", {"requirements": SMALL, "backend": backend})
+    assert (queued["env"]["state"], queued["cached"]) == ("building", False)  # its server is gone now
+    ready = workspace / "runs" / queued["env"]["build_run"] / "outputs" / "ready"
+    async with Client(build_server(settings), raise_exceptions=True) as second:
+        deadline = time.monotonic() + 120
+        while not ready.exists():  # the build goes on without a server; the docker one needs the pump to start
+            assert time.monotonic() < deadline
+            await call(second, "list_runs", {})
+            await anyio.sleep(0.2)
+        again = await call(second, "prepare_env", {"requirements": SMALL, "backend": backend})
+        assert (again["env"]["state"], again["cached"], again["lock"]) == ("ready", True, [SMALL])
+        assert again["env"]["build_run"] == queued["env"]["build_run"]
+        await call(second, "list_envs", {"remove": again["env"]["id"]})
+
+
+async def test_a_cancelled_build_leaves_nothing_and_the_next_call_builds_again(
+    lab: Client, backend: str, data_dir: Path
+) -> None:
+    queued = await call(lab, "prepare_env", {"requirements": SMALL, "backend": backend})
+    cancelled = await call(lab, "cancel_run", {"run_id": queued["env"]["build_run"]})
+    assert cancelled["run"]["state"] == "cancelled"
+    told = await call(lab, "prepare_env", {"requirements": SMALL, "backend": backend})
+    assert told["env"]["state"] == "failed" and "cancelled" in told["error"] and not told["cached"]
+    assert not (data_dir / "envs" / queued["env"]["id"]).exists()
+    rebuilt = await built(lab, {"requirements": SMALL, "backend": backend})
+    assert rebuilt["env"]["state"] == "ready" and rebuilt["env"]["build_run"] != queued["env"]["build_run"]
+
+
+async def test_an_environment_in_use_is_not_removed(lab: Client, backend: str) -> None:
+    env = (await built(lab, {"requirements": SMALL, "backend": backend}))["env"]
+    run = await call(lab, "run_experiment", {"command": "sleep 60", "workdir": None, "files": {"a": ""},
+                                             "python_env": env["id"], "wait_s": 1})  # fmt: skip
+    refused = await call_raw(lab, "list_envs", {"remove": env["id"]})
+    assert f"in use by run(s) {run['run']['id']}" in error_text(refused)
+    await call(lab, "cancel_run", {"run_id": run["run"]["id"]})
+    assert (await call(lab, "list_envs", {"remove": env["id"]}))["removed"] == env["id"]
