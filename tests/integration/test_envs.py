@@ -20,6 +20,7 @@ import pytest
 from mcp import Client
 
 from research_mcp.config import Settings
+from research_mcp.errors import SandboxError
 from research_mcp.server import build_server
 from tests.conftest import open_for_sandbox
 from tests.integration._client import call, call_raw, error_text
@@ -269,3 +270,30 @@ async def test_an_environment_in_use_is_not_removed(lab: Client, backend: str) -
     assert f"in use by run(s) {run['run']['id']}" in error_text(refused)
     await call(lab, "cancel_run", {"run_id": run["run"]["id"]})
     assert (await call(lab, "list_envs", {"remove": env["id"]}))["removed"] == env["id"]
+
+
+@pytest.mark.bwrap
+async def test_without_uv_a_local_environment_is_built_with_pip(workspace: Path, data_dir: Path) -> None:
+    from research_mcp.sandbox.envs import read_spec
+    from research_mcp.server.state import AppState
+
+    state = AppState(Settings(workspace=workspace, backend="local", data_dir=data_dir))
+    runs = state.runs(state.resolve_workspace(None).require())
+    assert runs.envs is not None
+    envs = runs.envs
+    envs.uv = None  # as where the uv binary is missing
+    try:
+        answer = await anyio.to_thread.run_sync(
+            lambda: envs.prepare(runs, read_spec(runs.ws, SMALL, None), backend="local", python=None)
+        )
+        await runs.wait(answer.env.build_run, 300)
+        record = envs.load(answer.env.id)
+        assert record is not None and record.installer == "pip"
+        done = envs.finalise(record, runs)
+        assert done.env.state == "ready", done
+        assert done.lock is not None and SMALL in done.lock
+        assert "pip install" in (workspace / "runs" / answer.env.build_run / "code" / "build.sh").read_text()
+        with pytest.raises(SandboxError, match="pip install uv"):
+            envs.prepare(runs, read_spec(runs.ws, SMALL, None), backend="docker", python=None)
+    finally:
+        state.close()
