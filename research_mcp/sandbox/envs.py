@@ -42,7 +42,7 @@ from pydantic import Field
 
 from research_mcp.depfiles import DependencyFile, dependency_paths, parse_dependency_file
 from research_mcp.errors import BadInputError, PathError, SandboxError
-from research_mcp.model import ToolModel
+from research_mcp.model import NextStep, ToolModel
 from research_mcp.sandbox.base import Mount
 from research_mcp.sandbox.models import ACTIVE, FINISHED, RunRequest
 from research_mcp.sandbox.pyenv import PythonEnv
@@ -420,7 +420,7 @@ class EnvAnswer(ToolModel):
     lock_truncated: bool | None = None
     error: str | None = Field(default=None, description="Why the build failed; nothing of it is kept.")
     note: str | None = None
-    next_step: str | None = None
+    next_step: NextStep | None = None
 
 
 class EnvList(ToolModel):
@@ -631,6 +631,14 @@ class Envs:
         self._discard(record.id, record.volume, _docker_engine(runs) if record.volume and runs else None)
         return EnvAnswer(env=_info(record, "failed"), cached=False, error=error)
 
+    def ending_build(self, env_id: str, runs: RunManager) -> str | None:
+        """The build run of `env_id` when it wrote its ready marker but is not yet recorded as ended (its process or
+        container is exiting: a docker volume cannot be removed until it is gone), else None."""
+        record = self.load(env_id)
+        if record is None or not (Path(record.workspace) / "runs" / record.build_run / "outputs" / "ready").exists():
+            return None
+        return record.build_run if _run_state(record, runs) in ACTIVE else None
+
     def _failure(self, record: EnvRecord, state: str | None) -> str:
         log = Path(record.workspace) / "runs" / record.build_run / "log.txt"
         lines = [line for line in _tail(log).splitlines() if line.strip()][-TAIL_LINES:]
@@ -724,10 +732,12 @@ class Envs:
         (self.root / f".{env_id}.lock").unlink(missing_ok=True)
 
 
-def _waiting(record: EnvRecord) -> str:
-    return (
-        f"Building in run {record.build_run}: run_status(run_id={record.build_run!r}, wait_s=50) until it ends, "
-        f"then run_experiment(python_env={record.id!r})."
+def _waiting(record: EnvRecord) -> NextStep:
+    return NextStep(
+        tool="run_status",
+        arguments={"run_id": record.build_run, "wait_s": 50},
+        why=f"Its build runs as {record.build_run}; once it ends, prepare_env again (or run_experiment with "
+        f"python_env={record.id!r}).",
     )
 
 

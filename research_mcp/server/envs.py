@@ -11,7 +11,7 @@ from pydantic import Field
 
 from research_mcp.config import BackendChoice
 from research_mcp.errors import SandboxError
-from research_mcp.sandbox.envs import EnvAnswer, EnvList, Envs
+from research_mcp.sandbox.envs import ENV_ID, EnvAnswer, EnvList, Envs
 from research_mcp.sandbox.models import ACTIVE, WAIT_TICK_S
 from research_mcp.server._adapt import AppContext, ToolRegistry, WorkspaceParam, in_thread, need_workspace, state_of
 
@@ -85,6 +85,9 @@ def register(tools: ToolRegistry) -> None:
         runs = state_of(ctx).runs(need_workspace(ctx, ws))
         envs = _envs(runs)
         if remove is not None:
+            ending = await in_thread(envs.ending_build, remove, runs) if ENV_ID.fullmatch(remove) else None
+            if ending is not None:  # built: let its build run end first, so nothing holds the folder or volume
+                await state_of(ctx).wait_for(runs, ending, 10.0)
             await in_thread(envs.remove, remove, runs)
         found = await in_thread(envs.listing, runs, limit, offset)
         return found.model_copy(update={"removed": remove})
