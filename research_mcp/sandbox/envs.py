@@ -141,7 +141,10 @@ def read_spec(ws: Workspace, requirements: str | None, path: str | None) -> EnvS
         raise BadInputError("Give either requirements (the text of a requirements file) or path (a workspace file or "
                             "repository folder), not both and not neither.")  # fmt: skip
     if requirements is not None:
-        return _spec(requirement_lines(requirements, "requirements"), ["text"])
+        body, skipped, includes = _options(requirements)
+        if includes:
+            raise BadInputError(f"requirements text cannot include files ({includes[0]!r}): give path instead.")
+        return _spec(requirement_lines(body, "requirements"), ["text"], _skipped_note(skipped))
     assert path is not None
     try:
         target = ws.resolve(path)
@@ -163,8 +166,8 @@ def _file_spec(ws: Workspace, target: Path) -> EnvSpec:
     name = target.name.lower()
     text = _read(target, rel)
     if name.endswith((".txt", ".in")):
-        lines, sources = _requirements_file(ws, target, text, rel, depth=0)
-        return _spec(lines, sources)
+        lines, sources, skipped = _requirements_file(ws, target, text, rel, depth=0)
+        return _spec(lines, sources, _skipped_note(skipped))
     if name not in _PREFERENCE:
         raise BadInputError(f"{rel} is not a dependency file: give a requirements*.txt, pyproject.toml, "
                             "environment.yml, setup.cfg or setup.py, or a repository folder.")  # fmt: skip
@@ -174,31 +177,52 @@ def _file_spec(ws: Workspace, target: Path) -> EnvSpec:
     return _spec(_declared(dep), [rel], _conda_note(dep))
 
 
-def _requirements_file(ws: Workspace, target: Path, text: str, rel: str, depth: int) -> tuple[list[str], list[str]]:
-    """A requirements file's lines with the files it includes (-r) inlined, inside the workspace only."""
-    lines: list[str] = []
-    sources = [rel]
+def _options(text: str) -> tuple[str, list[str], list[str]]:
+    """A requirements text split: its requirement lines, the option lines a build does not follow (its own index
+    settings apply; -e and -c name local things), and the files it includes (-r)."""
     body: list[str] = []
+    skipped: list[str] = []
+    includes: list[str] = []
     for raw in text.splitlines():
         line = raw.split(" #", 1)[0].strip()
         option, _, rest = line.partition(" ")
         if option in ("-r", "--requirement") or line.startswith("--requirement="):
-            if depth >= _MAX_INCLUDES:
-                raise BadInputError(f"{rel} includes requirement files more than {_MAX_INCLUDES} deep.")
-            include = line.split("=", 1)[1] if line.startswith("--requirement=") else rest.strip()
-            try:
-                child = ws.resolve(str(PurePosixPath(rel).parent / include))
-            except PathError as exc:
-                raise BadInputError(f"{rel} includes {include!r}: {exc}") from exc
-            child_rel = _rel(ws, child)
-            more, seen = _requirements_file(ws, child, _read(child, child_rel), child_rel, depth + 1)
-            lines += more
-            sources += [s for s in seen if s not in sources]
-        elif option in ("-c", "--constraint") or line.startswith(("--index-url", "--extra-index-url", "-i ")):
-            continue  # the build's own index settings apply; a constraint file only narrows versions
+            includes.append(line.split("=", 1)[1] if line.startswith("--requirement=") else rest.strip())
+        elif line.startswith("-"):
+            skipped.append(line)
         else:
             body.append(raw)
-    return [*lines, *requirement_lines("\n".join(body), rel)], sources
+    return "\n".join(body), skipped, includes
+
+
+def _skipped_note(skipped: list[str]) -> str | None:
+    if not skipped:
+        return None
+    shown = "; ".join(line[:80] for line in skipped[:5])
+    return f"options not followed (the build uses its own index settings; -e/-c name local things): {shown}"
+
+
+def _requirements_file(
+    ws: Workspace, target: Path, text: str, rel: str, depth: int
+) -> tuple[list[str], list[str], list[str]]:
+    """A requirements file's lines with the files it includes (-r) inlined, inside the workspace only; with its
+    sources and the options skipped."""
+    body, skipped, includes = _options(text)
+    lines: list[str] = []
+    sources = [rel]
+    for include in includes:
+        if depth >= _MAX_INCLUDES:
+            raise BadInputError(f"{rel} includes requirement files more than {_MAX_INCLUDES} deep.")
+        try:
+            child = ws.resolve(str(PurePosixPath(rel).parent / include))
+        except PathError as exc:
+            raise BadInputError(f"{rel} includes {include!r}: {exc}") from exc
+        child_rel = _rel(ws, child)
+        more, seen, dropped = _requirements_file(ws, child, _read(child, child_rel), child_rel, depth + 1)
+        lines += more
+        sources += [s for s in seen if s not in sources]
+        skipped += dropped
+    return [*lines, *requirement_lines(body, rel)], sources, skipped
 
 
 def _folder_spec(ws: Workspace, folder: Path) -> EnvSpec:
@@ -227,9 +251,9 @@ def _folder_spec(ws: Workspace, folder: Path) -> EnvSpec:
         target = folder / rel
         text = _read(target, f"{rel_folder}/{rel}")
         if rel.lower().endswith((".txt", ".in")):
-            lines, sources = _requirements_file(ws, target, text, _rel(ws, target), depth=0)
+            lines, sources, skipped = _requirements_file(ws, target, text, _rel(ws, target), depth=0)
             if lines:
-                return _spec(lines, sources)
+                return _spec(lines, sources, _skipped_note(skipped))
             continue
         dep = parse_dependency_file(rel, text)
         if _declared(dep):
@@ -538,7 +562,7 @@ class Envs:
             record = self.load(env_id)
             if record is not None:  # built, building, or failed: told once, then gone, so the next call builds
                 answer = self.finalise(record, runs)
-                return answer.model_copy(update={"cached": answer.env.state != "failed"})
+                return answer.model_copy(update={"cached": answer.env.state != "failed", "note": spec.note})
             record = self._start_build(
                 runs, env_id, key, spec, backend, interpreter, image, installer, torch, links, engine
             )

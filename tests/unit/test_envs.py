@@ -43,6 +43,12 @@ def test_text_spec_is_sorted_and_without_duplicates(ws: Workspace) -> None:
         read_spec(ws, "six", "requirements.txt")
     with pytest.raises(BadInputError, match="nothing to install"):
         read_spec(ws, "# nothing\n", None)
+    told = read_spec(ws, "six\n-e .\n--extra-index-url https://download.pytorch.org/whl/cu118\n", None)
+    assert told.requirements == ["six"] and told.note is not None and "-e ." in told.note and "cu118" in told.note
+    with pytest.raises(BadInputError, match="give path instead"):
+        read_spec(ws, "-r other.txt\n", None)
+    with pytest.raises(BadInputError, match="local path"):
+        read_spec(ws, "./libs/foo\n", None)
 
 
 def test_a_requirements_file_inlines_its_includes_inside_the_workspace(ws: Workspace) -> None:
@@ -52,6 +58,7 @@ def test_a_requirements_file_inlines_its_includes_inside_the_workspace(ws: Works
     spec = read_spec(ws, None, "requirements.txt")
     assert spec.requirements == ["numpy==2.0.0", "six"]
     assert spec.sources == ["requirements.txt", "reqs/base.txt"]
+    assert spec.note is not None and "-c constraints.txt" in spec.note and "--extra-index-url" in spec.note
     (ws.root / "escape.txt").write_text("-r ../../etc/passwd\n")
     with pytest.raises(BadInputError, match="includes"):
         read_spec(ws, None, "escape.txt")
