@@ -665,7 +665,7 @@ class Envs:
 
     def _failure(self, record: EnvRecord, state: str | None) -> str:
         log = Path(record.workspace) / "runs" / record.build_run / "log.txt"
-        lines = [line for line in _tail(log).splitlines() if line.strip()][-TAIL_LINES:]
+        lines = [line[:300] for line in _tail(log).splitlines() if line.strip()][-TAIL_LINES:]
         tail = "\n".join(lines)
         if state == "cancelled":
             return f"The build run {record.build_run} was cancelled; nothing of it is kept. Call prepare_env again."

@@ -297,3 +297,25 @@ async def test_without_uv_a_local_environment_is_built_with_pip(workspace: Path,
             envs.prepare(runs, read_spec(runs.ws, SMALL, None), backend="docker", python=None)
     finally:
         state.close()
+
+
+async def test_the_build_trusts_the_ca_bundle_setting_and_only_it(
+    workspace: Path, data_dir: Path, backend: Literal["local", "docker"], tmp_path: Path
+) -> None:
+    """Behind this machine's TLS-intercepting proxy a bundle without the proxy's CA must fail the build (so the
+    setting is what the installer trusts, with verification on), and the host's bundle must pass it."""
+    host = Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+    end = "-----END CERTIFICATE-----"
+    other = tmp_path / "one-root.pem"
+    other.write_text(host[: host.index(end) + len(end)] + "\n")  # one public root, not the proxy's CA
+    open_for_sandbox(tmp_path, other.parent)
+    for bundle, works in ((other, False), (Path("/etc/ssl/certs/ca-certificates.crt"), True)):
+        settings = Settings(workspace=workspace, backend=backend, data_dir=data_dir, ca_bundle=bundle)
+        async with Client(build_server(settings), raise_exceptions=True) as client:
+            answer = await built(client, {"requirements": SMALL, "backend": backend})
+            if works:
+                assert answer["env"]["state"] == "ready", answer
+                await call(client, "list_envs", {"remove": answer["env"]["id"]})
+            else:
+                assert answer["env"]["state"] == "failed", answer
+                assert "certificate" in answer["error"].lower() or "UnknownIssuer" in answer["error"], answer["error"]
