@@ -157,3 +157,14 @@ def test_index_settings_pass_only_as_http_urls_and_reach_uv(tmp_path: Path) -> N
         str(tmp_path),
         "https://x.example/wheels",
     ]
+
+
+def test_the_ca_bundle_is_the_setting_else_the_host_s(tmp_path: Path) -> None:
+    from research_mcp.sandbox.envs import HOST_CA, ca_bundle
+
+    mine = tmp_path / "proxy.pem"
+    mine.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert ca_bundle(mine) == mine
+    assert ca_bundle(None) == (HOST_CA if HOST_CA.is_file() else None)
+    with pytest.raises(BadInputError, match="RESEARCH_MCP_CA_BUNDLE"):
+        ca_bundle(tmp_path / "missing.pem")
