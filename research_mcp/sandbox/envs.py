@@ -420,6 +420,7 @@ class EnvRecord(ToolModel):
     last_used: float | None = None
     size_bytes: int | None = None
     lock: list[str] = Field(default_factory=list[str])
+    used_by: list[str] = Field(default_factory=list[str], description="Workspaces whose runs used it.")
 
 
 class EnvInfo(ToolModel):
@@ -709,7 +710,8 @@ class Envs:
                     f"Environment {env_id} was built for the {record.backend} backend, and this run is on {backend}: "
                     f'call prepare_env with backend="{backend}" for the same requirements and use that id.'
                 )
-            self._save(record.model_copy(update={"last_used": self.clock()}))
+            used_by = record.used_by if str(runs.ws.root) in record.used_by else [*record.used_by, str(runs.ws.root)]
+            self._save(record.model_copy(update={"last_used": self.clock(), "used_by": used_by}))
         if record.volume is not None:
             return PythonEnv(name=env_id, root=record.root, ro_paths=[], env_id=env_id, volume=record.volume)
         return PythonEnv(name=env_id, root=record.root, ro_paths=[record.root], base="/usr", env_id=env_id)
@@ -732,7 +734,8 @@ class Envs:
         return EnvList(envs=page, total=len(infos), next_offset=offset + len(page) if more else None)
 
     def remove(self, env_id: str, runs: RunManager) -> None:
-        """Delete an environment, folder or volume and record; refused while a run of this workspace uses it."""
+        """Delete an environment, folder or volume and record; refused while a queued or running run uses it (in
+        this workspace or any other whose runs used it)."""
         if not ENV_ID.fullmatch(env_id):
             raise BadInputError(f"{env_id!r} is not an environment id (env-<12 hex digits>, from list_envs).")
         with self._locked(env_id):
@@ -740,12 +743,13 @@ class Envs:
             if record is None:
                 known = ", ".join(r.id for r in self.records()[:5]) or "none"
                 raise BadInputError(f"No environment {env_id} (there are: {known}).")
-            users = runs.store.connection().execute(
-                f"SELECT id FROM runs WHERE env_id = ? AND state IN ({', '.join('?' * len(ACTIVE))})",
-                (env_id, *ACTIVE),
-            )
             done = self.finalise(record, runs).env.state != "building"  # its build, ended or ending, is no user
-            active = [str(row[0]) for row in users.fetchall() if not (done and row[0] == record.build_run)]
+            active = [
+                run_id
+                for workspace in dict.fromkeys([str(runs.ws.root), record.workspace, *record.used_by])
+                for run_id in _active_users(env_id, Path(workspace), runs)
+                if not (done and run_id == record.build_run)
+            ]
             if active:
                 raise BadInputError(
                     f"Environment {env_id} is in use by run(s) {', '.join(active[:5])}: wait for them to end or "
@@ -831,6 +835,22 @@ def _run_state(record: EnvRecord, runs: RunManager | None) -> str | None:
     except sqlite3.Error:
         return None
     return None if row is None else str(row[0])
+
+
+def _active_users(env_id: str, workspace: Path, runs: RunManager) -> list[str]:
+    """Queued or running runs of `workspace` that use (or build) the environment: from this workspace's store, else
+    read from the other workspace's own."""
+    query = f"SELECT id FROM runs WHERE env_id = ? AND state IN ({', '.join('?' * len(ACTIVE))})"
+    if workspace == runs.ws.root:
+        return [str(row[0]) for row in runs.store.connection().execute(query, (env_id, *ACTIVE)).fetchall()]
+    db = workspace / ".research" / "state.db"
+    if not db.is_file():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return [f"{row[0]} (in {workspace})" for row in conn.execute(query, (env_id, *ACTIVE)).fetchall()]
+    except sqlite3.Error:
+        return []
 
 
 def _text(path: Path) -> str:

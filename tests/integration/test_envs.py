@@ -319,3 +319,20 @@ async def test_the_build_trusts_the_ca_bundle_setting_and_only_it(
             else:
                 assert answer["env"]["state"] == "failed", answer
                 assert "certificate" in answer["error"].lower() or "UnknownIssuer" in answer["error"], answer["error"]
+
+
+async def test_a_run_of_another_workspace_keeps_its_environment(
+    lab: Client, backend: Literal["local", "docker"], tmp_path: Path, data_dir: Path
+) -> None:
+    env = (await built(lab, {"requirements": SMALL, "backend": backend}))["env"]
+    other = tmp_path / "other"
+    other.mkdir()
+    open_for_sandbox(tmp_path, other)
+    settings = Settings(workspace=other, backend=backend, data_dir=data_dir)
+    async with Client(build_server(settings), raise_exceptions=True) as second:
+        run = await call(second, "run_experiment", {"command": "sleep 60", "workdir": None, "files": {"a": ""},
+                                                    "python_env": env["id"], "wait_s": 1})  # fmt: skip
+        refused = await call_raw(lab, "list_envs", {"remove": env["id"]})
+        assert f"{run['run']['id']} (in {other.resolve()})" in error_text(refused)
+        await call(second, "cancel_run", {"run_id": run["run"]["id"]})
+    assert (await call(lab, "list_envs", {"remove": env["id"]}))["removed"] == env["id"]
