@@ -106,6 +106,7 @@ class AppState:
                 log_cap_bytes=self.settings.max_log_bytes,
                 max_run_disk_bytes=self.settings.max_run_disk_bytes,
                 python_envs=self.settings.python_envs,
+                shared_data=self.settings.shared_data,
             )
             if self.task_group is not None:
                 self.task_group.start_soon(
