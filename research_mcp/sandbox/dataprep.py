@@ -87,7 +87,7 @@ def prepare_data(
         request = RunRequest(
             command=command,
             workdir=".",
-            backend=chosen,  # pyright: ignore[reportArgumentType]
+            backend=backend,
             timeout_s=timeout_s,
             network=network,
             env={"RESEARCH_DATA": dest},

@@ -94,7 +94,6 @@ def rerun(
     request = RunRequest(
         command=row["command"],
         workdir=row["workdir"] or None,
-        backend=row["backend"],
         image=row["image"],
         gpus=limits.get("gpu_count") or 0,
         cpus=limits.get("cpus"),
@@ -111,4 +110,5 @@ def rerun(
         idea_id=row["idea_id"],
         inputs={dest: f"{item['run']}:{item['path']}" for dest, item in inputs.items()} or None,
     )
-    return runs.prepare(request, snapshot_of=run_id)
+    # the backend it ran on, not a new choice (its name was checked when it was asked for)
+    return runs.prepare(request.model_copy(update={"backend": row["backend"]}), snapshot_of=run_id)
