@@ -48,6 +48,7 @@ def prepare_data(
     name: str,
     command: Command,
     *,
+    workdir: str = ".",
     network: bool = True,
     backend: BackendChoice = "auto",
     timeout_s: TimeoutS = 3600,
@@ -86,7 +87,7 @@ def prepare_data(
         ]
         request = RunRequest(
             command=command,
-            workdir=".",
+            workdir=workdir,
             backend=backend,
             timeout_s=timeout_s,
             network=network,

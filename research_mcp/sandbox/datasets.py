@@ -8,7 +8,10 @@ starts with a dot are the server's own (`.incoming/`, where `prepare_data` write
 
 A manifest lists every file of a dataset with its size and sha256, and a hash over them all. Manifests are kept
 by hash under `.research/manifests/`, and the last one of each dataset folder is found again by a walk of its
-files' sizes and modification times (no reading), so a run start re-hashes only a dataset that changed.
+files' sizes and modification times (no reading), so a run start re-hashes only a dataset that changed. A run
+start hashes at most `HASH_AT_START_BYTES` of changed data: a bigger dataset copied in by hand is recorded by its
+files' sizes and modification times (`mtime:<ns>` in place of the sha256) until `prepare_data` makes it, which
+always hashes in full (a tool call must answer within a minute; sha256 reads about 1 GB/s).
 
 Caches: the usual cache variables (`HF_HOME`, `TORCH_HOME`, `XDG_CACHE_HOME`, ...) point below `/tmp/cache` in
 every run. A `prepare_data` run binds that folder to its dataset's `.cache/`, so what a library downloads there
@@ -87,6 +90,7 @@ OFFLINE_ENV: dict[str, str] = {
 }
 """Switches that make libraries use their caches and never wait on a network a run without one does not have."""
 
+HASH_AT_START_BYTES = 4 << 30
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _CHUNK = 1 << 20
 _SHOWN = 12
@@ -189,14 +193,18 @@ def _walk(root: Path) -> Iterable[tuple[str, Path]]:
             yield path.relative_to(root).as_posix(), path
 
 
-def make_manifest(root: Path) -> Manifest:
-    """Hash every file under `root` (a folder or one file); symlinks are recorded by target, never followed."""
+def make_manifest(root: Path, max_hash_bytes: int | None = None) -> Manifest:
+    """Hash every file under `root` (a folder or one file); symlinks are recorded by target, never followed. Past
+    `max_hash_bytes` in all, files are recorded by size and modification time instead (`mtime:<ns>`)."""
+    found = [(rel, path, path.lstat()) for rel, path in _walk(root)]
+    total = sum(info.st_size for _, path, info in found if not path.is_symlink())
+    read = max_hash_bytes is None or total <= max_hash_bytes
     files: dict[str, tuple[int, str]] = {}
-    for rel, path in _walk(root):
+    for rel, path, info in found:
         if path.is_symlink():
             files[rel] = (0, "symlink:" + os.readlink(path))
         elif path.is_file():
-            files[rel] = (path.stat().st_size, _digest(path))
+            files[rel] = (info.st_size, _digest(path) if read else f"mtime:{info.st_mtime_ns}")
     return Manifest(files, hash_entries(files))
 
 
@@ -232,18 +240,19 @@ def load_manifest(state_dir: Path, manifest_hash: str) -> Manifest | None:
     return Manifest(files, str(raw["hash"]))
 
 
-def current_manifest(state_dir: Path, path: Path) -> Manifest:
+def current_manifest(state_dir: Path, path: Path, max_hash_bytes: int | None = None) -> Manifest:
     """The manifest of a dataset as it is now: the last one made for this folder while its files' sizes and
-    times are unchanged, else made anew (and kept)."""
+    times are unchanged (and, with `max_hash_bytes` None, hashed in full), else made anew (and kept)."""
     index = _store(state_dir) / "index" / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
     signature = _signature(path)
     try:
         known = json.loads(index.read_text())
         if known.get("signature") == signature and (found := load_manifest(state_dir, known["hash"])) is not None:
-            return found
+            if max_hash_bytes is not None or not any(sha.startswith("mtime:") for _, sha in found.files.values()):
+                return found
     except (OSError, ValueError, KeyError):
         pass  # never seen, or seen otherwise: hash it
-    manifest = make_manifest(path)
+    manifest = make_manifest(path, max_hash_bytes)
     save_manifest(state_dir, manifest)
     index.parent.mkdir(parents=True, exist_ok=True)
     payload = {"path": str(path), "signature": signature, "hash": manifest.hash}

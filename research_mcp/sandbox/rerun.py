@@ -55,7 +55,7 @@ def data_changes(runs: RunManager, row: Any) -> dict[str, list[str]]:
         if dataset is None:
             changes[f"/data/{name}"] = ["the dataset is gone"]
             continue
-        now = data.current_manifest(state_dir, dataset.path)
+        now = data.current_manifest(state_dir, dataset.path, data.HASH_AT_START_BYTES)
         if now.hash != item["hash"]:
             changes[f"/data/{name}"] = data.compare(data.load_manifest(state_dir, item["hash"]), now)
     inputs: dict[str, dict[str, str]] = json.loads(row["inputs"]) if row["inputs"] else {}
@@ -65,7 +65,7 @@ def data_changes(runs: RunManager, row: Any) -> dict[str, list[str]]:
         except BadInputError:
             changes[f"input {dest}"] = [f"{item['run']}:{item['path']} is gone"]
             continue
-        now = data.current_manifest(state_dir, source)
+        now = data.current_manifest(state_dir, source, data.HASH_AT_START_BYTES)
         if now.hash != item["hash"]:
             changes[f"input {dest}"] = data.compare(data.load_manifest(state_dir, item["hash"]), now)
     return changes

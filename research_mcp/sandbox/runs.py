@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -132,6 +133,8 @@ class RunManager:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.shared_data = shared_data
+        self._ending: dict[str, threading.Lock] = {}
+        self._ending_guard = threading.Lock()
         self.python_envs = python_envs or {}
         self.log_cap_bytes = log_cap_bytes
         self.max_run_disk_bytes = max_run_disk_bytes
@@ -282,7 +285,7 @@ class RunManager:
             else:
                 placeholder.touch()
             mounts.append(Mount(source=str(source), dest=f"{SANDBOX_WORK}/{spec.dest}"))
-            digest = data.current_manifest(self.ws.state_dir, source).hash
+            digest = data.current_manifest(self.ws.state_dir, source, data.HASH_AT_START_BYTES).hash
             found[spec.dest] = {"run": spec.run_id, "path": rel, "hash": digest}
         return found
 
@@ -297,7 +300,7 @@ class RunManager:
         mounts += data.dataset_mounts(chosen)
         seen: dict[str, Any] = {}
         for dataset in chosen:
-            summary = data.current_manifest(self.ws.state_dir, dataset.path).summary()
+            summary = data.current_manifest(self.ws.state_dir, dataset.path, data.HASH_AT_START_BYTES).summary()
             seen[dataset.name] = {**summary, "shared": True} if dataset.shared else summary
         caches = [d.name for d in chosen if (d.path / data.CACHE_FOLDER).is_dir()] if kind == "run" else []
         return seen, caches
@@ -539,6 +542,16 @@ class RunManager:
         self._notify()
 
     def _finish(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
+        """Record a run's end. The pump and a waiting call may both see it: one end at a time per run, so a data
+        run's dataset is put in place and recorded before the other looks."""
+        with self._ending_guard:
+            lock = self._ending.setdefault(run_id, threading.Lock())
+        with lock:
+            self._record_end(run_id, status, state)
+        with self._ending_guard:
+            self._ending.pop(run_id, None)
+
+    def _record_end(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
         failure: str | None = status.failure
         verdict = (
             self.store.connection()

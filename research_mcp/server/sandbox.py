@@ -145,8 +145,9 @@ def register(tools: ToolRegistry) -> None:
     async def prepare_data(
         ctx: AppContext,
         ws: WorkspaceParam,
-        name: Annotated[str, Field(description="Becomes datasets/<name>, /data/<name> in runs.", max_length=100)],
+        name: Annotated[str, Field(max_length=100)],
         command: Annotated[Command, Field(description="Writes into $RESEARCH_DATA.")],
+        workdir: Annotated[str, Field(description="Folder of its scripts.")] = ".",
         network: bool = True,
         backend: BackendChoice = "auto",
         timeout_s: TimeoutS = 3600,
@@ -160,8 +161,8 @@ def register(tools: ToolRegistry) -> None:
         runs = state.runs(need_workspace(ctx, ws))
         allowed = state.settings.docker_allow_network
         run = await in_thread(
-            lambda: prepare(runs, name, command, network=network, backend=backend, timeout_s=timeout_s,
-                            docker_allow_network=allowed)
+            lambda: prepare(runs, name, command, workdir=workdir, network=network, backend=backend,
+                            timeout_s=timeout_s, docker_allow_network=allowed)
         )  # fmt: skip
         await state.pump_now(runs)
         return await _watch(ctx, ws, run.id, wait_s)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -76,6 +77,18 @@ def test_a_dataset_is_hashed_again_only_when_its_files_change(tmp_path: Path) ->
     (root / "b").write_text("new")
     assert data.compare(again, data.make_manifest(root)) == ["added b"]
     assert data.compare(None, again) == ["its earlier manifest is not kept, so the files that changed cannot be named"]
+
+
+def test_a_dataset_past_the_hashing_cap_is_recorded_by_size_and_time_until_hashed_in_full(tmp_path: Path) -> None:
+    state, root = tmp_path / "state", tmp_path / "d"
+    root.mkdir()
+    (root / "big").write_bytes(b"\1" * 100)
+    stat = data.current_manifest(state, root, max_hash_bytes=99)
+    assert stat.files == {"big": (100, f"mtime:{(root / 'big').stat().st_mtime_ns}")}
+    assert data.current_manifest(state, root, max_hash_bytes=99) == stat
+    full = data.current_manifest(state, root)  # prepare_data's: always read whole
+    assert full.files == {"big": (100, hashlib.sha256(b"\1" * 100).hexdigest())}
+    assert data.current_manifest(state, root, max_hash_bytes=99) == full  # a full manifest is kept
 
 
 def test_the_workspace_datasets_win_a_name_clash_and_dot_entries_are_the_servers(tmp_path: Path) -> None:
@@ -252,3 +265,40 @@ async def test_rerun_refuses_changed_data_naming_the_files_and_runs_when_told(ws
     assert anyway.datasets != first.datasets
     with pytest.raises(BadInputError, match="call prepare_data"):
         rerun(runs, prepare_data(runs, "x", "download", network=False).id)
+
+
+async def test_two_pollers_seeing_a_data_run_end_at_once_record_its_dataset_once(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import anyio
+
+    from research_mcp.sandbox import dataprep
+
+    real = dataprep.finish_data_run
+
+    calls: list[float] = []
+
+    def slow(*args: Any, **kwargs: Any) -> dataprep.DataEnd | None:
+        calls.append(time.monotonic())
+        found = real(*args, **kwargs)
+        if len(calls) == 1:
+            time.sleep(0.3)  # the dataset is in place, its end not yet recorded: the other poller looks now
+        return found
+
+    monkeypatch.setattr(dataprep, "finish_data_run", slow)
+    backend = FakeBackend()
+    runs = lab(ws, backend)
+    run = prepare_data(runs, "twice", "download", network=False)
+    await runs.pump()
+    (Path(backend.started[0].mounts[0].source) / "a.csv").write_text("1\n")
+    ended = RunStatus(state="exited", exit_code=0, started_at=1.0, ended_at=2.0, detail="Exited with code 0.")
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):
+            tg.start_soon(runs._end, run.id, ended, None)
+    done = runs.get(run.id)
+    assert done.state == "succeeded" and (done.detail or "").startswith("Dataset twice is ready"), done.detail
+    assert (ws.root / "datasets" / "twice" / "a.csv").is_file()
+    events = runs.store.connection().execute("SELECT kind FROM run_events WHERE run_id = ?", (run.id,)).fetchall()
+    assert [row[0] for row in events].count("dataset") == 1
