@@ -131,6 +131,10 @@ async def test_a_dataset_is_downloaded_read_by_a_training_run_and_its_hash_recor
     expected = hash_entries({"points.csv": (len(ROWS), hashlib.sha256(ROWS.encode()).hexdigest())})
     assert done["run"]["datasets"] == {"toy": expected[:12]}
     assert expected[:12] in done["run"]["detail"]
+    step = done["next_step"]
+    assert (step["tool"], step["arguments"]) == ("list_files", {"path": "datasets/toy"})
+    listed = await call(lab, step["tool"], step["arguments"])
+    assert "points.csv" in json.dumps(listed)
 
     trained = await call(lab, "run_experiment", {"command": "python3 train.py --seed 3", "workdir": "repo",
                                                  "seed": 3, "wait_s": 30})  # fmt: skip
