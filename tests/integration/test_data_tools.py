@@ -301,3 +301,24 @@ async def test_matplotlib_in_the_local_sandbox_logs_no_fontconfig_error(workspac
     assert done["run"]["state"] == "succeeded", done["log_tail"]
     assert "plotted" in logs["lines"]
     assert not [line for line in logs["lines"] if "Fontconfig error" in line], logs["lines"]
+
+
+async def test_a_shared_data_folder_is_at_data_too_and_the_workspace_wins_a_clash(
+    workspace: Path, tmp_path: Path, backend: Literal["local", "docker"]
+) -> None:
+    shared = tmp_path / "shared"
+    for folder, text in ((shared / "mnist", "shared mnist"), (shared / "common", "shared common"),
+                         (workspace / "datasets" / "common", "workspace common")):  # fmt: skip
+        folder.mkdir(parents=True)
+        (folder / "README").write_text(text + "\n")
+    open_for_sandbox(tmp_path, shared / "mnist")
+    open_for_sandbox(tmp_path, shared / "common")
+    open_for_sandbox(tmp_path, workspace / "datasets" / "common")
+    settings = Settings(workspace=workspace, backend=backend, shared_data=shared)
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        started = await call(client, "run_experiment", {"command": "cat /data/mnist/README /data/common/README",
+                                                        "workdir": None, "files": {"a": ""}, "wait_s": 30})  # fmt: skip
+        done = await finish(client, started["run"]["id"])
+    assert done["run"]["state"] == "succeeded", done["log_tail"]
+    assert done["log_tail"][-2:] == ["shared mnist", "workspace common"]
+    assert sorted(done["run"]["datasets"]) == ["common", "mnist"]
