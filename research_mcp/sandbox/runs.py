@@ -27,8 +27,8 @@ import anyio.to_thread
 from research_mcp.errors import BadInputError, LabelNotFoundError, RunNotFoundError, SandboxError
 from research_mcp.sandbox import datasets as data
 from research_mcp.sandbox._files import changed_files, folder_bytes, output_files
-from research_mcp.sandbox.base import SANDBOX_WORK, Backend, Capacity, Mount, RunHandle, RunSpec, RunStatus
-from research_mcp.sandbox.inputs import code_hash_with, parse_inputs, resolve_source
+from research_mcp.sandbox.base import Backend, Capacity, Mount, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.inputs import code_hash_with, parse_inputs
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import (
     ACTIVE,
@@ -39,6 +39,7 @@ from research_mcp.sandbox.models import (
     RunRequest,
     RunState,
 )
+from research_mcp.sandbox.provenance import attach_datasets, attach_inputs, datasets_shown, inputs_shown
 from research_mcp.sandbox.pyenv import PythonEnv, container_problem, resolve_python_env
 from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
 from research_mcp.sandbox.snapshot import copy_snapshot, manifest, take_snapshot
@@ -92,16 +93,6 @@ def _short(code_hash: str | None) -> str | None:
 
 def _ms(stamp: float | None) -> float | None:
     return None if stamp is None else round(stamp, 3)
-
-
-def _inputs_shown(raw: str | None) -> dict[str, str] | None:
-    found: dict[str, dict[str, str]] = json.loads(raw) if raw else {}
-    return {dest: f"{item['run']}:{item['path']}" for dest, item in found.items()} or None
-
-
-def _datasets_shown(raw: str | None) -> dict[str, str] | None:
-    found: dict[str, dict[str, Any]] = json.loads(raw) if raw else {}
-    return {name: data.shown(str(item["hash"])) for name, item in found.items()} or None
 
 
 def _env_name(limits: str) -> str | None:
@@ -228,9 +219,9 @@ class RunManager:
             (folder / "outputs").mkdir()
             (folder / "manifest.json").write_text(json.dumps(manifest(folder / "code")))
             mounts = list(mounts)
-            inputs = self._attach_inputs(wanted_inputs, folder, mounts)
+            inputs = attach_inputs(self.ws.state_dir, self.run_dir, wanted_inputs, folder, mounts)
             code_hash = code_hash_with(snap.code_hash, [(dest, found["hash"]) for dest, found in inputs.items()])
-            seen, caches = self._attach_datasets(kind, mounts)
+            seen, caches = attach_datasets(self.ws.state_dir, self.ws.root, self.shared_data, kind, mounts)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -262,48 +253,6 @@ class RunManager:
         )  # fmt: skip
         self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
         return self.get(run_id)
-
-    def _attach_inputs(self, wanted: Sequence[Any], folder: Path, mounts: list[Mount]) -> dict[str, dict[str, str]]:
-        """Bind each input read-only at its place in the working tree (a placeholder there for the bind), and
-        return the record: destination -> source run, its path there, the manifest hash."""
-        found: dict[str, dict[str, str]] = {}
-        sources: set[Path] = set()
-        for spec in wanted:
-            rel, source = resolve_source(self.run_dir(spec.run_id), spec)
-            if (folder / "code" / spec.dest).exists() or (folder / "code" / spec.dest).is_symlink():
-                raise BadInputError(
-                    f"inputs[{spec.dest!r}]: the code already has {spec.dest}; give the input another place "
-                    "(or remove it from the code folder)."
-                )
-            if source in sources:
-                raise BadInputError(f"inputs: {spec.run_id}:{rel} is asked for twice; bind it once.")
-            sources.add(source)
-            placeholder = folder / "work" / spec.dest
-            placeholder.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                placeholder.mkdir()
-            else:
-                placeholder.touch()
-            mounts.append(Mount(source=str(source), dest=f"{SANDBOX_WORK}/{spec.dest}"))
-            digest = data.current_manifest(self.ws.state_dir, source, data.HASH_AT_START_BYTES).hash
-            found[spec.dest] = {"run": spec.run_id, "path": rel, "hash": digest}
-        return found
-
-    def _attach_datasets(self, kind: str, mounts: list[Mount]) -> tuple[dict[str, Any], list[str]]:
-        """Bind every dataset read-only at /data/<name> (an environment build gets none), and return the record
-        (name -> manifest summary) and the datasets whose caches the run's cache layer links."""
-        if kind == "env":
-            return {}, []
-        taken = {mount.dest for mount in mounts}
-        found = data.find_datasets(self.ws.root, self.shared_data)
-        chosen = [d for d in found.values() if f"{data.DATA_ROOT}/{d.name}" not in taken]
-        mounts += data.dataset_mounts(chosen)
-        seen: dict[str, Any] = {}
-        for dataset in chosen:
-            summary = data.current_manifest(self.ws.state_dir, dataset.path, data.HASH_AT_START_BYTES).summary()
-            seen[dataset.name] = {**summary, "shared": True} if dataset.shared else summary
-        caches = [d.name for d in chosen if (d.path / data.CACHE_FOLDER).is_dir()] if kind == "run" else []
-        return seen, caches
 
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
@@ -669,8 +618,8 @@ class RunManager:
             workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
             note=row["note"], idea_id=row["idea_id"], kind=None if row["kind"] == "run" else row["kind"],
-            python_env=_env_name(row["limits"]), inputs=_inputs_shown(row["inputs"]),
-            datasets=_datasets_shown(row["datasets"]),
+            python_env=_env_name(row["limits"]), inputs=inputs_shown(row["inputs"]),
+            datasets=datasets_shown(row["datasets"]),
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,
