@@ -105,6 +105,10 @@ class Settings(BaseSettings):
         default_factory=dict[str, Path],
         description='Named Python environments runs may use (name -> folder), e.g. {"torch": "/opt/envs/torch"}.',
     )
+    shared_data: Path | None = Field(
+        default=None,
+        description="Folder of datasets many projects use: each entry is read-only at /data/<name> in every run.",
+    )
     max_snapshot_bytes: int = Field(default=200 << 20, ge=1 << 20, description="Largest code snapshot of a run.")
     max_run_disk_bytes: int = Field(
         default=20 << 30, ge=1 << 20, description="Most disk a run's folder may use; past it the run is killed."

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,8 +25,10 @@ import anyio
 import anyio.to_thread
 
 from research_mcp.errors import BadInputError, LabelNotFoundError, RunNotFoundError, SandboxError
+from research_mcp.sandbox import datasets as data
 from research_mcp.sandbox._files import changed_files, folder_bytes, output_files
 from research_mcp.sandbox.base import Backend, Capacity, Mount, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.inputs import code_hash_with, parse_inputs
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import (
     ACTIVE,
@@ -36,9 +39,10 @@ from research_mcp.sandbox.models import (
     RunRequest,
     RunState,
 )
+from research_mcp.sandbox.provenance import attach_datasets, attach_inputs, datasets_shown, inputs_shown
 from research_mcp.sandbox.pyenv import PythonEnv, container_problem, resolve_python_env
 from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
-from research_mcp.sandbox.snapshot import manifest, take_snapshot
+from research_mcp.sandbox.snapshot import copy_snapshot, manifest, take_snapshot
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
 
@@ -120,8 +124,12 @@ class RunManager:
         disk_interval_s: float = 1.0,
         python_envs: Mapping[str, Path] | None = None,
         envs: Envs | None = None,
+        shared_data: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.shared_data = shared_data
+        self._ending: dict[str, threading.Lock] = {}
+        self._ending_guard = threading.Lock()
         self.python_envs = python_envs or {}
         self.envs = envs
         self.log_cap_bytes = log_cap_bytes
@@ -151,6 +159,10 @@ class RunManager:
     def run_dir(self, run_id: str) -> Path:
         return self.ws.root / "runs" / run_id
 
+    def choose(self, backend: str) -> str:
+        """The backend a run asking for `backend` gets ("auto": the server's choice)."""
+        return self._choose() if backend == "auto" else backend
+
     # -- asking for a run -------------------------------------------------------------------------------------
 
     def prepare(
@@ -161,19 +173,28 @@ class RunManager:
         mounts: Sequence[Mount] = (),
         own_network: bool = False,
         env_id: str | None = None,
+        snapshot_of: str | None = None,
     ) -> Run:
         """Snapshot the code and record the run as queued (sync: call it in a worker thread).
 
         The server's own jobs say so: `kind` ('env' builds an environment, 'data' prepares a dataset), `mounts`
         they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern;
-        `env_id` names the environment a build makes (a run's comes from its python_env)."""
-        if req.workdir is None and not req.files:
+        `env_id` names the environment a build makes (a run's comes from its python_env). `snapshot_of` takes the
+        code snapshot of that run instead of the workspace's code now (a rerun)."""
+        if req.workdir is None and not req.files and snapshot_of is None:
             raise BadInputError("Give a workdir (a workspace folder) or inline files: there is no code to run.")
         for key in req.env:
             if not key or "=" in key or "\x00" in key or key[0].isdigit():
                 raise BadInputError(f"Environment variable name {key!r} is not valid.")
         if req.parent is not None:
             self.get(req.parent)
+        wanted_inputs = parse_inputs(req.inputs)
+        for spec in wanted_inputs:
+            if (source := self.get(spec.run_id)).state in ACTIVE:
+                raise BadInputError(
+                    f"inputs[{spec.dest!r}]: run {spec.run_id} is still {source.state}; wait for its end "
+                    "(run_status with wait_s) before reading its files."
+                )
         if req.idea_id is not None:
             self._check_idea(req.idea_id)
         backend = self._choose() if req.backend == "auto" else req.backend
@@ -195,10 +216,19 @@ class RunManager:
                 continue
             break
         try:
-            snap = take_snapshot(self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes)
+            if snapshot_of is None:
+                snap = take_snapshot(
+                    self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes
+                )
+            else:
+                snap = copy_snapshot(self.run_dir(snapshot_of) / "code", folder / "code")
             shutil.copytree(folder / "code", folder / "work", symlinks=True)
             (folder / "outputs").mkdir()
             (folder / "manifest.json").write_text(json.dumps(manifest(folder / "code")))
+            mounts = list(mounts)
+            inputs = attach_inputs(self.ws.state_dir, self.run_dir, wanted_inputs, folder, mounts)
+            code_hash = code_hash_with(snap.code_hash, [(dest, found["hash"]) for dest, found in inputs.items()])
+            seen, caches = attach_datasets(self.ws.state_dir, self.ws.root, self.shared_data, kind, mounts)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -213,17 +243,19 @@ class RunManager:
             "python_env": None if pyenv is None else pyenv.model_dump(),
             "mounts": [mount.model_dump() for mount in mounts],
             "own_network": own_network,
+            "cache_layers": caches,
         }
         now = self.clock()
         self.store.connection().execute(
             "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
-            "note, idea_id, kind, env_id, state, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            "note, idea_id, kind, env_id, inputs, datasets, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
             (
                 run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
-                req.workdir or "", snap.code_hash,
+                req.workdir or "", code_hash,
                 json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
-                req.parent, req.note, req.idea_id, kind, env_id or (pyenv.env_id if pyenv else None), now,
+                req.parent, req.note, req.idea_id, kind, env_id or (pyenv.env_id if pyenv else None),
+                json.dumps(inputs) if inputs else None, json.dumps(seen) if seen else None, now,
             ),
         )  # fmt: skip
         self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
@@ -282,10 +314,13 @@ class RunManager:
         pyenv = None if found is None else PythonEnv.model_validate(found)
         env: dict[str, str] = limits.get("env") or {}
         shared = thread_env(limits.get("threads"))
+        if row["kind"] != "env":  # caches below /tmp/cache (datasets.py); offline switches without a network
+            shared |= data.CACHE_ENV if limits.get("network") else data.CACHE_ENV | data.OFFLINE_ENV
+        layers: list[str] = limits.get("cache_layers") or []
         return RunSpec(
             run_id=row["id"],
             run_dir=self.run_dir(row["id"]),
-            command=row["command"],
+            command=(data.cache_layer_command(layers) if layers else "") + row["command"],
             workdir=".",  # the snapshot's root is the folder that was asked for
             image=row["image"],
             env={**shared, **env} if pyenv is None else {**shared, **pyenv.env(), **env},
@@ -479,8 +514,27 @@ class RunManager:
         self._notify()
 
     def _finish(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
+        """Record a run's end. The pump and a waiting call may both see it: one end at a time per run, so a data
+        run's dataset is put in place and recorded before the other looks."""
+        with self._ending_guard:
+            lock = self._ending.setdefault(run_id, threading.Lock())
+        with lock:
+            self._record_end(run_id, status, state)
+        with self._ending_guard:
+            self._ending.pop(run_id, None)
+
+    def _record_end(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
         failure: str | None = status.failure
-        verdict = self.store.connection().execute("SELECT failure, detail FROM runs WHERE id = ?", (run_id,)).fetchone()
+        verdict = (
+            self.store.connection()
+            .execute("SELECT failure, detail, kind, limits, state FROM runs WHERE id = ?", (run_id,))
+            .fetchone()
+        )
+        if verdict is not None and verdict["kind"] == "data" and verdict["state"] not in FINISHED:
+            found = self._finish_data(run_id, verdict["limits"], status, state)
+            if found is None:
+                return  # another poller is putting its dataset in place, and records its end
+            status, state = found
         if verdict is not None and verdict["failure"] == "disk":  # killed by the disk watchdog
             state, failure = "failed", "disk"
             status = status.model_copy(update={"detail": verdict["detail"]})
@@ -508,6 +562,29 @@ class RunManager:
             ),
         )  # fmt: skip
         self._event(run_id, final, {"exit_code": status.exit_code, "failure": failure})
+
+    def _finish_data(
+        self, run_id: str, limits: str, status: RunStatus, state: RunState | None
+    ) -> tuple[RunStatus, RunState | None] | None:
+        """A data run's dataset put in place with its manifest (or dropped) before its end is recorded; None while
+        another poller does it."""
+        from research_mcp.sandbox.dataprep import finish_data_run
+
+        ok = state is None and status.state == "exited" and status.exit_code == 0 and status.failure is None
+        end = finish_data_run(self.ws.root, self.ws.state_dir, json.loads(limits), ok)
+        if end is None:
+            return status, state
+        if end.elsewhere:
+            return None
+        if end.record is not None:
+            row = self.store.connection().execute("SELECT datasets FROM runs WHERE id = ?", (run_id,)).fetchone()
+            record: dict[str, Any] = json.loads(row["datasets"]) if row["datasets"] else {}
+            record |= end.record
+            self.store.connection().execute("UPDATE runs SET datasets = ? WHERE id = ?", (json.dumps(record), run_id))
+            self._event(run_id, "dataset", end.record)
+        if end.failed:
+            return status.model_copy(update={"failure": "error", "detail": end.detail}), "failed"
+        return status.model_copy(update={"detail": end.detail}), state
 
     # -- cancel, read ------------------------------------------------------------------------------------------
 
@@ -540,6 +617,11 @@ class RunManager:
         )
         if changed:
             self._event(run_id, "cancelled", {"while": "queued"})
+            row = self.store.connection().execute("SELECT kind, limits FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row["kind"] == "data":  # what it would have written is dropped, as for a data run that ran
+                from research_mcp.sandbox.dataprep import finish_data_run
+
+                finish_data_run(self.ws.root, self.ws.state_dir, json.loads(row["limits"]), False)
         return bool(changed)
 
     def _row(self, run_id: str) -> Any:
@@ -560,6 +642,7 @@ class RunManager:
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
             note=row["note"], idea_id=row["idea_id"], kind=None if row["kind"] == "run" else row["kind"],
             python_env=None if row["env_id"] else _env_name(row["limits"]), env_id=row["env_id"],
+            inputs=inputs_shown(row["inputs"]), datasets=datasets_shown(row["datasets"]),
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,
@@ -568,6 +651,10 @@ class RunManager:
 
     def get(self, run_id: str) -> Run:
         return self._to_run(self._row(run_id))
+
+    def record(self, run_id: str) -> Any:
+        """The run's stored row (every column), for code that repeats or audits it."""
+        return self._row(run_id)
 
     def list(
         self, state: str | None, label: str | None, parent: str | None, limit: int, offset: int
@@ -616,7 +703,9 @@ class RunManager:
         outputs/, and files in work/ that are new or changed; caches (`__pycache__`, ...) left out."""
         folder = self.run_dir(run_id)
         found = [f"outputs/{rel}" for rel in output_files(folder / "outputs")]
-        found += changed_files(folder / "code", folder / "work")
+        row = self.store.connection().execute("SELECT inputs FROM runs WHERE id = ?", (run_id,)).fetchone()
+        placed = {f"work/{dest}" for dest in json.loads(row["inputs"])} if row and row["inputs"] else set[str]()
+        found += [rel for rel in changed_files(folder / "code", folder / "work") if rel not in placed]
         return [f"runs/{run_id}/{rel}" for rel in found[:limit]]
 
     def _event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:

@@ -109,6 +109,10 @@ def _why_interpreter(runs: RunManager, run: Run) -> str:
 def _next_step(runs: RunManager, run: Run, outputs: list[str], metrics: list[str], plots: list[str]) -> NextStep:
     if run.state in _WAIT:
         return NextStep(tool="run_status", arguments={"run_id": run.id, "wait_s": 50}, why=_WAIT[run.state])
+    if run.state == "succeeded" and run.kind == "data" and run.config and "dataset" in run.config:
+        name = str(run.config["dataset"])
+        why = f"The dataset is ready: every run reads it at /data/{name}; see what it holds."
+        return NextStep(tool="list_files", arguments={"path": f"datasets/{name}"}, why=why)
     if run.state == "succeeded":
         if metrics:
             why = "Done: read the metrics it wrote (metric_files)."

@@ -100,7 +100,7 @@ def register(tools: ToolRegistry) -> None:
     async def run_experiment(
         ctx: AppContext,
         ws: WorkspaceParam,
-        command: Annotated[Command, Field(description="e.g. 'python train.py'")],
+        command: Command,
         workdir: Annotated[str | None, Field(description="null: only files.")] = ".",
         files: Annotated[dict[str, str] | None, Field(description="name -> text")] = None,
         backend: BackendChoice = "auto",
@@ -118,25 +118,73 @@ def register(tools: ToolRegistry) -> None:
             ),
         ] = None,
         wait_s: WaitS = 0,
-        label: Annotated[Label, Field(description="Group ('baseline').")] = None,
-        config: Annotated[dict[str, Any] | None, Field(description="Settings (small JSON).")] = None,
+        label: Annotated[Label, Field(description="Group.")] = None,
+        config: dict[str, Any] | None = None,
         seed: int | None = None,
         parent: Annotated[str | None, Field(description="Run it improves on.")] = None,
         note: Annotated[Note, Field(description="Hypothesis/change.")] = None,
         idea_id: str | None = None,
+        inputs: Annotated[dict[str, str] | None, Field(description="place -> 'run_id:path'")] = None,
     ) -> RunStatusResult:
-        """Run a command on a snapshot of workdir, sandboxed (no network, CPU/memory limits, only its folder
-        writable). Returns the run id, or waits wait_s for its end. Outputs: $RESEARCH_OUT."""
+        """Run a command sandboxed (no network, CPU/memory caps) on a snapshot of workdir, with datasets at /data.
+        Returns the run id or waits wait_s. Outputs: $RESEARCH_OUT."""
         from research_mcp.sandbox.runs import RunRequest
 
         request = RunRequest(
             command=command, workdir=workdir, files=files, backend=backend, image=image, gpus=gpus,
             cpus=cpus, memory_gb=memory_gb, timeout_s=timeout_s, env=env or {}, network=network,
             python_env=python_env, label=label, config=config, seed=seed, parent=parent, note=note, idea_id=idea_id,
+            inputs=inputs,
         )  # fmt: skip
         runs = state_of(ctx).runs(need_workspace(ctx, ws))
         run = await in_thread(runs.prepare, request)
         await state_of(ctx).pump_now(runs)
+        return await _watch(ctx, ws, run.id, wait_s)
+
+    @tools.tool(RUNS_CODE)
+    async def prepare_data(
+        ctx: AppContext,
+        ws: WorkspaceParam,
+        name: Annotated[str, Field(max_length=100)],
+        command: Annotated[Command, Field(description="Writes into $RESEARCH_DATA.")],
+        workdir: Annotated[str, Field(description="Folder of its scripts.")] = ".",
+        network: bool = True,
+        backend: BackendChoice = "auto",
+        timeout_s: TimeoutS = 3600,
+        wait_s: WaitS = 0,
+    ) -> RunStatusResult:
+        """Download or preprocess a dataset in a sandboxed run; its files become datasets/<name> with a sha256
+        manifest, read-only at /data/<name> in every run."""
+        from research_mcp.sandbox.dataprep import prepare_data as prepare
+
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
+        allowed = state.settings.docker_allow_network
+        run = await in_thread(
+            lambda: prepare(runs, name, command, workdir=workdir, network=network, backend=backend,
+                            timeout_s=timeout_s, docker_allow_network=allowed)
+        )  # fmt: skip
+        await state.pump_now(runs)
+        return await _watch(ctx, ws, run.id, wait_s)
+
+    @tools.tool(RUNS_CODE)
+    async def rerun(
+        ctx: AppContext,
+        ws: WorkspaceParam,
+        run_id: RunId,
+        seed: int | None = None,
+        note: Note = None,
+        changed_data_ok: bool = False,
+        wait_s: WaitS = 0,
+    ) -> RunStatusResult:
+        """Run a run again: its code snapshot, environment, inputs and data (refused if the data changed), as its
+        child; another seed comes as $RESEARCH_SEED."""
+        from research_mcp.sandbox.rerun import rerun as again
+
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
+        run = await in_thread(again, runs, run_id, seed, note, changed_data_ok)
+        await state.pump_now(runs)
         return await _watch(ctx, ws, run.id, wait_s)
 
     @tools.tool(READ_ONLY_LOCAL)

@@ -108,6 +108,7 @@ class AppState:
                 max_run_disk_bytes=self.settings.max_run_disk_bytes,
                 python_envs=self.settings.python_envs,
                 envs=Envs(self.settings.user_data_dir() / "envs", ca_setting=self.settings.ca_bundle),
+                shared_data=self.settings.shared_data,
             )
             if self.task_group is not None:
                 self.task_group.start_soon(

@@ -44,6 +44,8 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("run_status", {"run_id": "{run}", "wait_s": 20}),
     ("run_logs", {"run_id": "{run}"}),
     ("list_runs", {}),
+    ("rerun", {"run_id": "{run}", "wait_s": 20}),
+    ("prepare_data", {"name": "notes", "command": "cp notes/idea.md $RESEARCH_DATA/", "network": False, "wait_s": 20}),
     ("read_metrics", {"source": "{run}"}),
     ("compare_runs", {"metric": "loss", "groups": {"a": ["{run}"], "b": ["{run}"]}}),
     ("plot_metrics", {"metrics": ["loss"], "sources": ["{run}"], "name": "loss"}),
