@@ -85,6 +85,7 @@ class Run(ToolModel):
     idea_id: str | None = _absent()
     kind: str | None = _absent("env: an environment's build; data: a dataset's preparation.")
     python_env: str | None = _absent("The Python environment it ran with; absent: the sandbox's.")
+    sweep_id: str | None = _absent()
     exit_code: int | None = _absent()
     failure: str | None = _absent("timeout, oom, cuda_oom, disk, cancelled, error or lost.")
     detail: str | None = _absent()

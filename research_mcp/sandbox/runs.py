@@ -96,6 +96,35 @@ def _env_name(limits: str) -> str | None:
     return None if found is None else str(found["name"])
 
 
+def _lay_out(folder: Path, listing: str) -> None:
+    """The rest of a run folder around its snapshot: work/ (a writable copy of code/), outputs/, manifest.json."""
+    shutil.copytree(folder / "code", folder / "work", symlinks=True)
+    (folder / "outputs").mkdir()
+    (folder / "manifest.json").write_text(listing)
+
+
+def _link_or_copy(source: str, dest: str) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def _limits(req: RunRequest, pyenv: PythonEnv | None, mounts: Sequence[Mount], own_network: bool) -> dict[str, Any]:
+    return {
+        "gpu_count": req.gpus,
+        "gpus": [],
+        "cpus": req.cpus,
+        "memory_bytes": int(req.memory_gb * 2**30) if req.memory_gb else None,
+        "timeout_s": req.timeout_s,
+        "network": req.network,
+        "env": req.env,
+        "python_env": None if pyenv is None else pyenv.model_dump(),
+        "mounts": [mount.model_dump() for mount in mounts],
+        "own_network": own_network,
+    }
+
+
 class RunManager:
     """Runs of one workspace. `backends` maps a name to a backend; `choose` picks one for backend="auto".
 
@@ -133,6 +162,8 @@ class RunManager:
         self.default_image = default_image
         self.clock = clock
         self._wake: anyio.Event | None = None
+        self.changes = 0
+        """Runs this process started or ended so far: a pump that changed nothing has this unchanged."""
 
     def backend(self, name: str) -> Backend:
         found = self._backends.get(name)
@@ -155,11 +186,72 @@ class RunManager:
 
         The server's own jobs say so: `kind` ('env' builds an environment, 'data' prepares a dataset), `mounts`
         they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern."""
+        backend, pyenv = self._checked(req)
+        run_id, folder = self._new_folder()
+        try:
+            snap = take_snapshot(self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes)
+            _lay_out(folder, json.dumps(manifest(folder / "code")))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        limits = _limits(req, pyenv, mounts, own_network)
+        self._insert(self.store.connection(), run_id, backend, req, snap.code_hash, limits, kind, self.clock())
+        self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
+        return self.get(run_id)
+
+    def prepare_batch(
+        self,
+        reqs: Sequence[RunRequest],
+        *,
+        sweep_id: str | None = None,
+        record: Callable[[Any, str], None] | None = None,
+    ) -> list[str]:
+        """Record runs that share their code and every run option but their env, label, config and seed (a sweep's
+        members) as queued, in their order: the code is snapshotted and hashed once and linked into each run
+        folder, and every row (with what `record(conn, backend)` writes: the sweep's own) goes in one transaction.
+        Sync: call it in a worker thread."""
+        if not reqs:
+            return []
+        first = reqs[0]
+        backend, pyenv = self._checked(first)
+        for req in reqs[1:]:
+            self._check_env(req.env)
+        folders: list[tuple[str, Path]] = []
+        try:
+            folders.extend(self._new_folder() for _ in reqs)
+            code = folders[0][1] / "code"
+            snap = take_snapshot(self.ws, first.workdir, first.files, code, max_bytes=self.max_snapshot_bytes)
+            listing = json.dumps(manifest(code))
+            for _, folder in folders[1:]:  # code/ is never written after: its files can be shared
+                shutil.copytree(code, folder / "code", symlinks=True, copy_function=_link_or_copy)
+            for _, folder in folders:
+                _lay_out(folder, listing)
+            now = self.clock()
+            queued = json.dumps({"files": snap.files, "size_bytes": snap.size_bytes, "sweep_id": sweep_id})
+            with self.store.transaction() as conn:
+                if record is not None:
+                    record(conn, backend)
+                for i, (req, (run_id, _)) in enumerate(zip(reqs, folders, strict=True)):
+                    limits = _limits(req, pyenv, (), False)
+                    # a microsecond apart: the queue (ordered by created_at) starts them in the order given
+                    at = now + i * 1e-6
+                    self._insert(conn, run_id, backend, req, snap.code_hash, limits, "run", at, sweep_id)
+                    conn.execute(
+                        "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)",
+                        (run_id, at, queued),
+                    )
+        except BaseException:
+            for _, folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return [run_id for run_id, _ in folders]
+
+    def _checked(self, req: RunRequest) -> tuple[str, PythonEnv | None]:
+        """Refuse what cannot run (no code, a bad variable name, an unknown parent or idea, more GPUs than the
+        backend has); the backend it goes to and its resolved Python environment."""
         if req.workdir is None and not req.files:
             raise BadInputError("Give a workdir (a workspace folder) or inline files: there is no code to run.")
-        for key in req.env:
-            if not key or "=" in key or "\x00" in key or key[0].isdigit():
-                raise BadInputError(f"Environment variable name {key!r} is not valid.")
+        self._check_env(req.env)
         if req.parent is not None:
             self.get(req.parent)
         if req.idea_id is not None:
@@ -173,48 +265,49 @@ class RunManager:
                 f"The run asks for {req.gpus} GPU(s) but the {backend} backend can give {has} (see lab_info); "
                 "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
             )
+        return backend, pyenv
+
+    @staticmethod
+    def _check_env(env: Mapping[str, str]) -> None:
+        for key in env:
+            if not key or "=" in key or "\x00" in key or key[0].isdigit():
+                raise BadInputError(f"Environment variable name {key!r} is not valid.")
+
+    def _new_folder(self) -> tuple[str, Path]:
+        """A new run id and its folder, made (an id is 24 random bits per second: a clash takes another)."""
         (self.ws.root / "runs").mkdir(parents=True, exist_ok=True)
-        while True:  # an id is 24 random bits per second: claim its folder, so a clash takes another
+        while True:
             run_id = new_run_id()
             folder = self.run_dir(run_id)
             try:
                 folder.mkdir()
             except FileExistsError:
                 continue
-            break
-        try:
-            snap = take_snapshot(self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes)
-            shutil.copytree(folder / "code", folder / "work", symlinks=True)
-            (folder / "outputs").mkdir()
-            (folder / "manifest.json").write_text(json.dumps(manifest(folder / "code")))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        limits: dict[str, Any] = {
-            "gpu_count": req.gpus,
-            "gpus": [],
-            "cpus": req.cpus,
-            "memory_bytes": int(req.memory_gb * 2**30) if req.memory_gb else None,
-            "timeout_s": req.timeout_s,
-            "network": req.network,
-            "env": req.env,
-            "python_env": None if pyenv is None else pyenv.model_dump(),
-            "mounts": [mount.model_dump() for mount in mounts],
-            "own_network": own_network,
-        }
-        now = self.clock()
-        self.store.connection().execute(
+            return run_id, folder
+
+    def _insert(
+        self,
+        conn: Any,
+        run_id: str,
+        backend: str,
+        req: RunRequest,
+        code_hash: str,
+        limits: dict[str, Any],
+        kind: str,
+        now: float,
+        sweep_id: str | None = None,
+    ) -> None:
+        conn.execute(
             "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
-            "note, idea_id, kind, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            "note, idea_id, kind, sweep_id, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
             (
                 run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
-                req.workdir or "", snap.code_hash,
+                req.workdir or "", code_hash,
                 json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
-                req.parent, req.note, req.idea_id, kind, now,
+                req.parent, req.note, req.idea_id, kind, sweep_id, now,
             ),
         )  # fmt: skip
-        self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
-        return self.get(run_id)
 
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
@@ -441,6 +534,7 @@ class RunManager:
 
     def _notify(self) -> None:
         """Wake whoever sleeps in `wait` or `watch`: a run started or ended here."""
+        self.changes += 1
         if self._wake is not None:
             self._wake.set()
             self._wake = None
@@ -530,7 +624,7 @@ class RunManager:
             workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
             note=row["note"], idea_id=row["idea_id"], kind=None if row["kind"] == "run" else row["kind"],
-            python_env=_env_name(row["limits"]),
+            python_env=_env_name(row["limits"]), sweep_id=row["sweep_id"],
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,
@@ -541,11 +635,20 @@ class RunManager:
         return self._to_run(self._row(run_id))
 
     def list(
-        self, state: str | None, label: str | None, parent: str | None, limit: int, offset: int
+        self,
+        state: str | None,
+        label: str | None,
+        parent: str | None,
+        limit: int,
+        offset: int,
+        sweep_id: str | None = None,
     ) -> tuple[list[Run], int]:
+        """A page of runs, newest first; a sweep's members in the order they were asked for."""
         clauses: list[str] = []
         args: list[object] = []
-        for column, value in (("state", state), ("label", label), ("parent", parent)):
+        if sweep_id is not None:
+            self.sweep_counts(sweep_id)  # an unknown sweep names the closest ids
+        for column, value in (("state", state), ("label", label), ("parent", parent), ("sweep_id", sweep_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
@@ -556,10 +659,81 @@ class RunManager:
         total = int(conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()[0])
         if label is not None and not total:
             self._check_label(label)
+        order = "created_at, id" if sweep_id is not None else "created_at DESC, id DESC"
         rows = conn.execute(
-            f"SELECT * FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+            f"SELECT * FROM runs {where} ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset]
         ).fetchall()
         return [self._to_run(row) for row in rows], total
+
+    # -- sweeps: their members are runs; these read and stop them together ------------------------------------
+
+    def sweep_counts(self, sweep_id: str) -> dict[str, int]:
+        """How many members of the sweep are in each state (states without members left out)."""
+        conn = self.store.connection()
+        if conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is None:
+            ids = [str(r[0]) for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at DESC")]
+            close = difflib.get_close_matches(sweep_id, ids, n=3, cutoff=0.5)
+            known = f" (closest: {', '.join(close)})" if close else (f" (newest: {ids[0]})" if ids else "")
+            raise SandboxError(
+                f"No sweep {sweep_id!r}{known}. run_sweep gives a sweep id; list_runs shows each run's sweep_id."
+            )
+        rows = conn.execute("SELECT state, count(*) FROM runs WHERE sweep_id = ? GROUP BY state", (sweep_id,))
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def sweep_active(self, sweep_id: str) -> str | None:
+        """The first member still queued, starting or running; None once every member ended."""
+        row = (
+            self.store.connection()
+            .execute(
+                "SELECT id FROM runs WHERE sweep_id = ? AND state IN ('queued', 'starting', 'running') "
+                "ORDER BY created_at, id LIMIT 1",
+                (sweep_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def is_sweep(self, some_id: str) -> bool:
+        return self.store.connection().execute("SELECT 1 FROM sweeps WHERE id = ?", (some_id,)).fetchone() is not None
+
+    async def cancel_sweep(self, sweep_id: str) -> int:
+        """Cancel every member still queued or running: the queued ones in one statement first (so none of them
+        starts meanwhile), then each running one. How many were cancelled."""
+        await anyio.to_thread.run_sync(self.sweep_counts, sweep_id)
+        queued = await anyio.to_thread.run_sync(self._cancel_queued_members, sweep_id)
+        rows = await self._sql(
+            "SELECT id FROM runs WHERE sweep_id = ? AND state IN ('starting', 'running') ORDER BY created_at",
+            (sweep_id,),
+        )
+        stopped = 0
+        for row in rows:
+            for _ in range(100):  # a member caught `starting` has its handle within moments
+                try:
+                    run = await self.cancel(str(row["id"]))
+                except SandboxError as exc:
+                    if "is starting" not in str(exc):
+                        raise
+                    await anyio.sleep(0.05)
+                    continue
+                stopped += run.state == "cancelled"
+                break
+        return queued + stopped
+
+    def _cancel_queued_members(self, sweep_id: str) -> int:
+        with self.store.transaction() as conn:
+            ids = [
+                str(row[0])
+                for row in conn.execute("SELECT id FROM runs WHERE sweep_id = ? AND state = 'queued'", (sweep_id,))
+            ]
+            now = self.clock()
+            conn.execute(
+                "UPDATE runs SET state = 'cancelled', failure = 'cancelled', ended_at = ? "
+                "WHERE sweep_id = ? AND state = 'queued'",
+                (now, sweep_id),
+            )
+            for run_id in ids:
+                self._event(run_id, "cancelled", {"while": "queued", "sweep_id": sweep_id})
+        return len(ids)
 
     def python_env(self, run_id: str) -> PythonEnv | None:
         """The Python environment the run was started with, as it was resolved then."""
