@@ -311,9 +311,9 @@ class RunManager:
 
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
-    def _claim(self) -> list[str]:
-        """Mark `starting` the queued runs `slots.assign` gives a slot (with their GPUs and thread counts). One
-        transaction: two servers never claim the same run or the same GPU. Sync: call it in a worker thread."""
+    def _claim(self) -> list[Any]:
+        """Mark `starting` the queued runs `slots.assign` gives a slot (with their GPUs and thread counts); their rows.
+        One transaction: two servers never claim the same run or the same GPU. Sync: call it in a worker thread."""
         conn = self.store.connection()
         if conn.execute("SELECT 1 FROM runs WHERE state = 'queued' LIMIT 1").fetchone() is None:
             return []  # the idle pump must not take the write lock twice a second
@@ -336,7 +336,7 @@ class RunManager:
                     "UPDATE runs SET state = 'starting', owner = ?, limits = ? WHERE id = ?",
                     (_owner(), json.dumps(run.limits), run.id),
                 )
-        return [run.id for run in chosen]
+            return [self._row(run.id) for run in chosen]
 
     def _capacities(self, names: Iterable[str]) -> dict[str, Capacity]:
         found: dict[str, Capacity] = {}
@@ -374,10 +374,9 @@ class RunManager:
     async def start_queued(self) -> list[str]:
         """Start what the free slots allow, each backend's runs in one batch; a run that cannot start is failed
         with the reason."""
-        claimed = await anyio.to_thread.run_sync(self._claim)
-        if not claimed:
+        rows = await anyio.to_thread.run_sync(self._claim)
+        if not rows:
             return []
-        rows = await anyio.to_thread.run_sync(lambda: [self._row(run_id) for run_id in claimed])
         batches: dict[str, list[RunSpec]] = {}
         for row in rows:
             batches.setdefault(row["backend"], []).append(self._spec(row))
@@ -406,9 +405,18 @@ class RunManager:
         return started
 
     async def refresh(self, run_id: str | None = None) -> None:
-        """Poll running runs (one, or all) and record the ones that ended; mark stale `starting` runs lost."""
-        where, args = ("state = 'running'", ()) if run_id is None else ("state = 'running' AND id = ?", (run_id,))
-        rows = await self._sql(f"SELECT * FROM runs WHERE {where}", args)
+        """Poll running runs (one, or all) and record the ones that ended; adopt or queue again the runs a dead
+        server left `starting`. One query finds both: each step of the pump is a trip to a worker thread, and the
+        next queued run waits for the pump."""
+        if run_id is None:
+            query, args = (
+                "SELECT * FROM runs WHERE state = 'running' OR (state = 'starting' AND owner != ?)",
+                (_owner(),),
+            )
+        else:
+            query, args = "SELECT * FROM runs WHERE state = 'running' AND id = ?", (run_id,)
+        found = await self._sql(query, args)
+        rows = [row for row in found if row["state"] == "running"]
         for row in rows:
             handle = RunHandle.model_validate_json(row["handle"])
             try:
@@ -417,23 +425,23 @@ class RunManager:
                 logger.warning("poll of run %s failed: %s", row["id"], exc)
                 continue
             if status.state == "running":
-                if status.peak_memory_bytes is not None:
+                if status.peak_memory_bytes is not None and status.peak_memory_bytes != row["peak_memory_bytes"]:
                     await self._sql(
                         "UPDATE runs SET peak_memory_bytes = ? WHERE id = ?", (status.peak_memory_bytes, row["id"])
                     )
                 await self._check_disk(row["id"], handle)
                 continue
             await self._end(row["id"], status, None)
-        await self._adopt_orphans()
+        if run_id is None:
+            await self._adopt_orphans([row for row in found if row["state"] == "starting"])
 
     async def _sql(self, query: str, args: Sequence[object] = ()) -> list[Any]:
         """One statement in a worker thread: SQLite waits on the disk and on other servers' locks."""
         return await anyio.to_thread.run_sync(lambda: self.store.connection().execute(query, args).fetchall())
 
-    async def _adopt_orphans(self) -> None:
+    async def _adopt_orphans(self, rows: Sequence[Any]) -> None:
         """Runs left `starting` by a server that died in the middle of `start`: adopt what the backend did start,
         queue the rest again. A live owner on this host is left alone; one elsewhere gets a grace period."""
-        rows = await self._sql("SELECT * FROM runs WHERE state = 'starting' AND owner != ?", (_owner(),))
         for row in rows:
             if not _owner_gone(row["owner"]) and row["created_at"] > self.clock() - _STARTING_GRACE_S:
                 continue
@@ -462,7 +470,10 @@ class RunManager:
     async def _check_disk(self, run_id: str, handle: RunHandle) -> None:
         """Kill a run whose folder grew past `max_run_disk_bytes`: neither backend has a disk quota, so this
         watchdog (every `disk_check_interval_s` while the run runs) is what bounds a disk fill."""
-        if self.max_run_disk_bytes is None or self.clock() - self._disk_checked.get(run_id, 0.0) < self.disk_interval_s:
+        if self.max_run_disk_bytes is None:
+            return
+        # the first look comes an interval after the run is first seen: a short run costs no walk of its folder
+        if self.clock() - self._disk_checked.setdefault(run_id, self.clock()) < self.disk_interval_s:
             return
         self._disk_checked[run_id] = self.clock()
         folder = self.run_dir(run_id)
