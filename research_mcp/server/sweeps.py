@@ -9,10 +9,7 @@ import anyio
 from pydantic import Field
 
 from research_mcp.config import BackendChoice
-from research_mcp.sandbox.models import (
-    FINISHED,
-    Command,
-)
+from research_mcp.sandbox.models import FINISHED, Command
 from research_mcp.sandbox.status import ListRunsResult, list_of
 from research_mcp.server._adapt import AppContext, ToolRegistry, WorkspaceParam, in_thread, need_workspace, state_of
 from research_mcp.server.sandbox import MAX_WAIT_S, RUNS_CODE
@@ -20,10 +17,7 @@ from research_mcp.server.sandbox import MAX_WAIT_S, RUNS_CODE
 __all__ = ["register"]
 
 MEMBERS_SHOWN = 10
-"""Members listed in run_sweep's answer; list_runs(sweep_id) pages through the rest.
-
-The run options carry no limits in the schema (the listing is pasted into every conversation, and run_experiment's
-shows them): `RunRequest` checks them, and a value past one is answered with the field and its limit."""
+"""Members listed in run_sweep's answer; list_runs(sweep_id) pages through the rest."""
 PROGRESS_EVERY_S = 1.0
 """Longest a waiting run_sweep goes without telling how many members ended."""
 
@@ -46,6 +40,8 @@ async def _follow(ctx: AppContext, ws: WorkspaceParam, sweep_id: str, wait_s: fl
 
 
 def register(tools: ToolRegistry) -> None:
+    # The run options carry no limits in the schema (the listing is pasted into every conversation, and
+    # run_experiment's shows them): `RunRequest` checks them, and a value past one is answered with its field.
     @tools.tool(RUNS_CODE)
     async def run_sweep(
         ctx: AppContext,
