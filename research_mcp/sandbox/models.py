@@ -88,6 +88,7 @@ class Run(ToolModel):
     env_id: str | None = _absent("The prepare_env environment it ran in (or built).")
     inputs: dict[str, str] | None = _absent("Earlier runs' files it read: place -> run_id:path.")
     datasets: dict[str, str] | None = _absent("Datasets it could read at /data/<name>: manifest hash prefixes.")
+    sweep_id: str | None = _absent()
     exit_code: int | None = _absent()
     failure: str | None = _absent("timeout, oom, cuda_oom, disk, cancelled, error or lost.")
     detail: str | None = _absent()

@@ -5,7 +5,7 @@ ids and run labels."""
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
@@ -26,6 +26,7 @@ from research_mcp.sandbox.models import (
     TimeoutS,
 )
 from research_mcp.sandbox.status import (
+    CancelRunResult,
     ListRunsResult,
     RunLogsResult,
     RunStatusResult,
@@ -33,6 +34,7 @@ from research_mcp.sandbox.status import (
     list_of,
     logs_of,
     status_of,
+    sweep_counts,
 )
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
@@ -47,6 +49,9 @@ from research_mcp.server._adapt import (
 )
 from research_mcp.tools import known_ids
 from research_mcp.workspace import Workspace
+
+if TYPE_CHECKING:
+    from research_mcp.sandbox.runs import RunManager
 
 __all__ = ["register"]
 
@@ -218,12 +223,21 @@ def register(tools: ToolRegistry) -> None:
         return await in_thread(logs_of, runs, run_id, tail, offset, limit, state.settings.max_output_chars)
 
     @tools.tool(STOPS_RUN)
-    async def cancel_run(ctx: AppContext, ws: WorkspaceParam, run_id: RunId) -> RunStatusResult:
+    async def cancel_run(
+        ctx: AppContext,
+        ws: WorkspaceParam,
+        run_id: Annotated[
+            str, Field(description="A run id, or a sweep id: all its runs.", min_length=1, max_length=64)
+        ],
+    ) -> CancelRunResult:
         """Cancel a queued or running run, killing its whole process tree or container."""
         state = state_of(ctx)
         runs = state.runs(need_workspace(ctx, ws))
+        if await in_thread(runs.is_sweep, run_id):
+            return await _cancel_sweep(state, runs, run_id)
         await runs.cancel(run_id)
-        return await in_thread(status_of, runs, run_id, state.settings.max_output_chars)
+        found = await in_thread(status_of, runs, run_id, state.settings.max_output_chars)
+        return CancelRunResult.model_validate(found, from_attributes=True)
 
     @tools.tool(READ_ONLY_LOCAL)
     async def list_runs(
@@ -232,13 +246,16 @@ def register(tools: ToolRegistry) -> None:
         status: Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"] | None = None,
         label: str | None = None,
         parent: Annotated[str | None, Field(description="Only its children.")] = None,
+        sweep_id: Annotated[str | None, Field(description="Its runs, with counts by state.")] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ListRunsResult:
-        """Runs of this workspace, newest first, filtered by status, label or parent, paged."""
+        """Runs of this workspace, newest first, filtered by status, label, parent or sweep, paged."""
         state = state_of(ctx)
         runs = state.runs(need_workspace(ctx, ws))
-        return await in_thread(list_of, runs, status, label, parent, limit, offset, state.settings.max_output_chars)
+        return await in_thread(
+            list_of, runs, status, label, parent, limit, offset, state.settings.max_output_chars, sweep_id
+        )
 
     @tools.resource("run://{run_id}", mime_type="application/json")
     async def run_record(ctx: AppContext, run_id: str) -> str:
@@ -271,3 +288,17 @@ def register(tools: ToolRegistry) -> None:
     from research_mcp.server.envs import register as register_envs
 
     register_envs(tools)  # prepare_env, list_envs: the environments runs use
+
+    from research_mcp.server import sweeps
+
+    sweeps.register(tools)
+
+
+async def _cancel_sweep(state: AppState, runs: RunManager, sweep_id: str) -> CancelRunResult:
+    """Cancel every member of a sweep; the answer is its first member's status, with the sweep's counts."""
+    cancelled = await runs.cancel_sweep(sweep_id)
+    counts = await in_thread(sweep_counts, runs, sweep_id, cancelled)
+    first, _ = await in_thread(runs.list, None, None, None, 1, 0, sweep_id)
+    found = await in_thread(status_of, runs, first[0].id, state.settings.max_output_chars)
+    found.log_tail = []
+    return CancelRunResult(**dict(found), sweep=counts)

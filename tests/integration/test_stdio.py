@@ -46,6 +46,9 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("list_runs", {}),
     ("rerun", {"run_id": "{run}", "wait_s": 20}),
     ("prepare_data", {"name": "notes", "command": "cp notes/idea.md $RESEARCH_DATA/", "network": False, "wait_s": 20}),
+    ("run_sweep", {"command": "echo x {x} seed {seed}", "workdir": "notes", "grid": {"x": [1, 2]}, "seeds": [0],
+                   "wait_s": 20, "timeout_s": 60}),
+    ("list_runs", {"sweep_id": "{sweep}"}),
     ("read_metrics", {"source": "{run}"}),
     ("compare_runs", {"metric": "loss", "groups": {"a": ["{run}"], "b": ["{run}"]}}),
     ("plot_metrics", {"metrics": ["loss"], "sources": ["{run}"], "name": "loss"}),
@@ -146,6 +149,8 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
                     known["idea"] = found["id"]
                 if tool == "run_experiment":
                     known["run"] = found["run"]["id"]
+                if tool == "run_sweep":
+                    known["sweep"] = found["sweep"]["id"]
                 if tool == "fetch_repo":
                     known["repo"] = found["path"]
                 if tool == "review_paper":
