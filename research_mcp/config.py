@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         default_factory=dict[str, Path],
         description='Named Python environments runs may use (name -> folder), e.g. {"torch": "/opt/envs/torch"}.',
     )
+    shared_data: Path | None = Field(
+        default=None,
+        description="Folder of datasets many projects use: each entry is read-only at /data/<name> in every run.",
+    )
     max_snapshot_bytes: int = Field(default=200 << 20, ge=1 << 20, description="Largest code snapshot of a run.")
     max_run_disk_bytes: int = Field(
         default=20 << 30, ge=1 << 20, description="Most disk a run's folder may use; past it the run is killed."
@@ -145,7 +149,8 @@ class Settings(BaseSettings):
     )
     ca_bundle: Path | None = Field(
         default=None,
-        description="CA bundle (PEM) for builds behind a TLS-intercepting proxy: `sandbox build-image` trusts it.",
+        description="CA bundle (PEM) for builds behind a TLS-intercepting proxy: environment builds (prepare_env) "
+        "and `sandbox build-image` trust it; unset, environment builds get /etc/ssl/certs/ca-certificates.crt.",
     )
 
     metrics_max_line_bytes: int = Field(

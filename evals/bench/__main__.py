@@ -6,6 +6,11 @@ of its own (`listing.FILE_TOOLS_CLIENT`); its targets are in `listing.py`. Secti
 
 `python -m evals.bench --sandbox` runs section 4 instead (`sandbox.py`): the overhead of a sandboxed run of
 `python3 -c pass` per backend, against the raw `docker run` and `bwrap`; its result goes to `results/sandbox.json`.
+`python -m evals.bench --envs` runs section 6 instead (`envs.py`): a cached prepare_env against a trivial call, and
+a fresh environment build against raw `uv pip install` (and pip) per backend; its result goes to `results/envs.json`.
+`python -m evals.bench --sweeps` runs section 7 instead (`sweeps.py`): a sweep of short runs drained on the local
+backend against the same commands under raw bwrap, and one run_sweep against separate run_experiment calls; its
+result goes to `results/sweeps.json`.
 Exits 0 whatever the verdicts, unless `--strict` is given; then a missed target exits 1.
 """
 
@@ -45,6 +50,8 @@ REPO = HERE.parent.parent
 BASELINE_SCRIPT = HERE / "baseline_server.py"
 DEFAULT_OUT = HERE / "results" / "latest.json"
 SANDBOX_OUT = HERE / "results" / "sandbox.json"
+ENVS_OUT = HERE / "results" / "envs.json"
+SWEEPS_OUT = HERE / "results" / "sweeps.json"
 SANDBOX_BACKENDS = ("local", "docker")
 
 COLD_START_TARGET = 1.10
@@ -93,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated, of {', '.join(SANDBOX_BACKENDS)} (default all; one that cannot run is skipped)",
     )
     sandbox.add_argument("--image", default="research-sandbox:base", help="image for docker (default %(default)s)")
+    envs = parser.add_argument_group("section 6: environments (instead of sections 1-3; --backends, --image apply)")
+    envs.add_argument("--envs", action="store_true", help="time prepare_env, cached and fresh, against raw installs")
+    envs.add_argument("--env-runs", type=int, default=5, help="timed fresh builds of each kind (default 5)")
+    envs.add_argument("--env-warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    envs.add_argument("--env-calls", type=int, default=50, help="timed cached calls of each kind (default 50)")
+    sweeps = parser.add_argument_group("section 7: sweeps on the local backend (instead of sections 1-3)")
+    sweeps.add_argument("--sweeps", action="store_true", help="drain and submit a sweep against raw bwrap and calls")
+    sweeps.add_argument("--sweep-runs", type=int, default=100, help="runs in the sweep (default 100)")
+    sweeps.add_argument("--sweep-rounds", type=int, default=3, help="rounds of each measurement (default 3)")
+    sweeps.add_argument("--sweep-concurrency", type=int, default=2, help="runs at once (default 2)")
     return parser
 
 
@@ -308,10 +325,61 @@ def _main_sandbox(args: argparse.Namespace) -> int:
     return 1 if args.strict and not result["passed"] else 0
 
 
+def _main_envs(args: argparse.Namespace) -> int:
+    from evals.bench.envs import measure_envs, render_envs
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.env_runs < 1 or args.env_warmup < 0 or args.env_calls < 1 or not set(backends) <= set(SANDBOX_BACKENDS):
+        _parser().error(f"--env-runs and --env-calls must be at least 1, --env-warmup at least 0, --backends of "
+                        f"{SANDBOX_BACKENDS}")  # fmt: skip
+    started = time.time()
+    meta = _meta(started)
+    section = anyio.run(measure_envs, backends, args.env_runs, args.env_warmup, args.env_calls, args.image)
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["duration_s"] = time.time() - started
+    result = {"meta": meta, "envs": section, "passed": section["passed"]}
+    out: Path = args.out or ENVS_OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"research-mcp bench: python {meta['python']}, {meta['cpus']} cpus, {meta['duration_s']:.0f} s, "
+          f"uid {os.geteuid()}\n")  # fmt: skip
+    print(render_envs(section, backends))
+    print(f"\nwritten to {out}")
+    return 1 if args.strict and not result["passed"] else 0
+
+
+def _main_sweeps(args: argparse.Namespace) -> int:
+    from evals.bench.sweeps import measure_sweeps, render_sweeps
+
+    if args.sweep_runs < 1 or args.sweep_rounds < 1 or args.sweep_concurrency < 1:
+        _parser().error("--sweep-runs, --sweep-rounds and --sweep-concurrency must be at least 1")
+    started = time.time()
+    meta = _meta(started)
+    section = anyio.run(measure_sweeps, args.sweep_runs, args.sweep_rounds, args.sweep_concurrency)
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["duration_s"] = time.time() - started
+    result = {"meta": meta, "sweeps": section, "passed": section["passed"]}
+    out: Path = args.out or SWEEPS_OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    load = "/".join(f"{x:.2f}" for x in meta["loadavg_start"])
+    print(
+        f"research-mcp bench: python {meta['python']}, {meta['cpus']} cpus, load {load} at start, "
+        f"{meta['duration_s']:.0f} s, uid {os.geteuid()}\n"
+    )
+    print(render_sweeps(section))
+    print(f"\nwritten to {out}")
+    return 1 if args.strict and not result["passed"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.sandbox:
         return _main_sandbox(args)
+    if args.envs:
+        return _main_envs(args)
+    if args.sweeps:
+        return _main_sweeps(args)
     args.out = args.out or DEFAULT_OUT
     if args.runs < 1 or args.calls < 1 or args.warmup < 0:
         _parser().error("--runs and --calls must be at least 1, --warmup at least 0")

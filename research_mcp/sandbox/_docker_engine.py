@@ -362,6 +362,42 @@ class DockerEngine:
                 continue
         return None
 
+    # -- named volumes (the environments' storage) ------------------------------------------------------------
+
+    def volume_create(self, name: str, labels: dict[str, str]) -> str:
+        """Make the named volume (an existing one is kept); returns its mount point on the engine's host."""
+        with self._mapped(f"create volume {name}"):
+            found = self._api.create_volume(name=name, labels=labels)
+        return cast(str, found.get("Mountpoint") or "")
+
+    def volume_exists(self, name: str) -> bool:
+        with self._mapped(f"look up volume {name}"):
+            try:
+                self._api.inspect_volume(name)
+            except self._errors.NotFound:
+                return False
+        return True
+
+    def volume_remove(self, name: str) -> None:
+        """Remove the volume; gone already is fine, one a container still uses is a `SandboxError`."""
+        with self._mapped(f"remove volume {name}"):
+            try:
+                self._api.remove_volume(name, force=False)
+            except self._errors.NotFound:
+                return
+
+    def run_root(self, image: str, command: list[str], volumes: dict[str, dict[str, str]]) -> int:
+        """Run a short command as root with no network in `image` and return its exit code (a volume's owner is
+        set this way when the engine's disk is not this machine's)."""
+        with self._mapped("prepare a volume", image):
+            container = self._client.containers.run(
+                image, command, user="0:0", network_mode="none", volumes=volumes, detach=True
+            )
+            try:
+                return int(container.wait(timeout=60)["StatusCode"])
+            finally:
+                container.remove(force=True)
+
     def labelled(self) -> list[dict[str, Any]]:
         """Every container (running or not) that carries the research-mcp run label."""
         with self._mapped("list the run containers"):

@@ -85,6 +85,10 @@ class Run(ToolModel):
     idea_id: str | None = _absent()
     kind: str | None = _absent("env: an environment's build; data: a dataset's preparation.")
     python_env: str | None = _absent("The Python environment it ran with; absent: the sandbox's.")
+    env_id: str | None = _absent("The prepare_env environment it ran in (or built).")
+    inputs: dict[str, str] | None = _absent("Earlier runs' files it read: place -> run_id:path.")
+    datasets: dict[str, str] | None = _absent("Datasets it could read at /data/<name>: manifest hash prefixes.")
+    sweep_id: str | None = _absent()
     exit_code: int | None = _absent()
     failure: str | None = _absent("timeout, oom, cuda_oom, disk, cancelled, error or lost.")
     detail: str | None = _absent()
@@ -129,3 +133,4 @@ class RunRequest(ToolModel):
     parent: str | None = None
     note: Note = None
     idea_id: str | None = None  # checked against the workspace's ideas: no length limit to keep in step
+    inputs: dict[str, str] | None = None  # checked by `inputs.parse_inputs`

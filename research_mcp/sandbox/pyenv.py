@@ -33,6 +33,10 @@ class PythonEnv(ToolModel):
     ro_paths: list[str]
     base: str | None = None
     """The prefix of the interpreter a virtualenv was made from (None: conda, or not known)."""
+    env_id: str | None = None
+    """The prepare_env environment it is (its record under the user data folder), else None."""
+    volume: str | None = None
+    """The docker volume holding it, mounted read-only at `root` (a docker environment of prepare_env)."""
 
     def env(self, base_path: str = "/usr/local/bin:/usr/bin:/bin") -> dict[str, str]:
         return {"PATH": f"{self.root}/bin:{base_path}", "VIRTUAL_ENV": self.root}

@@ -15,17 +15,20 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
 from research_mcp.errors import BadInputError, LabelNotFoundError, RunNotFoundError, SandboxError
+from research_mcp.sandbox import datasets as data
 from research_mcp.sandbox._files import changed_files, folder_bytes, output_files
 from research_mcp.sandbox.base import Backend, Capacity, Mount, RunHandle, RunSpec, RunStatus
+from research_mcp.sandbox.inputs import InputSpec, code_hash_with, parse_inputs
 from research_mcp.sandbox.logs import failure_from_log
 from research_mcp.sandbox.models import (
     ACTIVE,
@@ -36,11 +39,15 @@ from research_mcp.sandbox.models import (
     RunRequest,
     RunState,
 )
+from research_mcp.sandbox.provenance import attach_datasets, attach_inputs, datasets_shown, inputs_shown
 from research_mcp.sandbox.pyenv import PythonEnv, container_problem, resolve_python_env
 from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
-from research_mcp.sandbox.snapshot import manifest, take_snapshot
+from research_mcp.sandbox.snapshot import copy_snapshot, manifest, take_snapshot
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
+
+if TYPE_CHECKING:
+    from research_mcp.sandbox.envs import Envs
 
 __all__ = [
     "ACTIVE",
@@ -96,6 +103,38 @@ def _env_name(limits: str) -> str | None:
     return None if found is None else str(found["name"])
 
 
+def _lay_out(folder: Path, listing: str) -> None:
+    """The rest of a run folder around its snapshot: work/ (a writable copy of code/), outputs/, manifest.json."""
+    shutil.copytree(folder / "code", folder / "work", symlinks=True)
+    (folder / "outputs").mkdir()
+    (folder / "manifest.json").write_text(listing)
+
+
+def _link_or_copy(source: str, dest: str) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def _limits(
+    req: RunRequest, pyenv: PythonEnv | None, mounts: Sequence[Mount], own_network: bool, caches: Any
+) -> dict[str, Any]:
+    return {
+        "gpu_count": req.gpus,
+        "gpus": [],
+        "cpus": req.cpus,
+        "memory_bytes": int(req.memory_gb * 2**30) if req.memory_gb else None,
+        "timeout_s": req.timeout_s,
+        "network": req.network,
+        "env": req.env,
+        "python_env": None if pyenv is None else pyenv.model_dump(),
+        "mounts": [mount.model_dump() for mount in mounts],
+        "own_network": own_network,
+        "cache_layers": caches,
+    }
+
+
 class RunManager:
     """Runs of one workspace. `backends` maps a name to a backend; `choose` picks one for backend="auto".
 
@@ -116,9 +155,15 @@ class RunManager:
         max_run_disk_bytes: int | None = None,
         disk_interval_s: float = 1.0,
         python_envs: Mapping[str, Path] | None = None,
+        envs: Envs | None = None,
+        shared_data: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.shared_data = shared_data
+        self._ending: dict[str, threading.Lock] = {}
+        self._ending_guard = threading.Lock()
         self.python_envs = python_envs or {}
+        self.envs = envs
         self.log_cap_bytes = log_cap_bytes
         self.max_run_disk_bytes = max_run_disk_bytes
         self.disk_interval_s = disk_interval_s
@@ -133,6 +178,8 @@ class RunManager:
         self.default_image = default_image
         self.clock = clock
         self._wake: anyio.Event | None = None
+        self.changes = 0
+        """Runs this process started or ended so far: a pump that changed nothing has this unchanged."""
 
     def backend(self, name: str) -> Backend:
         found = self._backends.get(name)
@@ -146,26 +193,129 @@ class RunManager:
     def run_dir(self, run_id: str) -> Path:
         return self.ws.root / "runs" / run_id
 
+    def choose(self, backend: str) -> str:
+        """The backend a run asking for `backend` gets ("auto": the server's choice)."""
+        return self._choose() if backend == "auto" else backend
+
     # -- asking for a run -------------------------------------------------------------------------------------
 
     def prepare(
-        self, req: RunRequest, *, kind: str = "run", mounts: Sequence[Mount] = (), own_network: bool = False
+        self,
+        req: RunRequest,
+        *,
+        kind: str = "run",
+        mounts: Sequence[Mount] = (),
+        own_network: bool = False,
+        env_id: str | None = None,
+        snapshot_of: str | None = None,
     ) -> Run:
         """Snapshot the code and record the run as queued (sync: call it in a worker thread).
 
         The server's own jobs say so: `kind` ('env' builds an environment, 'data' prepares a dataset), `mounts`
-        they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern."""
-        if req.workdir is None and not req.files:
+        they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern;
+        `env_id` names the environment a build makes (a run's comes from its python_env). `snapshot_of` takes the
+        code snapshot of that run instead of the workspace's code now (a rerun)."""
+        backend, pyenv = self._checked(req, has_code=snapshot_of is not None)
+        wanted_inputs = self._wanted_inputs(req)
+        run_id, folder = self._new_folder()
+        try:
+            if snapshot_of is None:
+                snap = take_snapshot(
+                    self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes
+                )
+            else:
+                snap = copy_snapshot(self.run_dir(snapshot_of) / "code", folder / "code")
+            _lay_out(folder, json.dumps(manifest(folder / "code")))
+            mounts = list(mounts)
+            inputs = attach_inputs(self.ws.state_dir, self.run_dir, wanted_inputs, folder, mounts)
+            code_hash = code_hash_with(snap.code_hash, [(dest, found["hash"]) for dest, found in inputs.items()])
+            seen, caches = attach_datasets(self.ws.state_dir, self.ws.root, self.shared_data, kind, mounts)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        limits = _limits(req, pyenv, mounts, own_network, caches)
+        self._insert(
+            self.store.connection(), run_id, backend, req, code_hash, limits, kind, self.clock(),
+            env_id=env_id or (pyenv.env_id if pyenv else None), inputs=inputs, datasets=seen,
+        )  # fmt: skip
+        self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
+        return self.get(run_id)
+
+    def prepare_batch(
+        self,
+        reqs: Sequence[RunRequest],
+        *,
+        sweep_id: str | None = None,
+        record: Callable[[Any, str], None] | None = None,
+    ) -> list[str]:
+        """Record runs that share their code and every run option but their env, label, config and seed (a sweep's
+        members) as queued, in their order: the code is snapshotted and hashed once and linked into each run
+        folder, and every row (with what `record(conn, backend)` writes: the sweep's own) goes in one transaction.
+        Sync: call it in a worker thread."""
+        if not reqs:
+            return []
+        first = reqs[0]
+        backend, pyenv = self._checked(first)
+        for req in reqs[1:]:
+            self._check_env(req.env)
+        folders: list[tuple[str, Path]] = []
+        try:
+            folders.extend(self._new_folder() for _ in reqs)
+            code = folders[0][1] / "code"
+            snap = take_snapshot(self.ws, first.workdir, first.files, code, max_bytes=self.max_snapshot_bytes)
+            listing = json.dumps(manifest(code))
+            for _, folder in folders[1:]:  # code/ is never written after: its files can be shared
+                shutil.copytree(code, folder / "code", symlinks=True, copy_function=_link_or_copy)
+            for _, folder in folders:
+                _lay_out(folder, listing)
+            mounts: list[Mount] = []  # every member reads the same datasets: hashed once
+            seen, caches = attach_datasets(self.ws.state_dir, self.ws.root, self.shared_data, "run", mounts)
+            now = self.clock()
+            queued = json.dumps({"files": snap.files, "size_bytes": snap.size_bytes, "sweep_id": sweep_id})
+            with self.store.transaction() as conn:
+                if record is not None:
+                    record(conn, backend)
+                for i, (req, (run_id, _)) in enumerate(zip(reqs, folders, strict=True)):
+                    limits = _limits(req, pyenv, mounts, False, caches)
+                    # a microsecond apart: the queue (ordered by created_at) starts them in the order given
+                    at = now + i * 1e-6
+                    self._insert(
+                        conn, run_id, backend, req, snap.code_hash, limits, "run", at,
+                        sweep_id=sweep_id, env_id=pyenv.env_id if pyenv else None, datasets=seen,
+                    )  # fmt: skip
+                    conn.execute(
+                        "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)",
+                        (run_id, at, queued),
+                    )
+        except BaseException:
+            for _, folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return [run_id for run_id, _ in folders]
+
+    def _wanted_inputs(self, req: RunRequest) -> list[InputSpec]:
+        """The earlier runs' files a run asks for, each from a run that has ended."""
+        wanted = parse_inputs(req.inputs)
+        for spec in wanted:
+            if (source := self.get(spec.run_id)).state in ACTIVE:
+                raise BadInputError(
+                    f"inputs[{spec.dest!r}]: run {spec.run_id} is still {source.state}; wait for its end "
+                    "(run_status with wait_s) before reading its files."
+                )
+        return wanted
+
+    def _checked(self, req: RunRequest, *, has_code: bool = False) -> tuple[str, PythonEnv | None]:
+        """Refuse what cannot run (no code, a bad variable name, an unknown parent or idea, more GPUs than the
+        backend has); the backend it goes to and its resolved Python environment."""
+        if req.workdir is None and not req.files and not has_code:
             raise BadInputError("Give a workdir (a workspace folder) or inline files: there is no code to run.")
-        for key in req.env:
-            if not key or "=" in key or "\x00" in key or key[0].isdigit():
-                raise BadInputError(f"Environment variable name {key!r} is not valid.")
+        self._check_env(req.env)
         if req.parent is not None:
             self.get(req.parent)
         if req.idea_id is not None:
             self._check_idea(req.idea_id)
-        pyenv = None if req.python_env is None else resolve_python_env(self.ws, req.python_env, self.python_envs)
         backend = self._choose() if req.backend == "auto" else req.backend
+        pyenv = None if req.python_env is None else self._python_env(req.python_env, backend)
         if backend == "docker" and pyenv is not None and (problem := container_problem(pyenv)):
             raise SandboxError(problem)
         if req.gpus and req.gpus > (has := len(self.backend(backend).capacity().gpus)):
@@ -173,54 +323,68 @@ class RunManager:
                 f"The run asks for {req.gpus} GPU(s) but the {backend} backend can give {has} (see lab_info); "
                 "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
             )
+        return backend, pyenv
+
+    @staticmethod
+    def _check_env(env: Mapping[str, str]) -> None:
+        for key in env:
+            if not key or "=" in key or "\x00" in key or key[0].isdigit():
+                raise BadInputError(f"Environment variable name {key!r} is not valid.")
+
+    def _new_folder(self) -> tuple[str, Path]:
+        """A new run id and its folder, made (an id is 24 random bits per second: a clash takes another)."""
         (self.ws.root / "runs").mkdir(parents=True, exist_ok=True)
-        while True:  # an id is 24 random bits per second: claim its folder, so a clash takes another
+        while True:
             run_id = new_run_id()
             folder = self.run_dir(run_id)
             try:
                 folder.mkdir()
             except FileExistsError:
                 continue
-            break
-        try:
-            snap = take_snapshot(self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes)
-            shutil.copytree(folder / "code", folder / "work", symlinks=True)
-            (folder / "outputs").mkdir()
-            (folder / "manifest.json").write_text(json.dumps(manifest(folder / "code")))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        limits: dict[str, Any] = {
-            "gpu_count": req.gpus,
-            "gpus": [],
-            "cpus": req.cpus,
-            "memory_bytes": int(req.memory_gb * 2**30) if req.memory_gb else None,
-            "timeout_s": req.timeout_s,
-            "network": req.network,
-            "env": req.env,
-            "python_env": None if pyenv is None else pyenv.model_dump(),
-            "mounts": [mount.model_dump() for mount in mounts],
-            "own_network": own_network,
-        }
-        now = self.clock()
-        self.store.connection().execute(
+            return run_id, folder
+
+    def _insert(
+        self,
+        conn: Any,
+        run_id: str,
+        backend: str,
+        req: RunRequest,
+        code_hash: str,
+        limits: dict[str, Any],
+        kind: str,
+        now: float,
+        sweep_id: str | None = None,
+        env_id: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        datasets: dict[str, Any] | None = None,
+    ) -> None:
+        conn.execute(
             "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
-            "note, idea_id, kind, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            "note, idea_id, kind, sweep_id, env_id, inputs, datasets, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
             (
                 run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
-                req.workdir or "", snap.code_hash,
+                req.workdir or "", code_hash,
                 json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
-                req.parent, req.note, req.idea_id, kind, now,
+                req.parent, req.note, req.idea_id, kind, sweep_id, env_id,
+                json.dumps(inputs) if inputs else None, json.dumps(datasets) if datasets else None, now,
             ),
         )  # fmt: skip
-        self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
-        return self.get(run_id)
+
+    def _python_env(self, name: str, backend: str) -> PythonEnv:
+        """A prepare_env environment by its id (refused on another backend than its own), else a workspace folder
+        or a python_envs name."""
+        from research_mcp.sandbox.envs import ENV_ID
+
+        if self.envs is not None and ENV_ID.fullmatch(name) and not (self.ws.root / name).exists():
+            return self.envs.for_run(name, backend, self)
+        return resolve_python_env(self.ws, name, self.python_envs)
 
     # -- the pump: start queued runs, poll running ones ---------------------------------------------------------
 
-    def _claim(self) -> list[str]:
-        """Mark `starting` the queued runs `slots.assign` gives a slot (with their GPUs and thread counts). One
-        transaction: two servers never claim the same run or the same GPU. Sync: call it in a worker thread."""
+    def _claim(self) -> list[Any]:
+        """Mark `starting` the queued runs `slots.assign` gives a slot (with their GPUs and thread counts); their rows.
+        One transaction: two servers never claim the same run or the same GPU. Sync: call it in a worker thread."""
         conn = self.store.connection()
         if conn.execute("SELECT 1 FROM runs WHERE state = 'queued' LIMIT 1").fetchone() is None:
             return []  # the idle pump must not take the write lock twice a second
@@ -243,7 +407,7 @@ class RunManager:
                     "UPDATE runs SET state = 'starting', owner = ?, limits = ? WHERE id = ?",
                     (_owner(), json.dumps(run.limits), run.id),
                 )
-        return [run.id for run in chosen]
+            return [self._row(run.id) for run in chosen]
 
     def _capacities(self, names: Iterable[str]) -> dict[str, Capacity]:
         found: dict[str, Capacity] = {}
@@ -260,10 +424,13 @@ class RunManager:
         pyenv = None if found is None else PythonEnv.model_validate(found)
         env: dict[str, str] = limits.get("env") or {}
         shared = thread_env(limits.get("threads"))
+        if row["kind"] != "env":  # caches below /tmp/cache (datasets.py); offline switches without a network
+            shared |= data.CACHE_ENV if limits.get("network") else data.CACHE_ENV | data.OFFLINE_ENV
+        layers: list[str] = limits.get("cache_layers") or []
         return RunSpec(
             run_id=row["id"],
             run_dir=self.run_dir(row["id"]),
-            command=row["command"],
+            command=(data.cache_layer_command(layers) if layers else "") + row["command"],
             workdir=".",  # the snapshot's root is the folder that was asked for
             image=row["image"],
             env={**shared, **env} if pyenv is None else {**shared, **pyenv.env(), **env},
@@ -274,17 +441,23 @@ class RunManager:
             timeout_s=limits["timeout_s"],
             network=bool(limits.get("network")),
             own_network=bool(limits.get("own_network")),
-            mounts=[Mount.model_validate(mount) for mount in list[object](limits.get("mounts") or [])],
+            mounts=[
+                *(Mount.model_validate(mount) for mount in list[object](limits.get("mounts") or [])),
+                *(
+                    []
+                    if pyenv is None or pyenv.volume is None
+                    else [Mount(source=pyenv.volume, dest=pyenv.root, volume=True)]
+                ),
+            ],
             log_cap_bytes=self.log_cap_bytes,
         )
 
     async def start_queued(self) -> list[str]:
         """Start what the free slots allow, each backend's runs in one batch; a run that cannot start is failed
         with the reason."""
-        claimed = await anyio.to_thread.run_sync(self._claim)
-        if not claimed:
+        rows = await anyio.to_thread.run_sync(self._claim)
+        if not rows:
             return []
-        rows = await anyio.to_thread.run_sync(lambda: [self._row(run_id) for run_id in claimed])
         batches: dict[str, list[RunSpec]] = {}
         for row in rows:
             batches.setdefault(row["backend"], []).append(self._spec(row))
@@ -313,9 +486,18 @@ class RunManager:
         return started
 
     async def refresh(self, run_id: str | None = None) -> None:
-        """Poll running runs (one, or all) and record the ones that ended; mark stale `starting` runs lost."""
-        where, args = ("state = 'running'", ()) if run_id is None else ("state = 'running' AND id = ?", (run_id,))
-        rows = await self._sql(f"SELECT * FROM runs WHERE {where}", args)
+        """Poll running runs (one, or all) and record the ones that ended; adopt or queue again the runs a dead
+        server left `starting`. One query finds both: each step of the pump is a trip to a worker thread, and the
+        next queued run waits for the pump."""
+        if run_id is None:
+            query, args = (
+                "SELECT * FROM runs WHERE state = 'running' OR (state = 'starting' AND owner != ?)",
+                (_owner(),),
+            )
+        else:
+            query, args = "SELECT * FROM runs WHERE state = 'running' AND id = ?", (run_id,)
+        found = await self._sql(query, args)
+        rows = [row for row in found if row["state"] == "running"]
         for row in rows:
             handle = RunHandle.model_validate_json(row["handle"])
             try:
@@ -329,23 +511,23 @@ class RunManager:
                         "UPDATE runs SET detail = ? WHERE id = ? AND state = 'running' AND failure IS NULL",
                         (status.detail, row["id"]),
                     )
-                if status.peak_memory_bytes is not None:
+                if status.peak_memory_bytes is not None and status.peak_memory_bytes != row["peak_memory_bytes"]:
                     await self._sql(
                         "UPDATE runs SET peak_memory_bytes = ? WHERE id = ?", (status.peak_memory_bytes, row["id"])
                     )
                 await self._check_disk(row["id"], handle)
                 continue
             await self._end(row["id"], status, None)
-        await self._adopt_orphans()
+        if run_id is None:
+            await self._adopt_orphans([row for row in found if row["state"] == "starting"])
 
     async def _sql(self, query: str, args: Sequence[object] = ()) -> list[Any]:
         """One statement in a worker thread: SQLite waits on the disk and on other servers' locks."""
         return await anyio.to_thread.run_sync(lambda: self.store.connection().execute(query, args).fetchall())
 
-    async def _adopt_orphans(self) -> None:
+    async def _adopt_orphans(self, rows: Sequence[Any]) -> None:
         """Runs left `starting` by a server that died in the middle of `start`: adopt what the backend did start,
         queue the rest again. A live owner on this host is left alone; one elsewhere gets a grace period."""
-        rows = await self._sql("SELECT * FROM runs WHERE state = 'starting' AND owner != ?", (_owner(),))
         for row in rows:
             if not _owner_gone(row["owner"]) and row["created_at"] > self.clock() - _STARTING_GRACE_S:
                 continue
@@ -374,7 +556,10 @@ class RunManager:
     async def _check_disk(self, run_id: str, handle: RunHandle) -> None:
         """Kill a run whose folder grew past `max_run_disk_bytes`: neither backend has a disk quota, so this
         watchdog (every `disk_check_interval_s` while the run runs) is what bounds a disk fill."""
-        if self.max_run_disk_bytes is None or self.clock() - self._disk_checked.get(run_id, 0.0) < self.disk_interval_s:
+        if self.max_run_disk_bytes is None:
+            return
+        # the first look comes an interval after the run is first seen: a short run costs no walk of its folder
+        if self.clock() - self._disk_checked.setdefault(run_id, self.clock()) < self.disk_interval_s:
             return
         self._disk_checked[run_id] = self.clock()
         folder = self.run_dir(run_id)
@@ -446,6 +631,7 @@ class RunManager:
 
     def _notify(self) -> None:
         """Wake whoever sleeps in `wait` or `watch`: a run started or ended here."""
+        self.changes += 1
         if self._wake is not None:
             self._wake.set()
             self._wake = None
@@ -455,8 +641,27 @@ class RunManager:
         self._notify()
 
     def _finish(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
+        """Record a run's end. The pump and a waiting call may both see it: one end at a time per run, so a data
+        run's dataset is put in place and recorded before the other looks."""
+        with self._ending_guard:
+            lock = self._ending.setdefault(run_id, threading.Lock())
+        with lock:
+            self._record_end(run_id, status, state)
+        with self._ending_guard:
+            self._ending.pop(run_id, None)
+
+    def _record_end(self, run_id: str, status: RunStatus, state: RunState | None) -> None:
         failure: str | None = status.failure
-        verdict = self.store.connection().execute("SELECT failure, detail FROM runs WHERE id = ?", (run_id,)).fetchone()
+        verdict = (
+            self.store.connection()
+            .execute("SELECT failure, detail, kind, limits, state FROM runs WHERE id = ?", (run_id,))
+            .fetchone()
+        )
+        if verdict is not None and verdict["kind"] == "data" and verdict["state"] not in FINISHED:
+            found = self._finish_data(run_id, verdict["limits"], status, state)
+            if found is None:
+                return  # another poller is putting its dataset in place, and records its end
+            status, state = found
         if verdict is not None and verdict["failure"] == "disk":  # killed by the disk watchdog
             state, failure = "failed", "disk"
             status = status.model_copy(update={"detail": verdict["detail"]})
@@ -484,6 +689,29 @@ class RunManager:
             ),
         )  # fmt: skip
         self._event(run_id, final, {"exit_code": status.exit_code, "failure": failure})
+
+    def _finish_data(
+        self, run_id: str, limits: str, status: RunStatus, state: RunState | None
+    ) -> tuple[RunStatus, RunState | None] | None:
+        """A data run's dataset put in place with its manifest (or dropped) before its end is recorded; None while
+        another poller does it."""
+        from research_mcp.sandbox.dataprep import finish_data_run
+
+        ok = state is None and status.state == "exited" and status.exit_code == 0 and status.failure is None
+        end = finish_data_run(self.ws.root, self.ws.state_dir, json.loads(limits), ok)
+        if end is None:
+            return status, state
+        if end.elsewhere:
+            return None
+        if end.record is not None:
+            row = self.store.connection().execute("SELECT datasets FROM runs WHERE id = ?", (run_id,)).fetchone()
+            record: dict[str, Any] = json.loads(row["datasets"]) if row["datasets"] else {}
+            record |= end.record
+            self.store.connection().execute("UPDATE runs SET datasets = ? WHERE id = ?", (json.dumps(record), run_id))
+            self._event(run_id, "dataset", end.record)
+        if end.failed:
+            return status.model_copy(update={"failure": "error", "detail": end.detail}), "failed"
+        return status.model_copy(update={"detail": end.detail}), state
 
     # -- cancel, read ------------------------------------------------------------------------------------------
 
@@ -516,6 +744,11 @@ class RunManager:
         )
         if changed:
             self._event(run_id, "cancelled", {"while": "queued"})
+            row = self.store.connection().execute("SELECT kind, limits FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row["kind"] == "data":  # what it would have written is dropped, as for a data run that ran
+                from research_mcp.sandbox.dataprep import finish_data_run
+
+                finish_data_run(self.ws.root, self.ws.state_dir, json.loads(row["limits"]), False)
         return bool(changed)
 
     def _row(self, run_id: str) -> Any:
@@ -535,7 +768,8 @@ class RunManager:
             workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
             config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
             note=row["note"], idea_id=row["idea_id"], kind=None if row["kind"] == "run" else row["kind"],
-            python_env=_env_name(row["limits"]),
+            python_env=None if row["env_id"] else _env_name(row["limits"]), env_id=row["env_id"],
+            inputs=inputs_shown(row["inputs"]), datasets=datasets_shown(row["datasets"]), sweep_id=row["sweep_id"],
             exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
             created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
             duration_s=round((ended or self.clock()) - started, 3) if started else None,
@@ -545,12 +779,25 @@ class RunManager:
     def get(self, run_id: str) -> Run:
         return self._to_run(self._row(run_id))
 
+    def record(self, run_id: str) -> Any:
+        """The run's stored row (every column), for code that repeats or audits it."""
+        return self._row(run_id)
+
     def list(
-        self, state: str | None, label: str | None, parent: str | None, limit: int, offset: int
+        self,
+        state: str | None,
+        label: str | None,
+        parent: str | None,
+        limit: int,
+        offset: int,
+        sweep_id: str | None = None,
     ) -> tuple[list[Run], int]:
+        """A page of runs, newest first; a sweep's members in the order they were asked for."""
         clauses: list[str] = []
         args: list[object] = []
-        for column, value in (("state", state), ("label", label), ("parent", parent)):
+        if sweep_id is not None:
+            self.sweep_counts(sweep_id)  # an unknown sweep names the closest ids
+        for column, value in (("state", state), ("label", label), ("parent", parent), ("sweep_id", sweep_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
@@ -561,10 +808,81 @@ class RunManager:
         total = int(conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()[0])
         if label is not None and not total:
             self._check_label(label)
+        order = "created_at, id" if sweep_id is not None else "created_at DESC, id DESC"
         rows = conn.execute(
-            f"SELECT * FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+            f"SELECT * FROM runs {where} ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset]
         ).fetchall()
         return [self._to_run(row) for row in rows], total
+
+    # -- sweeps: their members are runs; these read and stop them together ------------------------------------
+
+    def sweep_counts(self, sweep_id: str) -> dict[str, int]:
+        """How many members of the sweep are in each state (states without members left out)."""
+        conn = self.store.connection()
+        if conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is None:
+            ids = [str(r[0]) for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at DESC")]
+            close = difflib.get_close_matches(sweep_id, ids, n=3, cutoff=0.5)
+            known = f" (closest: {', '.join(close)})" if close else (f" (newest: {ids[0]})" if ids else "")
+            raise SandboxError(
+                f"No sweep {sweep_id!r}{known}. run_sweep gives a sweep id; list_runs shows each run's sweep_id."
+            )
+        rows = conn.execute("SELECT state, count(*) FROM runs WHERE sweep_id = ? GROUP BY state", (sweep_id,))
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def sweep_active(self, sweep_id: str) -> str | None:
+        """The first member still queued, starting or running; None once every member ended."""
+        row = (
+            self.store.connection()
+            .execute(
+                "SELECT id FROM runs WHERE sweep_id = ? AND state IN ('queued', 'starting', 'running') "
+                "ORDER BY created_at, id LIMIT 1",
+                (sweep_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def is_sweep(self, some_id: str) -> bool:
+        return self.store.connection().execute("SELECT 1 FROM sweeps WHERE id = ?", (some_id,)).fetchone() is not None
+
+    async def cancel_sweep(self, sweep_id: str) -> int:
+        """Cancel every member still queued or running: the queued ones in one statement first (so none of them
+        starts meanwhile), then each running one. How many were cancelled."""
+        await anyio.to_thread.run_sync(self.sweep_counts, sweep_id)
+        queued = await anyio.to_thread.run_sync(self._cancel_queued_members, sweep_id)
+        rows = await self._sql(
+            "SELECT id FROM runs WHERE sweep_id = ? AND state IN ('starting', 'running') ORDER BY created_at",
+            (sweep_id,),
+        )
+        stopped = 0
+        for row in rows:
+            for _ in range(100):  # a member caught `starting` has its handle within moments
+                try:
+                    run = await self.cancel(str(row["id"]))
+                except SandboxError as exc:
+                    if "is starting" not in str(exc):
+                        raise
+                    await anyio.sleep(0.05)
+                    continue
+                stopped += run.state == "cancelled"
+                break
+        return queued + stopped
+
+    def _cancel_queued_members(self, sweep_id: str) -> int:
+        with self.store.transaction() as conn:
+            ids = [
+                str(row[0])
+                for row in conn.execute("SELECT id FROM runs WHERE sweep_id = ? AND state = 'queued'", (sweep_id,))
+            ]
+            now = self.clock()
+            conn.execute(
+                "UPDATE runs SET state = 'cancelled', failure = 'cancelled', ended_at = ? "
+                "WHERE sweep_id = ? AND state = 'queued'",
+                (now, sweep_id),
+            )
+            for run_id in ids:
+                self._event(run_id, "cancelled", {"while": "queued", "sweep_id": sweep_id})
+        return len(ids)
 
     def python_env(self, run_id: str) -> PythonEnv | None:
         """The Python environment the run was started with, as it was resolved then."""
@@ -592,7 +910,9 @@ class RunManager:
         outputs/, and files in work/ that are new or changed; caches (`__pycache__`, ...) left out."""
         folder = self.run_dir(run_id)
         found = [f"outputs/{rel}" for rel in output_files(folder / "outputs")]
-        found += changed_files(folder / "code", folder / "work")
+        row = self.store.connection().execute("SELECT inputs FROM runs WHERE id = ?", (run_id,)).fetchone()
+        placed = {f"work/{dest}" for dest in json.loads(row["inputs"])} if row and row["inputs"] else set[str]()
+        found += [rel for rel in changed_files(folder / "code", folder / "work") if rel not in placed]
         return [f"runs/{run_id}/{rel}" for rel in found[:limit]]
 
     def _event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from research_mcp.errors import BadInputError, SandboxError
 from research_mcp.workspace import Workspace, resolve_path
 
-__all__ = ["EXCLUDED", "Snapshot", "manifest", "take_snapshot"]
+__all__ = ["EXCLUDED", "Snapshot", "copy_snapshot", "manifest", "take_snapshot"]
 
 EXCLUDED = frozenset(
     {".research", "runs", ".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".mypy_cache",
@@ -56,12 +56,15 @@ def manifest(root: Path) -> dict[str, str]:
     return out
 
 
-def _collect(source: Path, max_bytes: int, max_files: int) -> list[tuple[Path, str, int]]:
-    """(absolute path, relative path, size) of every file to copy, in sorted order; refuses past the caps."""
+def _collect(source: Path, max_bytes: int, max_files: int, skip: Path | None = None) -> list[tuple[Path, str, int]]:
+    """(absolute path, relative path, size) of every file to copy, in sorted order; refuses past the caps. `skip`
+    is a folder left out wherever it sits (the workspace's datasets/: runs read it at /data)."""
     found: list[tuple[Path, str, int]] = []
     total = 0
     for folder, dirs, names in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED and not Path(folder, d).is_symlink())
+        dirs[:] = sorted(
+            d for d in dirs if d not in EXCLUDED and not Path(folder, d).is_symlink() and Path(folder, d) != skip
+        )
         for name in sorted(names):
             path = Path(folder, name)
             info = path.lstat()
@@ -109,7 +112,7 @@ def take_snapshot(
         top = resolve_path(ws.root, source, must_exist=True)
         if not top.is_dir():
             raise BadInputError(f"workdir {source!r} is a file; give the folder that holds the code.")
-        for path, rel, _ in _collect(top, max_bytes, max_files):
+        for path, rel, _ in _collect(top, max_bytes, max_files, ws.root / "datasets"):
             target = code_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if path.is_symlink():
@@ -124,11 +127,24 @@ def take_snapshot(
         target = code_dir / _inline_path(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-    listing = manifest(code_dir)
     size = sum(p.stat().st_size for p in code_dir.rglob("*") if p.is_file() and not p.is_symlink())
     if size > max_bytes:
         raise SandboxError(f"The code with its inline files is over the {max_bytes / 2**20:.0f} MiB cap.")
+    return _hashed(code_dir, size)
+
+
+def _hashed(code_dir: Path, size: int) -> Snapshot:
+    listing = manifest(code_dir)
     digest = hashlib.sha256()
     for rel, file_hash in sorted(listing.items()):
         digest.update(f"{rel}\x00{file_hash}\n".encode())
     return Snapshot(code_hash=digest.hexdigest(), files=len(listing), size_bytes=size)
+
+
+def copy_snapshot(source: Path, code_dir: Path) -> Snapshot:
+    """An earlier run's snapshot (its code/ folder) copied as it is, hashed as `take_snapshot` hashes."""
+    if not source.is_dir():
+        raise SandboxError(f"The earlier run's code folder {source} is gone; its code cannot be run again.")
+    shutil.copytree(source, code_dir, symlinks=True)
+    size = sum(p.stat().st_size for p in code_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    return _hashed(code_dir, size)

@@ -18,7 +18,18 @@ from research_mcp.sandbox.models import Run, is_metric_file, is_plot
 if TYPE_CHECKING:
     from research_mcp.sandbox.runs import RunManager
 
-__all__ = ["ListRunsResult", "RunLogsResult", "RunStatusResult", "last_line", "list_of", "logs_of", "status_of"]
+__all__ = [
+    "CancelRunResult",
+    "ListRunsResult",
+    "RunLogsResult",
+    "RunStatusResult",
+    "SweepCounts",
+    "last_line",
+    "list_of",
+    "logs_of",
+    "status_of",
+    "sweep_counts",
+]
 
 _STATUS_TAIL_LINES = 20
 _STATUS_TAIL_CHARS = 4000
@@ -46,7 +57,7 @@ _FAILED = {
 _INTERPRETER_SIGNS = re.compile(r"bad interpreter|not found|No such file|Permission denied|cannot execute|Exec format")
 
 
-def _none_of(value: list[str] | int) -> bool:
+def _none_of(value: object) -> bool:
     """An empty list of files, or no file left out: left out of the answer (absent reads as none)."""
     return not value
 
@@ -86,10 +97,27 @@ class RunLogsResult(ToolModel):
     capped: bool = Field(description="True when the log on disk was capped (its middle dropped).")
 
 
+class SweepCounts(ToolModel):
+    """A sweep at a glance: how many of its members are in each state, and what to call next."""
+
+    id: str
+    members: int
+    counts: dict[str, int] = Field(description="State -> members in it.")
+    cancelled_now: int | None = Field(None, exclude_if=_none_of, description="Members this call cancelled.")
+    next_step: NextStep
+
+
 class ListRunsResult(ToolModel):
     runs: list[Run] = Field(description="A command or note past 500 characters is shortened.")
     total: int
     next_offset: int | None = Field(description="Pass as offset for the next page.")
+    sweep: SweepCounts | None = Field(None, exclude_if=_none_of, description="With sweep_id: its counts by state.")
+
+
+class CancelRunResult(RunStatusResult):
+    sweep: SweepCounts | None = Field(
+        None, exclude_if=_none_of, description="For a sweep id: its counts (run is then its first member)."
+    )
 
 
 def _why_interpreter(runs: RunManager, run: Run) -> str:
@@ -109,6 +137,10 @@ def _why_interpreter(runs: RunManager, run: Run) -> str:
 def _next_step(runs: RunManager, run: Run, outputs: list[str], metrics: list[str], plots: list[str]) -> NextStep:
     if run.state in _WAIT:
         return NextStep(tool="run_status", arguments={"run_id": run.id, "wait_s": 50}, why=_WAIT[run.state])
+    if run.state == "succeeded" and run.kind == "data" and run.config and "dataset" in run.config:
+        name = str(run.config["dataset"])
+        why = f"The dataset is ready: every run reads it at /data/{name}; see what it holds."
+        return NextStep(tool="list_files", arguments={"path": f"datasets/{name}"}, why=why)
     if run.state == "succeeded":
         if metrics:
             why = "Done: read the metrics it wrote (metric_files)."
@@ -229,11 +261,40 @@ def _shortened(run: Run) -> Run:
     return run.model_copy(update=long) if long else run
 
 
+def sweep_counts(runs: RunManager, sweep_id: str, cancelled_now: int | None = None) -> SweepCounts:
+    """The sweep's members by state, and the next call: follow it while members are active, else read one's
+    metrics (then compare_runs on the sweep id)."""
+    counts = runs.sweep_counts(sweep_id)
+    members = sum(counts.values())
+    active = sum(counts.get(state, 0) for state in ("queued", "starting", "running"))
+    if active:
+        why = f"{active} of {members} members are still queued or running; this shows their states."
+        step = NextStep(tool="list_runs", arguments={"sweep_id": sweep_id}, why=why)
+    else:
+        first, _ = runs.list("succeeded", None, None, 1, 0, sweep_id)
+        if first:
+            why = "Done: read one member's metric names, then compare_runs with sweep_id groups them by config."
+            step = NextStep(tool="read_metrics", arguments={"source": first[0].id}, why=why)
+        else:
+            why = "Every member ended and none succeeded: read a member's log."
+            step = NextStep(tool="list_runs", arguments={"sweep_id": sweep_id, "status": "failed"}, why=why)
+    return SweepCounts(id=sweep_id, members=members, counts=counts, cancelled_now=cancelled_now, next_step=step)
+
+
 def list_of(
-    runs: RunManager, state: str | None, label: str | None, parent: str | None, limit: int, offset: int, max_chars: int
+    runs: RunManager,
+    state: str | None,
+    label: str | None,
+    parent: str | None,
+    limit: int,
+    offset: int,
+    max_chars: int,
+    sweep_id: str | None = None,
 ) -> ListRunsResult:
-    """A page of runs, newest first: at most `limit`, and as many as `max_chars` holds (at least one)."""
-    found, total = runs.list(state, label, parent, limit, offset)
+    """A page of runs, newest first (a sweep's members in their order, with its counts): at most `limit`, and as
+    many as `max_chars` holds (at least one)."""
+    sweep = None if sweep_id is None else sweep_counts(runs, sweep_id)
+    found, total = runs.list(state, label, parent, limit, offset, sweep_id)
     budget, used, page = max_chars - _ENVELOPE_CHARS, 0, list[Run]()
     for run in map(_shortened, found):
         text = run.model_dump_json(indent=2)
@@ -242,4 +303,4 @@ def list_of(
             break
         page.append(run)
     end = offset + len(page)
-    return ListRunsResult(runs=page, total=total, next_offset=end if end < total else None)
+    return ListRunsResult(runs=page, total=total, next_offset=end if end < total else None, sweep=sweep)

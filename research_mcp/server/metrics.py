@@ -44,7 +44,7 @@ Groups = Annotated[
     dict[str, list[Path]] | None,
     Field(description="{'baseline': [run ids or paths], ...}"),
 ]
-RunIds = Annotated[list[str] | None, Field(description="Grouped by group_by.")]
+RunIds = Annotated[list[str] | None, Field(description="Run or sweep ids, by group_by.")]
 Labels = Annotated[list[str] | None, Field(description="Runs with these labels.")]
 GroupBy = Literal["label", "config"]
 UseParam = Annotated[

@@ -5,7 +5,7 @@ ids and run labels."""
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
@@ -26,6 +26,7 @@ from research_mcp.sandbox.models import (
     TimeoutS,
 )
 from research_mcp.sandbox.status import (
+    CancelRunResult,
     ListRunsResult,
     RunLogsResult,
     RunStatusResult,
@@ -33,6 +34,7 @@ from research_mcp.sandbox.status import (
     list_of,
     logs_of,
     status_of,
+    sweep_counts,
 )
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
@@ -47,6 +49,9 @@ from research_mcp.server._adapt import (
 )
 from research_mcp.tools import known_ids
 from research_mcp.workspace import Workspace
+
+if TYPE_CHECKING:
+    from research_mcp.sandbox.runs import RunManager
 
 __all__ = ["register"]
 
@@ -100,7 +105,7 @@ def register(tools: ToolRegistry) -> None:
     async def run_experiment(
         ctx: AppContext,
         ws: WorkspaceParam,
-        command: Annotated[Command, Field(description="'python train.py'")],
+        command: Command,
         workdir: Annotated[str | None, Field(description="null: only files.")] = ".",
         files: Annotated[dict[str, str] | None, Field(description="name -> text")] = None,
         backend: BackendChoice = "auto",
@@ -114,29 +119,77 @@ def register(tools: ToolRegistry) -> None:
         python_env: Annotated[
             PythonEnvName,
             Field(
-                description="venv/conda folder or python_envs name.",
+                description="prepare_env id, venv or python_envs name.",
             ),
         ] = None,
         wait_s: WaitS = 0,
-        label: Annotated[Label, Field(description="Group ('baseline').")] = None,
-        config: Annotated[dict[str, Any] | None, Field(description="Settings (small JSON).")] = None,
+        label: Annotated[Label, Field(description="Group.")] = None,
+        config: dict[str, Any] | None = None,
         seed: int | None = None,
         parent: Annotated[str | None, Field(description="Run it improves on.")] = None,
         note: Annotated[Note, Field(description="Hypothesis/change.")] = None,
         idea_id: str | None = None,
+        inputs: Annotated[dict[str, str] | None, Field(description="place -> 'run_id:path'")] = None,
     ) -> RunStatusResult:
-        """Run a command on a snapshot of workdir, sandboxed (no network, CPU/memory limits, only its folder
-        writable). Returns the run id, or waits (wait_s) for its end. Outputs: $RESEARCH_OUT."""
+        """Run a command sandboxed (no network, CPU/memory caps) on a snapshot of workdir, with datasets at /data.
+        Returns the run id or waits wait_s. Outputs: $RESEARCH_OUT."""
         from research_mcp.sandbox.runs import RunRequest
 
         request = RunRequest(
             command=command, workdir=workdir, files=files, backend=backend, image=image, gpus=gpus,
             cpus=cpus, memory_gb=memory_gb, timeout_s=timeout_s, env=env or {}, network=network,
             python_env=python_env, label=label, config=config, seed=seed, parent=parent, note=note, idea_id=idea_id,
+            inputs=inputs,
         )  # fmt: skip
         runs = state_of(ctx).runs(need_workspace(ctx, ws))
         run = await in_thread(runs.prepare, request)
         await state_of(ctx).pump_now(runs)
+        return await _watch(ctx, ws, run.id, wait_s)
+
+    @tools.tool(RUNS_CODE)
+    async def prepare_data(
+        ctx: AppContext,
+        ws: WorkspaceParam,
+        name: Annotated[str, Field(max_length=100)],
+        command: Annotated[Command, Field(description="Writes into $RESEARCH_DATA.")],
+        workdir: Annotated[str, Field(description="Folder of its scripts.")] = ".",
+        network: bool = True,
+        backend: BackendChoice = "auto",
+        timeout_s: TimeoutS = 3600,
+        wait_s: WaitS = 0,
+    ) -> RunStatusResult:
+        """Download or preprocess a dataset in a sandboxed run; its files become datasets/<name> with a sha256
+        manifest, read-only at /data/<name> in every run."""
+        from research_mcp.sandbox.dataprep import prepare_data as prepare
+
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
+        allowed = state.settings.docker_allow_network
+        run = await in_thread(
+            lambda: prepare(runs, name, command, workdir=workdir, network=network, backend=backend,
+                            timeout_s=timeout_s, docker_allow_network=allowed)
+        )  # fmt: skip
+        await state.pump_now(runs)
+        return await _watch(ctx, ws, run.id, wait_s)
+
+    @tools.tool(RUNS_CODE)
+    async def rerun(
+        ctx: AppContext,
+        ws: WorkspaceParam,
+        run_id: RunId,
+        seed: int | None = None,
+        note: Note = None,
+        changed_data_ok: bool = False,
+        wait_s: WaitS = 0,
+    ) -> RunStatusResult:
+        """Run a run again: its code snapshot, environment, inputs and data (refused if the data changed), as its
+        child; another seed comes as $RESEARCH_SEED."""
+        from research_mcp.sandbox.rerun import rerun as again
+
+        state = state_of(ctx)
+        runs = state.runs(need_workspace(ctx, ws))
+        run = await in_thread(again, runs, run_id, seed, note, changed_data_ok)
+        await state.pump_now(runs)
         return await _watch(ctx, ws, run.id, wait_s)
 
     @tools.tool(READ_ONLY_LOCAL)
@@ -170,12 +223,21 @@ def register(tools: ToolRegistry) -> None:
         return await in_thread(logs_of, runs, run_id, tail, offset, limit, state.settings.max_output_chars)
 
     @tools.tool(STOPS_RUN)
-    async def cancel_run(ctx: AppContext, ws: WorkspaceParam, run_id: RunId) -> RunStatusResult:
+    async def cancel_run(
+        ctx: AppContext,
+        ws: WorkspaceParam,
+        run_id: Annotated[
+            str, Field(description="A run id, or a sweep id: all its runs.", min_length=1, max_length=64)
+        ],
+    ) -> CancelRunResult:
         """Cancel a queued or running run, killing its whole process tree or container."""
         state = state_of(ctx)
         runs = state.runs(need_workspace(ctx, ws))
+        if await in_thread(runs.is_sweep, run_id):
+            return await _cancel_sweep(state, runs, run_id)
         await runs.cancel(run_id)
-        return await in_thread(status_of, runs, run_id, state.settings.max_output_chars)
+        found = await in_thread(status_of, runs, run_id, state.settings.max_output_chars)
+        return CancelRunResult.model_validate(found, from_attributes=True)
 
     @tools.tool(READ_ONLY_LOCAL)
     async def list_runs(
@@ -184,13 +246,16 @@ def register(tools: ToolRegistry) -> None:
         status: Literal["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"] | None = None,
         label: str | None = None,
         parent: Annotated[str | None, Field(description="Only its children.")] = None,
+        sweep_id: Annotated[str | None, Field(description="Its runs, with counts by state.")] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ListRunsResult:
-        """Runs of this workspace, newest first, filtered by status, label or parent, paged."""
+        """Runs of this workspace, newest first, filtered by status, label, parent or sweep, paged."""
         state = state_of(ctx)
         runs = state.runs(need_workspace(ctx, ws))
-        return await in_thread(list_of, runs, status, label, parent, limit, offset, state.settings.max_output_chars)
+        return await in_thread(
+            list_of, runs, status, label, parent, limit, offset, state.settings.max_output_chars, sweep_id
+        )
 
     @tools.resource("run://{run_id}", mime_type="application/json")
     async def run_record(ctx: AppContext, run_id: str) -> str:
@@ -219,3 +284,21 @@ def register(tools: ToolRegistry) -> None:
         return await in_thread(known_ids.run_labels, store, typed)
 
     tools.completion("labels")(run_labels)  # a prompt comparing groups takes several
+
+    from research_mcp.server.envs import register as register_envs
+
+    register_envs(tools)  # prepare_env, list_envs: the environments runs use
+
+    from research_mcp.server import sweeps
+
+    sweeps.register(tools)
+
+
+async def _cancel_sweep(state: AppState, runs: RunManager, sweep_id: str) -> CancelRunResult:
+    """Cancel every member of a sweep; the answer is its first member's status, with the sweep's counts."""
+    cancelled = await runs.cancel_sweep(sweep_id)
+    counts = await in_thread(sweep_counts, runs, sweep_id, cancelled)
+    first, _ = await in_thread(runs.list, None, None, None, 1, 0, sweep_id)
+    found = await in_thread(status_of, runs, first[0].id, state.settings.max_output_chars)
+    found.log_tail = []
+    return CancelRunResult(**dict(found), sweep=counts)

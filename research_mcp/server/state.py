@@ -90,6 +90,7 @@ class AppState:
 
     def runs(self, ws: Workspace) -> RunManager:
         """The run manager of a workspace; its pump starts with it and runs until the server stops."""
+        from research_mcp.sandbox.envs import Envs
         from research_mcp.sandbox.registry import choose_backend, factories
         from research_mcp.sandbox.runs import RunManager
 
@@ -106,6 +107,8 @@ class AppState:
                 log_cap_bytes=self.settings.max_log_bytes,
                 max_run_disk_bytes=self.settings.max_run_disk_bytes,
                 python_envs=self.settings.python_envs,
+                envs=Envs(self.settings.user_data_dir() / "envs", ca_setting=self.settings.ca_bundle),
+                shared_data=self.settings.shared_data,
             )
             if self.task_group is not None:
                 self.task_group.start_soon(
@@ -148,6 +151,7 @@ class AppState:
 async def _pump_forever(runs: RunManager, run_ended: Callable[[str], Awaitable[None]] | None, since: float) -> None:
     seen = 0  # the last run event looked at; ends recorded before `since` (this manager's start) are no news
     while True:
+        changes = runs.changes
         try:
             await runs.pump()
         except ResearchError as exc:
@@ -162,8 +166,10 @@ async def _pump_forever(runs: RunManager, run_ended: Callable[[str], Awaitable[N
         except Exception:  # a backend's wait failing (inside a task group: an ExceptionGroup) must not stop the pump
             logger.exception("watching the runs of %s failed; pumping on the timer", runs.ws.root)
             await anyio.sleep(PUMP_INTERVAL_S)
-        # a run whose end is seen but cannot be recorded would wake the watch at once: never spin
-        await anyio.sleep(max(0.0, _MIN_PUMP_GAP_S - (anyio.current_time() - started)))
+        # a run whose end is seen but cannot be recorded would wake the watch at once: never spin. A pump that
+        # started or ended a run made progress, so the next one goes at once (a queued run takes a freed slot now)
+        if runs.changes == changes:
+            await anyio.sleep(max(0.0, _MIN_PUMP_GAP_S - (anyio.current_time() - started)))
 
 
 def _ends_after(runs: RunManager, seen: int, since: float) -> tuple[list[str], int]:

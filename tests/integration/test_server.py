@@ -27,10 +27,13 @@ PLANNED_TOOLS = {  # DESIGN.md's tools: a description may name one only once it 
     "edit_file", "grep", "run_experiment", "run_status", "run_logs", "cancel_run", "list_runs", "ideas",
     "research_status", "experiment_tree",
 }  # fmt: skip
-RUN_TOOLS = {"run_experiment", "run_status", "run_logs", "cancel_run", "list_runs"}
+RUN_TOOLS = {
+    "run_experiment", "run_sweep", "run_status", "run_logs", "cancel_run", "list_runs", "prepare_env", "list_envs"
+}  # fmt: skip
+DATA_TOOLS = {"prepare_data", "rerun"}
 FAMILY_TOOLS = {
     "files": FILE_TOOLS,
-    "sandbox": RUN_TOOLS,
+    "sandbox": RUN_TOOLS | DATA_TOOLS,
     "literature": {"search_papers", "get_paper", "paper_graph", "read_paper", "cite", "verify_citations"},
     "repos": {"find_code", "fetch_repo", "repo_summary"},
     "metrics": {"read_metrics", "compare_runs", "plot_metrics", "results_table"},

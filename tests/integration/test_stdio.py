@@ -44,6 +44,11 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("run_status", {"run_id": "{run}", "wait_s": 20}),
     ("run_logs", {"run_id": "{run}"}),
     ("list_runs", {}),
+    ("rerun", {"run_id": "{run}", "wait_s": 20}),
+    ("prepare_data", {"name": "notes", "command": "cp notes/idea.md $RESEARCH_DATA/", "network": False, "wait_s": 20}),
+    ("run_sweep", {"command": "echo x {x} seed {seed}", "workdir": "notes", "grid": {"x": [1, 2]}, "seeds": [0],
+                   "wait_s": 20, "timeout_s": 60}),
+    ("list_runs", {"sweep_id": "{sweep}"}),
     ("read_metrics", {"source": "{run}"}),
     ("compare_runs", {"metric": "loss", "groups": {"a": ["{run}"], "b": ["{run}"]}}),
     ("plot_metrics", {"metrics": ["loss"], "sources": ["{run}"], "name": "loss"}),
@@ -73,6 +78,8 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("fetch_repo", {"repo": "{full_name}"}),
     ("repo_summary", {"path": "{repo}"}),
     ("cancel_run", {"run_id": "{run}"}),
+    ("prepare_env", {"requirements": "six==1.16.0", "backend": "local"}),  # queues its build; answers at once
+    ("list_envs", {}),
 ]  # fmt: skip
 
 
@@ -127,7 +134,8 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
         known = {"full_name": apis(server)}
         status: dict[str, Any] = {}
         argv = ["serve", "--workspace", str(workspace)]
-        async with Client(params(argv, "/", api_env(server)), mode=mode) as client:  # type: ignore[arg-type]
+        data = {"RESEARCH_MCP_DATA_DIR": str(workspace.parent / "data")}  # environments stay out of the user's
+        async with Client(params(argv, "/", api_env(server) | data), mode=mode) as client:  # type: ignore[arg-type]
             expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
             assert client.session.protocol_version == expected
             names = {t.name for t in (await client.list_tools()).tools}
@@ -141,6 +149,8 @@ async def test_every_tool_answers_over_stdio_on_both_protocol_generations(worksp
                     known["idea"] = found["id"]
                 if tool == "run_experiment":
                     known["run"] = found["run"]["id"]
+                if tool == "run_sweep":
+                    known["sweep"] = found["sweep"]["id"]
                 if tool == "fetch_repo":
                     known["repo"] = found["path"]
                 if tool == "review_paper":

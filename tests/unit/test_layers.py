@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "research_mcp"
 FLOORS = {
     "errors": 0,
     "model": 1, "fileio": 1, "workspace": 1, "config": 1, "store": 1, "progress": 1, "probe": 1,
-    "imaging": 1,
+    "imaging": 1, "depfiles": 1,
     "sandbox": 2,
     "latex": 3,
     "tools": 4,

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from research_mcp.tools.repos.deps import parse_dependency_file
+from research_mcp.depfiles import parse_dependency_file
 from research_mcp.tools.repos.summary import fit, guess_license, summarize
 
 README = """# DiffuNet

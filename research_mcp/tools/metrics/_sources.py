@@ -77,6 +77,16 @@ class RunBook:
         )
         return [_record(row) for row in rows]
 
+    def in_sweep(self, sweep_id: str) -> list[RunRecord] | None:
+        """The members of a sweep in the order they were asked for; None when there is no such sweep."""
+        conn = self.store.connection()
+        if conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is None:
+            return None
+        rows = conn.execute(
+            "SELECT id, label, config, seed, state FROM runs WHERE sweep_id = ? ORDER BY created_at, id", (sweep_id,)
+        )
+        return [_record(row) for row in rows]
+
 
 def _record(row: sqlite3.Row) -> RunRecord:
     config: Any = json.loads(row["config"]) if row["config"] else None

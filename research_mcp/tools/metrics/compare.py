@@ -165,12 +165,13 @@ def plan_groups(
     labels: list[str] | None,
     group_by: Literal["label", "config"],
 ) -> tuple[dict[str, list[Source]], list[str]]:
-    """Group name -> sources, from explicit groups, from run ids (by label or config), or from labels."""
+    """Group name -> sources, from explicit groups, from run ids (by label or config; a sweep id stands for its runs,
+    whose labels name their configuration: `lr=0.1,wd=0`), or from labels."""
     given = sum(x is not None and len(x) > 0 for x in (groups, run_ids, labels))
     if given != 1:
         raise BadInputError(
-            "Give exactly one of: groups (name -> run ids or paths), run_ids (grouped by their label or config), "
-            "or labels (every run with those labels)."
+            "Give exactly one of: groups (name -> run ids or paths), run_ids (run or sweep ids, grouped by their "
+            "label or config), or labels (every run with those labels)."
         )
     notes: list[str] = []
     plan: dict[str, list[Source]] = {}
@@ -192,6 +193,10 @@ def plan_groups(
         group_by = "label"
     else:
         for run_id in run_ids or []:
+            swept = _sweep_runs(book, run_id)
+            if swept is not None:
+                records += [(resolve(ws, record.id, book), record) for record in swept]
+                continue
             source = resolve(ws, run_id, book)
             if source.run is None:
                 raise BadInputError(f"{run_id!r} is not a recorded run; use groups to compare paths.")
@@ -206,6 +211,17 @@ def plan_groups(
         plan.setdefault(key, []).append(source)
     _check_size(plan)
     return plan, notes
+
+
+def _sweep_runs(book: Callable[[], RunBook | None], some_id: str) -> list[RunRecord] | None:
+    """The runs of the sweep `some_id` names, in order; None when it is no sweep id (then it is a run id)."""
+    if not some_id.startswith("sweep-"):
+        return None
+    found = book()
+    runs = None if found is None else found.in_sweep(some_id)
+    if runs is None:
+        raise BadInputError(f"No sweep {some_id!r} in this workspace; run_sweep gives its id, list_runs each run's.")
+    return runs
 
 
 def _check_size(plan: dict[str, list[Source]]) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from research_mcp.depfiles import DEPENDENCY_DEPTH, DependencyFile, dependency_paths, parse_dependency_file
 from research_mcp.model import ToolModel
-from research_mcp.tools.repos.deps import DependencyFile, is_dependency_file, parse_dependency_file
 
 __all__ = ["EntryPoint", "LanguageShare", "RepoSummary", "TreeEntry", "fit", "summarize"]
 
@@ -143,7 +143,7 @@ def _scan(root: Path, depth: int) -> _Scan:
                 _add_tree(scan, level < depth, rel, "file", size)
                 if level == 0:
                     scan.top_files.append(rel)
-                if level <= 2:
+                if level <= DEPENDENCY_DEPTH:
                     scan.shallow_files.append(rel)
     scan.tree.sort(key=lambda e: e.path)
     return scan
@@ -231,13 +231,10 @@ def summarize(root: Path, rel_path: str, *, tree_depth: int = 2) -> RepoSummary:
     license_id = (guess_license(license_text) or license_file) if license_text is not None else None
 
     dependency_files: list[DependencyFile] = []
-    for rel in sorted(scan.shallow_files, key=lambda p: (p.count("/"), p)):
-        if len(dependency_files) >= _MAX_DEP_FILES:
-            break
-        if is_dependency_file(rel):
-            text = _read_text(root / rel)
-            if text is not None:
-                dependency_files.append(parse_dependency_file(rel, text))
+    for rel in dependency_paths(scan.shallow_files, _MAX_DEP_FILES):
+        text = _read_text(root / rel)
+        if text is not None:
+            dependency_files.append(parse_dependency_file(rel, text))
 
     entry_points: list[EntryPoint] = []
     for rel in sorted(scan.shallow_files, key=lambda p: (p.count("/"), p)):

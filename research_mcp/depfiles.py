@@ -1,6 +1,9 @@
 """Dependency files read as data: requirements*.txt, pyproject.toml, setup.cfg, environment.yml, and setup.py
 read with `ast` (never run). Each parser takes the file's text and returns what it declares; a file that does not
-parse gives a note instead of an error, since one broken file should not hide the rest of a summary."""
+parse gives a note instead of an error, since one broken file should not hide the rest of a summary.
+
+On the ground floor because two floors read them: a repository's summary (tools/repos) and an environment's
+specification (sandbox/envs), which must find a folder's dependency files the same way."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from pydantic import Field
 
 from research_mcp.model import ToolModel
 
-__all__ = ["DependencyFile", "parse_dependency_file", "is_dependency_file"]
+__all__ = ["DEPENDENCY_DEPTH", "DependencyFile", "dependency_paths", "is_dependency_file", "parse_dependency_file"]
 
 _MAX_ITEMS = 200
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -45,6 +48,17 @@ def is_dependency_file(path: str) -> bool:
         "environment.yml",
         "environment.yaml",
     )
+
+
+DEPENDENCY_DEPTH = 2
+"""Folders below a repository's root that are searched for dependency files (`requirements/dev.txt`: 1)."""
+
+
+def dependency_paths(paths: list[str], limit: int) -> list[str]:
+    """The dependency files among a repository's relative file paths, shallowest first, then by name, at most
+    `limit`; paths deeper than DEPENDENCY_DEPTH folders are left out."""
+    found = [p for p in paths if p.count("/") <= DEPENDENCY_DEPTH and is_dependency_file(p)]
+    return sorted(found, key=lambda p: (p.count("/"), p))[:limit]
 
 
 def parse_dependency_file(path: str, text: str) -> DependencyFile:
