@@ -107,7 +107,7 @@ def register(tools: ToolRegistry) -> None:
         ws: WorkspaceParam,
         command: Command,
         workdir: Annotated[str | None, Field(description="null: only files.")] = ".",
-        files: Annotated[dict[str, str] | None, Field(description="name -> text")] = None,
+        files: Annotated[dict[str, str] | None, Field(description="name->text")] = None,
         backend: BackendChoice = "auto",
         image: str | None = None,
         gpus: GpuCount = 0,
@@ -126,12 +126,12 @@ def register(tools: ToolRegistry) -> None:
         label: Annotated[Label, Field(description="Group.")] = None,
         config: dict[str, Any] | None = None,
         seed: int | None = None,
-        parent: Annotated[str | None, Field(description="Run it improves on.")] = None,
+        parent: Annotated[str | None, Field(description="Run improved on.")] = None,
         note: Annotated[Note, Field(description="Hypothesis/change.")] = None,
         idea_id: str | None = None,
         inputs: Annotated[dict[str, str] | None, Field(description="place -> 'run_id:path'")] = None,
     ) -> RunStatusResult:
-        """Run a command sandboxed (no network, CPU/memory caps) on a snapshot of workdir, with datasets at /data.
+        """Run a command sandboxed (no network, CPU/RAM caps) on a snapshot of workdir, with datasets at /data.
         Returns the run id or waits wait_s. Outputs: $RESEARCH_OUT."""
         from research_mcp.sandbox.runs import RunRequest
 

@@ -218,3 +218,42 @@ async def test_lab_info_shows_the_cluster(lab: Client) -> None:
     cluster = info["cluster"]
     [partition] = [p for p in cluster["partitions"] if p.get("default")]
     assert partition["cpus"] == cluster_cpus() and partition["nodes"] >= 1 and partition["state"] == "up"
+
+
+TRAIN = """\
+import argparse, json, os
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float)
+parser.add_argument("--seed", type=int)
+args = parser.parse_args()
+assert json.loads(os.environ["RESEARCH_CONFIG"]) == {"lr": args.lr}
+loss = 1.0 / args.lr / 1000 + args.seed * 0.001
+with open(os.path.join(os.environ["RESEARCH_OUT"], "final_info.json"), "w") as f:
+    json.dump({"toy": {"means": {"val_loss": loss}}}, f)
+"""
+
+
+async def test_a_sweep_is_one_job_array_whose_runs_are_read_and_compared_by_config(
+    lab: Client, workspace: Path
+) -> None:
+    (workspace / "exp").mkdir()
+    (workspace / "exp" / "train.py").write_text(TRAIN)
+    started = await call(lab, "run_sweep", {"command": "python3 train.py --lr {lr} --seed {seed}", "workdir": "exp",
+                                            "grid": {"lr": [0.1, 0.01, 0.001]}, "seeds": [0, 1, 2],
+                                            "timeout_s": 120})  # fmt: skip
+    sweep_id = started["sweep"]["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        found = await call(lab, "list_runs", {"sweep_id": sweep_id, "limit": 20})
+        if not {"queued", "starting", "running"} & found["sweep"]["counts"].keys():
+            break
+        assert time.monotonic() < deadline, found["sweep"]
+        await anyio.sleep(0.3)
+    assert found["sweep"]["counts"] == {"succeeded": 9}, found["runs"]
+    jobs = [json.loads((workspace / r["folder"] / "started.json").read_text())["job_id"] for r in found["runs"]]
+    assert len({job.split("_")[0] for job in jobs}) == 1 and all("_" in job for job in jobs), jobs  # one array
+    assert sorted(int(job.split("_")[1]) for job in jobs) == list(range(9))
+    compared = await call(lab, "compare_runs", {"metric": "val_loss", "run_ids": [sweep_id]})
+    groups = {g["name"]: g for g in compared["groups"]}
+    assert set(groups) == {"lr=0.1", "lr=0.01", "lr=0.001"} and {g["n"] for g in groups.values()} == {3}
+    assert groups["lr=0.1"]["mean"] == pytest.approx(0.01 + 0.001)
