@@ -229,13 +229,18 @@ class SlurmBackend(Backend):
                     )
 
     def _sbatch(self, specs: list[RunSpec], user: tuple[int, int] | None) -> list[RunHandle | SandboxError]:
-        """sbatch reads the script from its stdin (no file to write first); the handles are made while it waits for
-        the controller. Slurm keeps the script (`scontrol write batch_script <job> -`), and each job copies it into
-        its run folder as job.sh when it starts."""
+        """sbatch starts first and reads the script from its stdin (no file to write): the script is made while
+        sbatch loads, the handles while it waits for the controller. Slurm keeps the script (`scontrol write
+        batch_script <job> -`), and each job copies it into its run folder as job.sh when it starts."""
         first = specs[0]
-        text = job_script(first, self.site, user) if len(specs) == 1 else array_script(specs, self.site, user)
-        proc = self._start_sbatch(first.run_dir)
+        proc = self._start_sbatch(first.run_dir)  # it loads while the script is made
         assert proc.stdin is not None
+        try:
+            text = job_script(first, self.site, user) if len(specs) == 1 else array_script(specs, self.site, user)
+        except BaseException:
+            proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
+            raise
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(text)
             proc.stdin.close()
