@@ -41,7 +41,7 @@ TOOLSET_OF: dict[str, str] = {
     **dict.fromkeys(("read_metrics", "compare_runs", "plot_metrics", "results_table"), "metrics"),
     **dict.fromkeys(("new_paper", "compile_paper", "paper_text"), "latex"),
     **dict.fromkeys(("audit_paper", "review_paper", "submit_review"), "review"),
-    **dict.fromkeys(("ideas", "research_status", "experiment_tree"), "pipeline"),
+    **dict.fromkeys(("ideas", "research_status"), "pipeline"),
 }
 """Every tool a recipe may name -> its toolset (the tests check it against the registered families)."""
 
