@@ -131,8 +131,8 @@ def register(tools: ToolRegistry) -> None:
             str | None, Field(description="If not asked: the user's answer, verbatim.", max_length=2000)
         ] = None,
     ) -> IdeaRecord:
-        """Create or update a research idea (title, hypothesis, experiments, plan files, novelty verdict), or get the
-        user's approval before spending compute. Returns the record with its searches and approval."""
+        """Create or update a research idea (title, hypothesis, experiments, plan files, novelty verdict), or ask the
+        user's approval before spending compute. Returns the record."""
         workspace, store = need_workspace(ctx, ws), await store_of(ctx, ws)
         edit = IdeaEdit(title=title, hypothesis=hypothesis, experiments=experiments, plan_files=plan_files,
                         novelty=novelty, reasons=reasons)  # fmt: skip
@@ -157,8 +157,7 @@ def register(tools: ToolRegistry) -> None:
         metric: Annotated[str | None, Field(description="The tree's headline metric.", max_length=200)] = None,
     ) -> Annotated[CallToolResult, ResearchStatusResult]:
         """Each stage of the research loop for an idea (novelty, approval, runs, seeds, comparison, paper, audit,
-        review), done or not, and the call to make next. tree: the runs under a run (by parent) with state, note
-        and metric, also as a picture."""
+        review), done or not, and the call to make next. tree: the runs under a run, with metric, and a picture."""
         workspace, store = need_workspace(ctx, ws), await store_of(ctx, ws)
         result = await in_thread(domain.research_status, workspace, store, idea_id, tree, metric)
         content: list[ContentBlock] = [TextContent(type="text", text=result.model_dump_json(exclude_none=True))]
