@@ -17,7 +17,7 @@ This is the worked example for anyone writing a scripted client of their own. Th
 
 The stages (each timed and printed on stderr as it ends): lab (lab_info), idea (ideas, write_file of the plan),
 novelty (search_papers with the idea's id, then a verdict citing what it returned, or, offline, nothing: the
-status then says the novelty stage is open), approval (elicited), runs (run_experiment x 6, run_status),
+status then says the novelty stage is open), approval (elicited), runs (run_sweep x 2, list_runs, run_status),
 analysis (read_metrics, compare_runs, plot_metrics, results_table), paper (new_paper, cite, edit_file), compile
 (compile_paper), audit (audit_paper), status (research_status).
 """
@@ -41,7 +41,7 @@ from mcp.client.stdio import stdio_client
 from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, ImageContent, TextContent
 
 from research_mcp.demo import paper
-from research_mcp.demo.experiment import CONFIGS, DATA, PLAN_MD, SEEDS, TRAIN_PY
+from research_mcp.demo.experiment import CONFIGS, PLAN_MD, RUN_DATA, SEEDS, TRAIN_PY
 from research_mcp.demo.report import Call, DemoReport, StageReport, say, stage_line
 
 __all__ = ["USER_WORDS", "ToolFailed", "run_session"]
@@ -215,34 +215,43 @@ async def _approval(s: Session, idea_id: str) -> None:
 
 
 async def _runs(s: Session, idea_id: str, backend: str) -> dict[str, list[str]]:
-    """Two configurations x three seeds, all started at once (the backend queues what it cannot run yet)."""
+    """Each configuration over three seeds as one sweep, both started at once (the backend queues what it cannot
+    run yet); then followed through list_runs until every member has ended."""
     async with s.stage("runs") as st:
         await s.call("write_file", {"path": "experiment/train.py", "content": TRAIN_PY})
-        started: dict[str, list[str]] = {label: [] for label in CONFIGS}
+        sweeps: dict[str, str] = {}
         for label, config in CONFIGS.items():
-            flags = " ".join(f"--{key} {value}" for key, value in config.items())
-            for seed in SEEDS:
-                command = f"python3 experiment/train.py --data {DATA} {flags} --seed {seed}"
-                run = await s.call("run_experiment", {
-                    "command": command, "workdir": ".", "backend": backend, "timeout_s": 600, "label": label,
-                    "config": config, "seed": seed, "idea_id": idea_id,
-                    "note": f"{label}, seed {seed}",
-                })  # fmt: skip
-                started[label].append(str(run["run"]["id"]))
+            flags = " ".join(f"--{key} {{{key}}}" for key in config)  # each value from the grid, shell-quoted
+            answer = await s.call("run_sweep", {
+                "command": f"python3 experiment/train.py --data {RUN_DATA} {flags} --seed {{seed}}",
+                "grid": {key: [value] for key, value in config.items()}, "seeds": list(SEEDS), "workdir": ".",
+                "backend": backend, "timeout_s": 600, "label": label, "note": f"{label} over seeds",
+                "idea_id": idea_id,
+            })  # fmt: skip
+            sweeps[label] = str(answer["sweep"]["id"])
         deadline = time.monotonic() + RUN_DEADLINE_S
-        for label, run_ids in started.items():
-            for run_id in run_ids:
-                while True:
-                    run = (await s.call("run_status", {"run_id": run_id, "wait_s": 50}))["run"]
-                    if run["state"] not in ("queued", "starting", "running") or time.monotonic() > deadline:
-                        break
+        started: dict[str, list[str]] = {}
+        for label, sweep_id in sweeps.items():
+            while True:
+                found = await s.call("list_runs", {"sweep_id": sweep_id, "limit": len(SEEDS)})
+                counts: dict[str, int] = found["sweep"]["counts"]
+                active = sum(counts.get(state, 0) for state in ("queued", "starting", "running"))
+                if not active or time.monotonic() > deadline:
+                    break
+                waiting = next(r for r in found["runs"] if r["state"] in ("queued", "starting", "running"))
+                await s.call("run_status", {"run_id": waiting["id"], "wait_s": 20})
+            started[label] = [str(run["id"]) for run in found["runs"]]
+            for run in found["runs"]:
                 if run["state"] != "succeeded":
-                    logs = await s.call("run_logs", {"run_id": run_id, "tail": 20})
+                    logs = await s.call("run_logs", {"run_id": run["id"], "tail": 20})
                     tail = "\n".join(logs.get("lines", []))[-1500:]
-                    raise ToolFailed("run_experiment", f"{label} run {run_id} ended {run['state']}: "
+                    raise ToolFailed("run_sweep", f"{label} run {run['id']} ended {run['state']}: "
                                      f"{run.get('detail', '')}\n{tail}")  # fmt: skip
         n = sum(map(len, started.values()))
-        st.detail = f"{n} runs on {backend} ({len(CONFIGS)} configurations x {len(SEEDS)} seeds), all succeeded"
+        st.detail = (
+            f"{n} runs on {backend} as {len(sweeps)} sweeps ({len(CONFIGS)} configurations x {len(SEEDS)} seeds), "
+            "all succeeded"
+        )
         return started
 
 

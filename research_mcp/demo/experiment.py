@@ -15,10 +15,22 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-__all__ = ["CONFIGS", "DATA", "PLAN_MD", "SEEDS", "TRAIN_PY", "SklearnMissing", "copy_digits", "find_digits"]
+__all__ = [
+    "CONFIGS",
+    "DATA",
+    "PLAN_MD",
+    "RUN_DATA",
+    "SEEDS",
+    "TRAIN_PY",
+    "SklearnMissing",
+    "copy_digits",
+    "find_digits",
+]
 
 DATA = "datasets/digits/digits.csv.gz"
 """Where the data lands in the workspace, and what the runs read (their snapshot holds the workspace)."""
+RUN_DATA = "/data/digits/digits.csv.gz"
+"""Where the runs read it: the workspace's datasets/ is mounted read-only at /data in every run."""
 SEEDS = (0, 1, 2)
 CONFIGS: dict[str, dict[str, float | int | str]] = {
     "softmax": {"model": "softmax", "lr": 0.5, "epochs": 30, "batch_size": 32},

@@ -111,8 +111,11 @@ def prepare_sweep(
 
     `base` holds the run options every member shares (its command with the braces still in it, label, note)."""
     found = members(grid, seeds)
+    varying = {key for key, values in (grid or {}).items() if len(values) > 1}
     reqs: list[RunRequest] = []
     for member in found:
+        # a label names what tells configurations apart: the keys with more than one value
+        shown = {k: v for k, v in member.config.items() if k in varying} if varying or base.label else member.config
         values: dict[str, object] = dict(member.config)
         env = {**base.env, "RESEARCH_CONFIG": json.dumps(member.config)}
         if member.seed is not None:
@@ -121,7 +124,7 @@ def prepare_sweep(
         update = {
             "command": substitute(base.command, values),
             "env": env,
-            "label": member_label(base.label, member.config),
+            "label": member_label(base.label, shown),
             "config": member.config or None,
             "seed": member.seed,
         }

@@ -11,9 +11,9 @@ __all__ = ["register"]
 def register(tools: ToolRegistry) -> None:
     @tools.tool(READ_ONLY_LOCAL)
     async def lab_info(ctx: AppContext, ws: WorkspaceParam) -> LabInfo:
-        """What this lab can do here: sandbox backends that work (Docker engine, bubblewrap), GPUs and free
-        memory, TeX Live, API tokens set (never their values), the workspace and its state database,
-        and for every missing part the exact install step. Call it first, and when a tool says a part is missing."""
+        """What this lab can do here: working sandbox backends, GPUs and free memory, TeX Live, API tokens set (never
+        their values), the workspace, and each missing part's install step. Call it first, and when a tool says a
+        part is missing."""
         found = workspace_of(ctx, ws)
 
         async def progress(done: int, total: int, message: str) -> None:

@@ -95,9 +95,9 @@ def register(tools: ToolRegistry) -> None:
         ] = None,
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
     ) -> ReadMetricsResult:
-        """Read the metrics a run or workspace file/folder logged (final_info.json, JSON, JSONL, CSV/TSV, TensorBoard,
-        MLflow, MLPerf logs): per metric last, best, min, max, steps and a downsampled series. Report numbers from
-        here, never from memory."""
+        """Read the metrics a run or workspace file/folder logged (final_info.json, JSON(L), CSV/TSV, TensorBoard,
+        MLflow, MLPerf): per metric last, best, min, max, steps and a series. Report numbers from here, never from
+        memory."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         return await in_thread(

@@ -1,5 +1,5 @@
-"""Adapters for the pipeline tools (toolset `pipeline`): ideas, research_status, experiment_tree; the resource
-`idea://{idea_id}` and idea id completion.
+"""Adapters for the pipeline tools (toolset `pipeline`): ideas and research_status (with the experiment tree);
+the resource `idea://{idea_id}` and idea id completion.
 
 The user's approval is asked by MCP elicitation where the client offers it, through the SDK's resolver form
 (`Resolve` returning `Elicit`), which works on both protocol versions: a standalone `elicitation/create` request
@@ -18,7 +18,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, T
 from pydantic import BaseModel, Field
 
 from research_mcp.errors import BadInputError, ResearchError
-from research_mcp.imaging import Picture, fit_image
+from research_mcp.imaging import fit_image
 from research_mcp.server._adapt import (
     READ_ONLY_LOCAL,
     AppContext,
@@ -32,12 +32,12 @@ from research_mcp.server._adapt import (
     store_of,
 )
 from research_mcp.tools import pipeline as domain
-from research_mcp.tools.pipeline import ExperimentTreeResult, IdeaEdit, IdeaRecord, ResearchStatusResult
+from research_mcp.tools.pipeline import IdeaEdit, IdeaRecord, ResearchStatusResult
 from research_mcp.tools.pipeline.ideas import Verdict
 from research_mcp.workspace import Workspace
 
 if TYPE_CHECKING:
-    from research_mcp.store import Store
+    pass
 
 __all__ = ["ApprovalForm", "register"]
 
@@ -131,8 +131,8 @@ def register(tools: ToolRegistry) -> None:
             str | None, Field(description="If not asked: the user's answer, verbatim.", max_length=2000)
         ] = None,
     ) -> IdeaRecord:
-        """Create or update a research idea (title, hypothesis, experiments, plan files, novelty verdict), or get the
-        user's approval before spending compute. Returns the record with its searches and approval."""
+        """Create or update a research idea (title, hypothesis, experiments, plan files, novelty verdict), or ask the
+        user's approval before spending compute. Returns the record."""
         workspace, store = need_workspace(ctx, ws), await store_of(ctx, ws)
         edit = IdeaEdit(title=title, hypothesis=hypothesis, experiments=experiments, plan_files=plan_files,
                         novelty=novelty, reasons=reasons)  # fmt: skip
@@ -153,24 +153,19 @@ def register(tools: ToolRegistry) -> None:
         ctx: AppContext,
         ws: WorkspaceParam,
         idea_id: Annotated[str | None, Field(description="Default: the latest idea.", max_length=64)] = None,
-    ) -> ResearchStatusResult:
+        tree: Annotated[str | None, Field(description="A run id: its descendants too.", max_length=64)] = None,
+        metric: Annotated[str | None, Field(description="The tree's headline metric.", max_length=200)] = None,
+    ) -> Annotated[CallToolResult, ResearchStatusResult]:
         """Each stage of the research loop for an idea (novelty, approval, runs, seeds, comparison, paper, audit,
-        review), done or not, from the server's records; what is missing and the call to make next."""
+        review), done or not, and the call to make next. tree: the runs under a run, with metric, and a picture."""
         workspace, store = need_workspace(ctx, ws), await store_of(ctx, ws)
-        return await in_thread(domain.research_status, workspace, store, idea_id)
-
-    @tools.tool(READ_ONLY_LOCAL)
-    async def experiment_tree(
-        ctx: AppContext,
-        ws: WorkspaceParam,
-        root_run_id: Annotated[str, Field(min_length=1, max_length=64)],
-        metric: Annotated[str | None, Field(description="Headline metric.", max_length=200)] = None,
-    ) -> Annotated[CallToolResult, ExperimentTreeResult]:
-        """The runs descending from a run (by parent), with state, note and headline metric: as text and a picture."""
-        workspace, store = need_workspace(ctx, ws), await store_of(ctx, ws)
-        result, png = await in_thread(_tree, workspace, store, root_run_id, metric)
-        content: list[ContentBlock] = [TextContent(type="text", text="\n".join(result.lines))]
-        content.append(ImageContent(type="image", data=base64.b64encode(png.data).decode(), mime_type=png.mime_type))
+        result = await in_thread(domain.research_status, workspace, store, idea_id, tree, metric)
+        content: list[ContentBlock] = [TextContent(type="text", text=result.model_dump_json(exclude_none=True))]
+        if (found := result.tree) is not None:
+            png = await in_thread(lambda: fit_image(domain.draw_tree(found), palette=True))
+            content.append(
+                ImageContent(type="image", data=base64.b64encode(png.data).decode(), mime_type=png.mime_type)
+            )
         return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
     @tools.resource("idea://{idea_id}", mime_type="application/json")
@@ -184,8 +179,3 @@ def register(tools: ToolRegistry) -> None:
     async def idea_id_values(state: AppState, ws: Workspace, typed: str) -> list[str]:
         found = await in_thread(domain.idea_ids, await in_thread(state.store, ws))
         return [found_id for found_id, _ in found if found_id.startswith(typed)]
-
-
-def _tree(ws: Workspace, store: Store, root: str, metric: str | None) -> tuple[ExperimentTreeResult, Picture]:
-    result = domain.experiment_tree(ws, store, root, metric)
-    return result, fit_image(domain.draw_tree(result), palette=True)

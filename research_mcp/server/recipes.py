@@ -33,7 +33,21 @@ RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 TOOLSET_OF: dict[str, str] = {
     "lab_info": "lab",
     **dict.fromkeys(("list_files", "read_file", "write_file", "edit_file", "grep"), "files"),
-    **dict.fromkeys(("run_experiment", "run_status", "run_logs", "cancel_run", "list_runs"), "sandbox"),
+    **dict.fromkeys(
+        (
+            "run_experiment",
+            "run_sweep",
+            "run_status",
+            "run_logs",
+            "cancel_run",
+            "list_runs",
+            "prepare_env",
+            "list_envs",
+            "prepare_data",
+            "rerun",
+        ),
+        "sandbox",
+    ),  # fmt: skip
     **dict.fromkeys(
         ("search_papers", "get_paper", "paper_graph", "read_paper", "cite", "verify_citations"), "literature"
     ),
@@ -41,7 +55,7 @@ TOOLSET_OF: dict[str, str] = {
     **dict.fromkeys(("read_metrics", "compare_runs", "plot_metrics", "results_table"), "metrics"),
     **dict.fromkeys(("new_paper", "compile_paper", "paper_text"), "latex"),
     **dict.fromkeys(("audit_paper", "review_paper", "submit_review"), "review"),
-    **dict.fromkeys(("ideas", "research_status", "experiment_tree"), "pipeline"),
+    **dict.fromkeys(("ideas", "research_status"), "pipeline"),
 }
 """Every tool a recipe may name -> its toolset (the tests check it against the registered families)."""
 

@@ -334,8 +334,8 @@ def _register_review(tools: ToolRegistry) -> None:
         reviewer: Annotated[int, Field(ge=1, le=reviews.MAX_REVIEWERS, description="Its number in briefs.")],
         form: Annotated[dict[str, Any], Field(description="The filled form (review_paper's form_schema).")],
     ) -> SubmitReviewResult:
-        """Submit one reviewer's filled form for a review_paper review; checked, stored, and with every form in,
-        the meta-review (score means and spread, disagreements, shared weaknesses, audit findings)."""
+        """Submit one reviewer's filled form for a review_paper review; checked and stored; with every form in, the
+        meta-review (means, spread, disagreements, shared weaknesses)."""
         workspace = need_workspace(ctx, ws)
         store = await store_of(ctx, ws)
         return await in_thread(reviews.submit_form, store, workspace, review_id, reviewer, form)
@@ -356,8 +356,8 @@ def _register_audit(tools: ToolRegistry) -> None:
         offset: Annotated[int, Field(ge=0, description="From next_offset.")] = 0,
         idea_id: IdeaParam = None,
     ) -> AuditResult:
-        """Audit a paper, deterministically: every number traced to runs, tables or comparisons, citations verified,
-        refs, figures, claims without a test, limitations, page limit, placeholders; findings with file:line and fix."""
+        """Audit a paper, deterministically: numbers traced to runs, tables or comparisons, citations verified, refs,
+        figures, untested claims, limitations, page limit, placeholders; findings with file:line and fix."""
         state = state_of(ctx)
         workspace = need_workspace(ctx, ws)
         store = await store_of(ctx, ws)

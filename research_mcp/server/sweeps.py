@@ -46,8 +46,8 @@ def register(tools: ToolRegistry) -> None:
     async def run_sweep(
         ctx: AppContext,
         ws: WorkspaceParam,
-        command: Annotated[Command, Field(description="{key}, {seed}: its values, shell-quoted.")],
-        grid: Annotated[dict[str, list[Any]] | None, Field(description="key -> values (all combinations).")] = None,
+        command: Annotated[Command, Field(description="{key}, {seed} take their values.")],
+        grid: Annotated[dict[str, list[Any]] | None, Field(description="key -> values")] = None,
         seeds: list[int] | None = None,
         workdir: str = ".",
         backend: BackendChoice = "auto",
@@ -64,8 +64,8 @@ def register(tools: ToolRegistry) -> None:
         idea_id: str | None = None,
         wait_s: float = 0,
     ) -> ListRunsResult:
-        """Run command once per grid configuration x seed on one snapshot of workdir, each a run with its label,
-        config ($RESEARCH_CONFIG) and seed ($RESEARCH_SEED). list_runs(sweep_id) follows it."""
+        """Run command per grid configuration x seed on one snapshot: runs with config ($RESEARCH_CONFIG) and seed
+        ($RESEARCH_SEED). list_runs(sweep_id) follows it."""
         from research_mcp.sandbox.runs import RunRequest
         from research_mcp.sandbox.sweeps import prepare_sweep
 

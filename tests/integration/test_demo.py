@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,8 +80,15 @@ def test_the_demo_compiles_its_paper_and_the_audit_traces_every_number(offline: 
     audit = offline.report["audit"]
     assert audit["untraced"] == 0 and audit["blocking"] == 0 and audit["numbers"] == audit["traced"] > 10
     assert (offline.workspace / "datasets" / "digits" / "digits.csv.gz").is_file()
-    runs = [c for c in offline.report["calls"] if c["tool"] == "run_experiment"]
-    assert len(runs) == 6 and not any(c["is_error"] for c in offline.report["calls"])
+    sweeps = [c for c in offline.report["calls"] if c["tool"] == "run_sweep"]  # a sweep per configuration
+    assert len(sweeps) == 2 and not any(c["is_error"] for c in offline.report["calls"])
+    with closing(sqlite3.connect(offline.workspace / ".research" / "state.db")) as db:
+        rows = db.execute("SELECT command, sweep_id, label FROM runs").fetchall()
+    assert len(rows) == 6 and len({sweep for _, sweep, _ in rows}) == 2 and {label for *_, label in rows} == {
+        "softmax", "mlp"
+    }  # fmt: skip
+    # the runs read the dataset where every run finds it, not from their snapshot
+    assert {command.split("--data ")[1].split()[0] for command, *_ in rows} == {"/data/digits/digits.csv.gz"}
 
 
 def test_research_status_is_green_up_to_the_review_but_novelty_offline(offline: DemoRun) -> None:
@@ -110,7 +119,7 @@ def test_the_pipeline_eval_tabulates_the_demo_run(offline: DemoRun, tmp_path: Pa
     assert result["stages_passed"] == len(result["stages"]) == len(offline.report["stages"])
     assert result["tool_calls"] == len(offline.report["calls"]) == sum(s["calls"] for s in result["stages"])
     assert result["chars"] == sum(row["chars"] for row in result["per_tool"].values()) > 0
-    assert result["per_tool"]["run_experiment"]["calls"] == 6
+    assert result["per_tool"]["run_sweep"]["calls"] == 2
     printed = capsys.readouterr().out
     assert f"{result['tool_calls']} tool calls" in printed and "audit_paper" in printed
 

@@ -361,7 +361,7 @@ async def test_comparisons_audits_and_reviews_carry_the_idea_they_are_for(client
         assert "No idea 'idea-abcdef'" in text, tool
 
 
-async def test_experiment_tree_shows_the_runs_under_a_root_as_text_and_a_picture(
+async def test_research_status_shows_the_runs_under_a_root_as_text_and_a_picture(
     client: Client, workspace: Path
 ) -> None:
     [root] = record_idea_runs(workspace, None, {"baseline": [0.70]})["baseline"]
@@ -373,20 +373,23 @@ async def test_experiment_tree_shows_the_runs_under_a_root_as_text_and_a_picture
         "deeper+lr"
     ]
     record_idea_runs(workspace, None, {"unrelated": [0.99]})
-    result = await call_raw(client, "experiment_tree", {"root_run_id": root, "metric": "val_acc"})
+    result = await call_raw(client, "research_status", {"tree": root, "metric": "val_acc"})
     assert not result.is_error
     text, image = result.content
     assert isinstance(text, TextContent) and isinstance(image, ImageContent) and image.mime_type == "image/png"
-    lines = text.text.splitlines()
+    found = result.structured_content
+    assert found is not None and found["idea_id"] is None  # no idea recorded: the tree alone
+    found = found["tree"]
+    assert json.loads(text.text)["tree"]["lines"] == found["lines"]
+    lines = found["lines"]
     assert lines[0].startswith(f"{root} [succeeded] baseline val_acc=0.7")
     assert lines[1].startswith(f"  - {children['wider'][0]} [succeeded] wider val_acc=0.75")
     assert lines[2].startswith(f"    - {grandchild} [succeeded] wider+dropout val_acc=0.78") and "<- best" in lines[2]
     assert lines[4].startswith(f"    - {broken} [failed] deeper+lr")
-    found = result.structured_content
-    assert found is not None and found["total"] == 5 and not found["truncated"] and found["best"] == grandchild
+    assert found["total"] == 5 and not found["truncated"] and found["best"] == grandchild
     assert [node["depth"] for node in found["nodes"]] == [0, 1, 2, 1, 2]
     assert found["nodes"][0]["note"] == "baseline seed 0"
     assert found["nodes"][0]["metric"].startswith("val_acc (runs/")
     assert "unrelated" not in text.text
-    missing = error_text(await call_raw(client, "experiment_tree", {"root_run_id": "nope"}))
+    missing = error_text(await call_raw(client, "research_status", {"tree": "nope"}))
     assert "list_runs" in missing

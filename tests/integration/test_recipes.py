@@ -147,7 +147,7 @@ async def test_a_recipe_needing_a_toolset_that_is_off_says_which_to_enable_and_h
     async with Client(build_server(settings.model_copy(update={"read_only": True}))) as client:
         text = _text(await client.get_prompt("implement_and_run", RECIPES["implement_and_run"]))
     head = text.split("# Implement")[0]
-    assert "`run_experiment`: turned off by read-only mode" in head
+    assert "`prepare_data`, `prepare_env`, `run_experiment`, `run_sweep`: turned off by read-only mode" in head
     assert "`run_status`" not in head  # read-only, so still offered
 
     async with Client(build_server(settings.model_copy(update={"file_tools": "off"}))) as client:

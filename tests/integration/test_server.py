@@ -25,7 +25,7 @@ PLANNED_TOOLS = {  # DESIGN.md's tools: a description may name one only once it 
     "repo_summary", "read_metrics", "compare_runs", "plot_metrics", "results_table", "new_paper", "compile_paper",
     "paper_text", "audit_paper", "review_paper", "submit_review", "lab_info", "list_files", "read_file", "write_file",
     "edit_file", "grep", "run_experiment", "run_status", "run_logs", "cancel_run", "list_runs", "ideas",
-    "research_status", "experiment_tree",
+    "research_status",
 }  # fmt: skip
 RUN_TOOLS = {
     "run_experiment", "run_sweep", "run_status", "run_logs", "cancel_run", "list_runs", "prepare_env", "list_envs"
@@ -39,12 +39,12 @@ FAMILY_TOOLS = {
     "metrics": {"read_metrics", "compare_runs", "plot_metrics", "results_table"},
     "latex": {"new_paper", "compile_paper", "paper_text"},
     "review": {"audit_paper", "review_paper", "submit_review"},
-    "pipeline": {"ideas", "research_status", "experiment_tree"},
+    "pipeline": {"ideas", "research_status"},
 }
 ALL_TOOLS = {"lab_info"}.union(*FAMILY_TOOLS.values())
 READ_ONLY_TOOLS = {  # the literature tools cache what they fetch, so none of them is read-only
     "lab_info", "list_files", "read_file", "grep", "run_status", "run_logs", "list_runs", "repo_summary",
-    "read_metrics", "compare_runs", "paper_text", "research_status", "experiment_tree",
+    "read_metrics", "compare_runs", "paper_text", "research_status",
 }  # fmt: skip
 PATH_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
     "list_files": ("path", {}),

@@ -55,7 +55,7 @@ CALLS: list[tuple[str, dict[str, Any]]] = [  # in order; "{run}", "{repo}", ... 
     ("results_table", {"metrics": ["loss"], "caption": "Loss", "label": "loss", "run_ids": ["{run}"]}),
     ("search_papers", {"query": "adam optimizer", "idea_id": "{idea}"}),
     ("research_status", {"idea_id": "{idea}"}),
-    ("experiment_tree", {"root_run_id": "{run}"}),
+    ("research_status", {"tree": "{run}"}),
     ("get_paper", {"paper_id": ADAM}),
     ("paper_graph", {"paper_id": ADAM, "direction": "references"}),
     ("read_paper", {"paper_id": ADAM}),

@@ -119,6 +119,18 @@ def test_a_sweep_records_every_member_with_one_snapshot_in_one_transaction(ws: W
     )  # fmt: skip
 
 
+def test_a_label_names_only_the_keys_that_tell_configurations_apart(ws: Workspace) -> None:
+    runs = manager(ws, FakeBackend())
+    fixed = prepare_sweep(runs, base(label="mlp"), {"lr": [0.1], "hidden": [64]}, [0, 1])
+    found, _ = runs.list(None, None, None, 10, 0, fixed)
+    assert {r.label for r in found} == {"mlp"} and found[0].config == {"lr": 0.1, "hidden": 64}
+    varied = prepare_sweep(runs, base(label="abl"), {"lr": [0.1, 0.01], "wd": [0]}, [0])
+    found, _ = runs.list(None, None, None, 10, 0, varied)
+    assert [r.label for r in found] == ["abl/lr=0.1", "abl/lr=0.01"]
+    unnamed = prepare_sweep(runs, base(), {"lr": [0.1], "wd": [0]}, [0])
+    assert runs.list(None, None, None, 10, 0, unnamed)[0][0].label == "lr=0.1,wd=0"
+
+
 def test_a_sweep_that_fails_to_record_leaves_no_member_and_no_folder(ws: Workspace) -> None:
     runs = manager(ws, FakeBackend())
     with pytest.raises(SandboxError, match="No run"):

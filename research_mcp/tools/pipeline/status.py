@@ -42,6 +42,7 @@ from research_mcp.errors import BadInputError
 from research_mcp.model import NextStep, ToolModel
 from research_mcp.store import Store
 from research_mcp.tools.pipeline.ideas import idea_ids, latest_approval, require_idea, searches_of
+from research_mcp.tools.pipeline.tree import ExperimentTreeResult, experiment_tree
 from research_mcp.workspace import Workspace
 
 __all__ = ["MIN_SEEDS", "STAGES", "ResearchStatusResult", "Stage", "research_status"]
@@ -76,13 +77,20 @@ class Stage(ToolModel):
     next_step: NextStep | None = None
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class ResearchStatusResult(ToolModel):
-    idea_id: str
-    title: str
+    idea_id: str | None = Field(description="None: no idea is recorded yet (the tree alone).")
+    title: str | None
     done: int = Field(description="Stages done, of 12.")
     stages: list[Stage]
     next_step: NextStep | None = Field(description="The first missing stage's call.")
     other_ideas: list[str] = Field(default_factory=list[str], description="'id: title' of the workspace's others.")
+    tree: ExperimentTreeResult | None = Field(
+        default=None, description="The runs under the asked run, when asked.", exclude_if=_unset
+    )
 
 
 def _stage(name: StageName, missing: list[str], step: NextStep | None, evidence: str | None = None) -> Stage:
@@ -375,10 +383,16 @@ def _review_stages(conn: sqlite3.Connection, idea_id: str) -> tuple[Stage, Stage
     return review, revision
 
 
-def research_status(ws: Workspace, store: Store, idea_id: str | None = None) -> ResearchStatusResult:
-    """Every stage of the idea (the most recently changed one when None), done or not, with what is missing."""
+def research_status(
+    ws: Workspace, store: Store, idea_id: str | None = None, tree: str | None = None, metric: str | None = None
+) -> ResearchStatusResult:
+    """Every stage of the idea (the most recently changed one when None), done or not, with what is missing; with
+    `tree`, the runs descending from that run too (`experiment_tree`), also where no idea is recorded."""
+    found = None if tree is None else experiment_tree(ws, store, tree, metric)
     ideas = idea_ids(store)
     if idea_id is None:
+        if not ideas and found is not None:
+            return ResearchStatusResult(idea_id=None, title=None, done=0, stages=[], next_step=None, tree=found)
         if not ideas:
             raise BadInputError("No idea is recorded in this workspace yet. Call ideas with a title and a hypothesis.")
         idea_id = ideas[0][0]
@@ -407,4 +421,5 @@ def research_status(ws: Workspace, store: Store, idea_id: str | None = None) -> 
         stages=stages,
         next_step=None if first is None else first.next_step,
         other_ideas=[f"{i}: {t[:80]}" for i, t in ideas if i != idea_id][:10],
+        tree=found,
     )
