@@ -110,17 +110,15 @@ async def measure_submission(rounds: int, warmup: int, members: int) -> dict[str
         for round_no in range(warmup + rounds):
             specs = _lay_out(root, round_no, members)
             script = root / f"array-{round_no:03d}.sh"
-            submitted: list[str] = []
             if round_no % 2 == 1 and previous is not None:  # raw first, with the last round's script (same size)
-                raw_s = await anyio.to_thread.run_sync(_raw, previous, submitted)
-                ours_s = await _ours(backend, specs, submitted)
-                await anyio.to_thread.run_sync(_save_script, submitted[-1], script)
+                raw_s = await anyio.to_thread.run_sync(_raw, previous, held)
+                ours_s = await _ours(backend, specs, held)
+                await anyio.to_thread.run_sync(_save_script, held[-1], script)
             else:
-                ours_s = await _ours(backend, specs, submitted)
-                await anyio.to_thread.run_sync(_save_script, submitted[-1], script)
-                raw_s = await anyio.to_thread.run_sync(_raw, script, submitted)
+                ours_s = await _ours(backend, specs, held)
+                await anyio.to_thread.run_sync(_save_script, held[-1], script)
+                raw_s = await anyio.to_thread.run_sync(_raw, script, held)
             previous = script
-            held += submitted
             if len(held) >= CANCEL_EVERY:  # the controller's job table stays small (MaxJobCount is 10,000)
                 await anyio.to_thread.run_sync(_cancel, held)
                 held.clear()
