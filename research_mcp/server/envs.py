@@ -14,6 +14,7 @@ from research_mcp.errors import SandboxError
 from research_mcp.sandbox.envs import ENV_ID, EnvAnswer, EnvList, Envs
 from research_mcp.sandbox.models import ACTIVE, WAIT_TICK_S
 from research_mcp.server._adapt import AppContext, ToolRegistry, WorkspaceParam, in_thread, need_workspace, state_of
+from research_mcp.server._progress import progress_of
 
 if TYPE_CHECKING:
     from research_mcp.sandbox.runs import RunManager
@@ -58,13 +59,14 @@ def register(tools: ToolRegistry) -> None:
             return answer
         await state.pump_now(runs)
         run_id = answer.env.build_run
+        progress = progress_of(ctx)
         started = anyio.current_time()
         deadline = started + wait_s
         while anyio.current_time() < deadline:
             await state.wait_for(runs, run_id, min(WAIT_TICK_S * 8, max(0.0, deadline - anyio.current_time())))
             run = await in_thread(runs.get, run_id)
             elapsed = anyio.current_time() - started
-            await ctx.report_progress(round(min(elapsed, wait_s), 1), wait_s, f"building {answer.env.id}: {run.state}")
+            await progress(f"building {answer.env.id}: {run.state} ({min(elapsed, wait_s):.0f} s of {wait_s:.0f})")
             if run.state not in ACTIVE:
                 break
         record = await in_thread(envs.load, answer.env.id)
