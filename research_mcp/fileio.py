@@ -8,6 +8,7 @@ figure would be unreadable to the unprivileged user the LaTeX sandbox runs as. A
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Generator
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-__all__ = ["atomic_write", "new_file_mode", "replacing"]
+__all__ = ["atomic_write", "new_file_mode", "replacing", "sha256_of"]
 
 
 @cache
@@ -61,3 +62,9 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = False) -> None:
         if durable:
             out.flush()
             os.fsync(out.fileno())
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file's contents, read in chunks (hashlib's own loop)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

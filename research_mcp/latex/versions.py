@@ -4,13 +4,13 @@ sees half a PDF."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 from pathlib import Path
 
 from research_mcp.errors import LatexError, NotFoundError
+from research_mcp.fileio import sha256_of
 
 __all__ = ["VERSIONS_DIR", "current", "newest_pdf", "promote", "versions"]
 
@@ -38,11 +38,6 @@ def _number(version: Path) -> int:
     return int(version.stem.rsplit("-v", 1)[1])
 
 
-def _digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def promote(paper: Path, stem: str, built: Path) -> tuple[Path, int]:
     """Keep `built` as the next version (unless identical to the last) and as `<paper>/<stem>.pdf`; return that
     path and the version number."""
@@ -53,13 +48,13 @@ def promote(paper: Path, stem: str, built: Path) -> tuple[Path, int]:
     if not kept and target.is_file():  # a PDF made before this tool: keep it as version 1
         shutil.copy2(target, folder / f"{stem}-v001.pdf")
         kept = versions(paper, stem)
-    digest = _digest(built)
-    if kept and _digest(kept[-1]) == digest:
+    digest = sha256_of(built)
+    if kept and sha256_of(kept[-1]) == digest:
         number = _number(kept[-1])
     else:
         number = (_number(kept[-1]) if kept else 0) + 1
         _copy_atomic(built, folder / f"{stem}-v{number:03d}.pdf")
-    if not target.is_file() or _digest(target) != digest:
+    if not target.is_file() or sha256_of(target) != digest:
         _copy_atomic(built, target)
     return target, number
 

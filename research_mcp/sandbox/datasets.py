@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from research_mcp.errors import BadInputError
-from research_mcp.fileio import atomic_write
+from research_mcp.fileio import atomic_write, sha256_of
 from research_mcp.sandbox.base import Mount
 
 __all__ = [
@@ -92,7 +92,6 @@ OFFLINE_ENV: dict[str, str] = {
 
 HASH_AT_START_BYTES = 4 << 30
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_CHUNK = 1 << 20
 _SHOWN = 12
 
 
@@ -173,14 +172,6 @@ def hash_entries(files: Mapping[str, tuple[int, str]]) -> str:
     return digest.hexdigest()
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _walk(root: Path) -> Iterable[tuple[str, Path]]:
     """(relative posix path, path) of every file or symlink under `root`, in order; a file root is itself."""
     if root.is_file() and not root.is_symlink():
@@ -204,7 +195,7 @@ def make_manifest(root: Path, max_hash_bytes: int | None = None) -> Manifest:
         if path.is_symlink():
             files[rel] = (0, "symlink:" + os.readlink(path))
         elif path.is_file():
-            files[rel] = (info.st_size, _digest(path) if read else f"mtime:{info.st_mtime_ns}")
+            files[rel] = (info.st_size, sha256_of(path) if read else f"mtime:{info.st_mtime_ns}")
     return Manifest(files, hash_entries(files))
 
 

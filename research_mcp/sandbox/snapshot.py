@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from research_mcp.errors import BadInputError, SandboxError
+from research_mcp.fileio import sha256_of
 from research_mcp.workspace import Workspace, resolve_path
 
 __all__ = ["EXCLUDED", "Snapshot", "copy_snapshot", "manifest", "take_snapshot"]
@@ -23,7 +24,6 @@ EXCLUDED = frozenset(
     {".research", "runs", ".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".mypy_cache",
      ".pytest_cache", ".ruff_cache", ".tox", ".venv", "venv", "node_modules", "wandb"}
 )  # fmt: skip
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +31,6 @@ class Snapshot:
     code_hash: str
     files: int
     size_bytes: int
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def manifest(root: Path) -> dict[str, str]:
@@ -52,7 +44,7 @@ def manifest(root: Path) -> dict[str, str]:
             if path.is_symlink():
                 out[rel] = "symlink:" + os.readlink(path)
             elif path.is_file():
-                out[rel] = _file_digest(path)
+                out[rel] = sha256_of(path)
     return out
 
 
