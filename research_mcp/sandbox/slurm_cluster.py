@@ -11,7 +11,6 @@ from pathlib import Path
 from pydantic import Field
 
 from research_mcp.model import ToolModel
-from research_mcp.sandbox._slurm_states import SQUEUE_FORMAT, parse_gres, parse_squeue, pending_words
 
 __all__ = ["Cluster", "Partition", "SlurmJob", "cluster_info", "fs_type", "shared_fs_problem", "user_name"]
 
@@ -63,6 +62,8 @@ class Cluster(ToolModel):
 
 def cluster_info(workspace: Path | None, partition: str | None = None, timeout_s: float = 10.0) -> Cluster | None:
     """The cluster as `sinfo` and `squeue` show it, or None when no controller answers. Blocks (worker thread)."""
+    # its readers, imported here: this module's models are imported when the server starts
+    from research_mcp.sandbox._slurm_states import SQUEUE_FORMAT, parse_gres, parse_squeue, pending_words
 
     def run(argv: list[str]) -> str | None:
         try:
