@@ -13,11 +13,11 @@ Target: ours (median) at most 1.2x raw (median). Every job is submitted held (`-
 controller busy for a while): the bench measures submission, and leaves the cluster as it found it. Needs a Slurm
 controller that answers (`.ci/slurm-up` starts one) and writes `results/slurm.json`.
 
-Measured on the 2-core test machine (single-node cluster of `.ci/slurm-up`, 40 rounds, three runs): ours 7.5 to
-8.2 ms against raw 5.6 to 6.2 ms, 1.32x to 1.35x, target missed by about 0.7 ms. With more jobs in the
-controller's table, where one sbatch takes 7 to 9 ms, 1.06x to 1.21x. What ours adds, about 2 ms: making the
-script (0.7 ms: each run's folder, command and environment quoted into the array's tables), the checks and grouping
-(0.4 ms), starting sbatch with a pipe for the script (0.4 ms) and the handles (0.2 ms).
+Measured on the 2-core test machine (single-node cluster of `.ci/slurm-up`, 40 rounds, three runs): ours 5.9 to
+6.7 ms against raw 5.4 to 6.4 ms, 1.03x to 1.10x. Ours starts sbatch first and makes the script (0.2 to 0.5 ms:
+each run's folder, command and environment quoted into the array's tables) and the handles while sbatch loads and
+waits; the event loop then waits on sbatch's pipes itself. A worker thread for the whole submission cost about
+1 ms more (1.2x to 1.35x).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m evals.bench.slurm",
         description="Submitting a 100-member batch on Slurm against one raw sbatch --array.",
     )
-    parser.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
+    parser.add_argument("--rounds", type=int, default=40, help="timed rounds (default 40)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--members", type=int, default=100, help="runs in the batch (default 100)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON result file (default {OUT})")

@@ -502,15 +502,12 @@ class RunManager:
             handle = RunHandle.model_validate_json(row["handle"])
             try:
                 status = await self.backend(handle.backend).poll(handle)
-            except SandboxError as exc:
+            except SandboxError as exc:  # said in the run's detail until an answer comes, not only in a log
                 logger.warning("poll of run %s failed: %s", row["id"], exc)
+                await self._say(row, f"Its state cannot be read now: {exc}")
                 continue
             if status.state == "running":
-                if status.detail != row["detail"] and row["failure"] is None:  # e.g. why a cluster job is pending
-                    await self._sql(
-                        "UPDATE runs SET detail = ? WHERE id = ? AND state = 'running' AND failure IS NULL",
-                        (status.detail, row["id"]),
-                    )
+                await self._say(row, status.detail)  # e.g. why a cluster job is pending
                 if status.peak_memory_bytes is not None and status.peak_memory_bytes != row["peak_memory_bytes"]:
                     await self._sql(
                         "UPDATE runs SET peak_memory_bytes = ? WHERE id = ?", (status.peak_memory_bytes, row["id"])
@@ -520,6 +517,13 @@ class RunManager:
             await self._end(row["id"], status, None)
         if run_id is None:
             await self._adopt_orphans([row for row in found if row["state"] == "starting"])
+
+    async def _say(self, row: Any, detail: str | None) -> None:
+        """A running run's detail, where it changed and no failure (a full disk) was said first."""
+        if detail != row["detail"] and row["failure"] is None:
+            await self._sql(
+                "UPDATE runs SET detail = ? WHERE id = ? AND state = 'running' AND failure IS NULL", (detail, row["id"])
+            )
 
     async def _sql(self, query: str, args: Sequence[object] = ()) -> list[Any]:
         """One statement in a worker thread: SQLite waits on the disk and on other servers' locks."""

@@ -62,6 +62,8 @@ _INSTALL = (
 )
 _SNAPSHOT_S = 0.5
 """How long one `squeue` answer serves every poll: a tick polls all running runs, and Slurm is asked once."""
+_DOWN_S = 10.0
+"""How long a failed squeue answers for Slurm before it is asked again."""
 _CAPACITY_S = 30.0
 _FRESH_END_S = 5.0
 _MAX_ARRAY = 1000
@@ -87,7 +89,7 @@ class SlurmBackend(Backend):
         self.cancel_timeout_s = cancel_timeout_s
         self.command_timeout_s = command_timeout_s
         self._lock = threading.Lock()
-        self._snapshot: tuple[float, dict[str, JobInfo]] | None = None
+        self._snapshot: tuple[float, dict[str, JobInfo] | SandboxError] | None = None
         self._capacity: tuple[float, Capacity] | None = None
         self._accounting: bool | None = None
 
@@ -115,18 +117,14 @@ class SlurmBackend(Backend):
         return found
 
     async def start(self, spec: RunSpec) -> RunHandle:
-        import anyio
-
-        [result] = await anyio.to_thread.run_sync(self._submit, [spec])
+        [result] = await self._submit([spec])
         if isinstance(result, SandboxError):
             raise result
         return result
 
     async def start_batch(self, specs: Sequence[RunSpec]) -> list[RunHandle | SandboxError]:
         """One job array per group of runs with the same resources (at most 1000 each), one job per lone run."""
-        import anyio
-
-        return await anyio.to_thread.run_sync(self._submit, list(specs))
+        return await self._submit(list(specs))
 
     async def poll(self, handle: RunHandle) -> RunStatus:
         import anyio
@@ -162,10 +160,11 @@ class SlurmBackend(Backend):
 
     # -- submitting ----------------------------------------------------------------------------------------------
 
-    def _submit(self, specs: list[RunSpec]) -> list[RunHandle | SandboxError]:
+    async def _submit(self, specs: list[RunSpec]) -> list[RunHandle | SandboxError]:
         """Group by `batch_key`; each group of several is one array script (in its first run's folder), a lone
-        run its own `job.sh`; one sbatch each. Kept lean (what is true of one run of a batch is checked once): a
-        sweep of 100 costs little more than one sbatch."""
+        run its own `job.sh`; one sbatch each. Kept lean (what is true of one run of a batch is checked once, and
+        the event loop waits for sbatch's answer itself, without a worker thread): a sweep of 100 costs little
+        more than one sbatch."""
         results: list[RunHandle | SandboxError | None] = [None] * len(specs)
         try:
             unsandboxed = self._containment()
@@ -182,7 +181,7 @@ class SlurmBackend(Backend):
                 chosen = [specs[i] for i in chunk]
                 try:
                     self._check(chosen, user)
-                    handles = self._sbatch(chosen, user)
+                    handles = await self._sbatch(chosen, user)
                 except SandboxError as exc:
                     handles = [exc] * len(chunk)
                 except ValueError as exc:
@@ -228,7 +227,7 @@ class SlurmBackend(Backend):
                         f"others. Run `chmod o+x {blocked}` or use a workspace outside it."
                     )
 
-    def _sbatch(self, specs: list[RunSpec], user: tuple[int, int] | None) -> list[RunHandle | SandboxError]:
+    async def _sbatch(self, specs: list[RunSpec], user: tuple[int, int] | None) -> list[RunHandle | SandboxError]:
         """sbatch starts first and reads the script from its stdin (no file to write): the script is made while
         sbatch loads, the handles while it waits for the controller. Slurm keeps the script (`scontrol write
         batch_script <job> -`), and each job copies it into its run folder as job.sh when it starts."""
@@ -237,15 +236,14 @@ class SlurmBackend(Backend):
         assert proc.stdin is not None
         try:
             text = job_script(first, self.site, user) if len(specs) == 1 else array_script(specs, self.site, user)
-        except BaseException:
-            proc.kill()
-            proc.communicate()  # reaps it and closes its pipes
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(text)
+                proc.stdin.close()
+            handles = [self._handle(spec, "", array="" if len(specs) > 1 else None) for spec in specs]
+            rc, out, err = await _answer(proc, self.command_timeout_s)
+        except BaseException:  # a bad spec, or the call cancelled: sbatch must not submit half a batch later
+            _reap(proc)
             raise
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(text)
-            proc.stdin.close()
-        handles = [self._handle(spec, "", array="" if len(specs) > 1 else None) for spec in specs]
-        rc, out, err = _answer(proc, self.command_timeout_s)
         if rc is None:
             took = f"{self.command_timeout_s:g} s"
             raise SandboxError(f"sbatch did not answer within {took}; is the controller up? (`scontrol ping`)")
@@ -268,7 +266,7 @@ class SlurmBackend(Backend):
             return subprocess.Popen(
                 ["sbatch", "--parsable"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=cwd, text=True,
-            )  # fmt: skip  # noqa: SIM115 - _answer reads and reaps it
+            )  # fmt: skip  # noqa: SIM115 - _answer or _reap reaps it
         except FileNotFoundError as exc:
             raise SandboxError(f"sbatch is not installed here: {_INSTALL}.") from exc
 
@@ -286,7 +284,12 @@ class SlurmBackend(Backend):
         end = _read_end(run_dir)
         started = _read_json(run_dir / STARTED_FILE)
         started_at = _float(started.get("started_at")) if started else None
-        info = self._queue().get(handle.ref)
+        try:
+            info = self._queue().get(handle.ref)
+        except SandboxError:
+            if end is not None:  # the job said how it ended: that holds while the controller is away
+                return ended_status(end)
+            raise
         if info is None:
             info = self._job(handle.ref)
         if info is not None:
@@ -301,17 +304,29 @@ class SlurmBackend(Backend):
         )
 
     def _queue(self) -> dict[str, JobInfo]:
-        """This user's jobs, every array task on its own line; one answer serves polls for half a second."""
+        """This user's jobs, every array task on its own line; one answer serves polls for half a second. When
+        squeue fails (the controller is away: it retries for seconds first), that failure answers every poll
+        for `_DOWN_S`, so a tick over many runs does not wait on each in turn."""
         with self._lock:
             now = time.monotonic()
-            if self._snapshot is not None and now - self._snapshot[0] < _SNAPSHOT_S:
-                return self._snapshot[1]
+            if self._snapshot is not None:
+                took, found = self._snapshot
+                if now - took < (_DOWN_S if isinstance(found, SandboxError) else _SNAPSHOT_S):
+                    if isinstance(found, SandboxError):
+                        raise found
+                    return found
             argv = ["squeue", "-h", "-r", "-t", "all", "-u", user_name(), "-o", SQUEUE_FORMAT]
             try:
                 found = parse_squeue(self._run(argv))
             except SandboxError as exc:
-                logger.warning("squeue failed: %s", exc)
-                found = {}
+                said = str(exc).rstrip(".")
+                self._snapshot = (
+                    time.monotonic(),
+                    SandboxError(
+                        f"Slurm cannot be asked now ({said}); `scontrol ping` says whether its controller is up."
+                    ),
+                )
+                raise self._snapshot[1] from exc
             self._snapshot = (now, found)
             return found
 
@@ -422,33 +437,45 @@ class SlurmBackend(Backend):
         return out.stdout
 
 
-def _answer(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int | None, str, str]:
+async def _answer(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int | None, str, str]:
     """The exit code, stdout and stderr of a process whose stdin is closed; rc None (and killed) when it has not
-    ended within `timeout_s`. select() on its pipes: no thread, no polling sleep."""
-    import select
+    ended within `timeout_s`. The event loop watches its pipes: no worker thread, no polling sleep."""
+    import anyio
 
     assert proc.stdout is not None and proc.stderr is not None
     chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
-    open_fds = list(chunks)
-    deadline = time.monotonic() + timeout_s
-    while open_fds:
-        left = deadline - time.monotonic()
-        ready = select.select(open_fds, [], [], max(0.0, left))[0] if left > 0 else []
-        if not ready:
-            proc.kill()
-            proc.communicate()  # reaps it and closes its pipes
-            return None, "", ""
-        for fd in ready:
+
+    async def drain(fd: int) -> None:
+        while True:
+            await anyio.wait_readable(fd)
             data = os.read(fd, 65536)
-            if data:
-                chunks[fd].append(data)
-            else:
-                open_fds.remove(fd)
-    rc = proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
+            if not data:
+                return
+            chunks[fd].append(data)
+
+    with anyio.move_on_after(timeout_s) as waited:
+        async with anyio.create_task_group() as tg:
+            for fd in chunks:
+                tg.start_soon(drain, fd)
+        if proc.poll() is None:  # both pipes are closed: it is exiting
+            await anyio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+    if waited.cancelled_caught:
+        _reap(proc)
+        return None, "", ""
+    _reap(proc)
     out, err = (b"".join(chunks[fd]).decode(errors="replace") for fd in chunks)
-    return rc, out, err
+    return proc.returncode, out, err
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Kill `proc` if it still runs, wait for it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 def _mtime(path: Path) -> float | None:

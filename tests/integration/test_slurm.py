@@ -212,6 +212,79 @@ async def test_start_refuses_what_it_cannot_contain_and_says_what_to_set(workspa
     assert not (workspace / "runs" / "plain" / "job.sh").exists()
 
 
+def our_sbatch_children() -> list[int]:
+    """Processes named sbatch whose parent is this test process (running or not yet reaped)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            name = fields[0].split("(", 1)[1]
+        except (OSError, IndexError):
+            continue
+        if name == "sbatch" and int(fields[1].split()[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def down_conf(folder: Path) -> Path:
+    """This cluster's configuration with the controller's port moved to one nobody listens on: the real client
+    tools retry for seconds (sbatch and squeue about 9), then fail."""
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    lines = [line for line in conf.splitlines() if not line.startswith("SlurmctldPort=")]
+    (folder / "down.conf").write_text("\n".join([*lines, "SlurmctldPort=6999"]) + "\n")
+    return folder / "down.conf"
+
+
+@pytest.fixture
+def controller_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(down_conf(tmp_path)))
+
+
+async def test_a_controller_that_does_not_answer_fails_the_submission_saying_so(
+    workspace: Path, controller_down: None
+) -> None:
+    backend = SlurmBackend(Site(), command_timeout_s=1.0)
+    began = time.monotonic()
+    results = await backend.start_batch([spec_in(workspace, f"m-{i}") for i in range(3)])
+    assert time.monotonic() - began < 5
+    assert all(not isinstance(r, RunHandle) and "did not answer within 1 s" in str(r) for r in results), results
+    assert our_sbatch_children() == []  # killed and reaped
+    with anyio.move_on_after(0.3) as waited:  # the caller gives up first: sbatch must not submit later
+        await backend.start(spec_in(workspace, "cancelled"))
+    assert waited.cancelled_caught and our_sbatch_children() == []
+
+
+async def test_a_running_run_says_when_slurm_cannot_be_asked_and_is_cancelled_once_it_answers(
+    lab: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = await call(lab, "run_experiment", {"command": "sleep 60", "workdir": None, "files": {"a": ""}})
+    run_id = started["run"]["id"]
+    try:
+        deadline = time.monotonic() + 60
+        while (await call(lab, "run_status", {"run_id": run_id}))["run"]["state"] != "running":
+            assert time.monotonic() < deadline
+            await anyio.sleep(0.2)
+        up = os.environ["SLURM_CONF"]
+        monkeypatch.setenv("SLURM_CONF", str(down_conf(tmp_path)))
+        deadline = time.monotonic() + 40  # squeue retries for about 9 s before it fails
+        while not (run := (await call(lab, "run_status", {"run_id": run_id}))["run"])["detail"].startswith("Its"):
+            assert run["state"] == "running" and time.monotonic() < deadline, run
+            await anyio.sleep(0.5)
+        assert run["detail"].startswith("Its state cannot be read now: Slurm cannot be asked now"), run
+        assert "Unable to contact slurm controller" in run["detail"] and "scontrol ping" in run["detail"]
+        monkeypatch.setenv("SLURM_CONF", up)
+    finally:
+        await call(lab, "cancel_run", {"run_id": run_id})
+    assert (await call(lab, "run_status", {"run_id": run_id}))["run"]["state"] == "cancelled"
+
+
+async def test_sbatch_refusing_a_job_fails_the_submission_with_its_words(workspace: Path) -> None:
+    backend = SlurmBackend(Site(partition="no-such-partition"))
+    [result] = await backend.start_batch([spec_in(workspace, "lost")])
+    assert not isinstance(result, RunHandle)
+    assert "sbatch failed (exit 1)" in str(result) and "invalid partition" in str(result), result
+
+
 async def test_lab_info_shows_the_cluster(lab: Client) -> None:
     info = await call(lab, "lab_info", {})
     assert "slurm" in info["backends"]
