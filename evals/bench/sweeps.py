@@ -95,6 +95,7 @@ async def drain_ours(root: Path, runs: int, concurrency: int) -> dict[str, Any]:
             await manager.wait(warm.id, DRAIN_TIMEOUT_S)
             start = time.time()
             sweep_id = await anyio.to_thread.run_sync(prepare_sweep, manager, base, None, list(range(runs)))
+            await state.pump_now(manager)  # as run_sweep does: its members start now, not at the pump's next tick
             await _until_drained(manager, sweep_id)
             [(last,)] = manager.store.connection().execute(
                 "SELECT max(ended_at) FROM runs WHERE sweep_id = ?", (sweep_id,)

@@ -126,6 +126,7 @@ def start_when_told(
             cgroup.join()
     except OSError as exc:
         joined = exc  # nothing runs outside the run's cgroup: said below, once there is someone to tell
+    tools = (shutil.which("bwrap") or "bwrap", shutil.which("setpriv") or "setpriv")  # looked up while it waits
     asked = read_all(go_r)
     if not asked:
         return  # abandoned
@@ -137,7 +138,6 @@ def start_when_told(
         uid, gid = int(request["uid"]), int(request["gid"])
         spec = Spec.from_json((run_dir / "spec.json").read_text())
         user = (uid, gid) if os.geteuid() == 0 else None
-        tools = (shutil.which("bwrap") or "bwrap", shutil.which("setpriv") or "setpriv")
         passed = [status_w]
         if spec.unsandboxed:
             argv, cwd = unsandboxed_command(spec, user, tools[1])

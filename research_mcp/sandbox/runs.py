@@ -395,12 +395,12 @@ class RunManager:
                 Busy(row["backend"], json.loads(row["limits"]).get("gpus") or [])
                 for row in conn.execute("SELECT backend, limits FROM runs WHERE state IN ('starting', 'running')")
             ]
-            queued = [
+            queued = (  # read as far as `assign` looks: a sweep's hundredth member is not parsed for the first slot
                 Waiting(row["id"], row["backend"], json.loads(row["limits"]))
                 for row in conn.execute(
                     "SELECT id, backend, limits FROM runs WHERE state = 'queued' ORDER BY created_at, id"
                 )
-            ]
+            )
             chosen = assign(busy, queued, capacity, self.max_concurrent)
             for run in chosen:
                 conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,7 @@ class Waiting:
 
 
 def assign(
-    busy: Sequence[Busy], queued: Sequence[Waiting], capacity: Mapping[str, Capacity], max_concurrent: int | None
+    busy: Sequence[Busy], queued: Iterable[Waiting], capacity: Mapping[str, Capacity], max_concurrent: int | None
 ) -> list[Waiting]:
     """The queued runs that get a slot now, in order, their limits completed with the GPUs pinned to them (`gpus`)
     and their thread count (`threads`).
@@ -60,10 +60,11 @@ def assign(
         found = capacity.get(run.backend)
         taken.setdefault(found.pool if found else run.backend, set()).update(run.gpus)
     chosen: list[Waiting] = []
-    for run in queued:
-        cap = capacity.get(run.backend)
-        if len(chosen) >= free:
+    open_backends = {name for name, cap in capacity.items() if running[name] < cap.runs}
+    for run in queued:  # read lazily: nothing after the last free slot
+        if len(chosen) >= free or not open_backends:
             break
+        cap = capacity.get(run.backend)
         if cap is None or running[run.backend] >= cap.runs:
             continue
         pinned = taken.setdefault(cap.pool, set())
@@ -76,6 +77,8 @@ def assign(
         at_once = min(cap.runs, max_concurrent or cap.runs)
         threads = math.ceil(cpus) if cpus else max(1, cap.cpus // at_once)
         running[run.backend] += 1
+        if running[run.backend] >= cap.runs:
+            open_backends.discard(run.backend)
         chosen.append(Waiting(run.id, run.backend, {**run.limits, "gpus": idle[:wanted], "threads": threads}))
     return chosen
 

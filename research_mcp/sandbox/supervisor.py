@@ -297,9 +297,9 @@ def detach() -> None:
 
 
 def supervise_one(run_dir: Path, uid: int, gid: int, ready_fd: int | None, prepared: Prepared) -> int:
-    logging.basicConfig(
-        filename=run_dir / "supervisor.log", level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    handler = logging.FileHandler(run_dir / "supervisor.log", delay=True)  # opened by the first message, if any
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         return _Supervisor(run_dir, uid, gid, ready_fd).run(prepared)
     except BaseException:

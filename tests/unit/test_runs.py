@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -419,6 +419,21 @@ def test_assign_never_exceeds_a_slot_a_gpu_or_the_workspace_cap(
         assert run.limits["threads"] == (
             math.ceil(cpus) if cpus else max(1, 4 // min(capacity[run.backend].runs, cap or 9))
         )
+
+
+def test_assign_reads_the_queue_no_further_than_its_free_slots() -> None:
+    read: list[int] = []
+
+    def queue(backend: str) -> Iterator[Waiting]:
+        for i in range(1000):
+            read.append(i)
+            yield Waiting(str(i), backend, {})
+
+    assert len(assign([Busy("a", [])], queue("a"), {"a": Capacity(runs=8, cpus=4)}, 3)) == 2
+    assert len(read) == 3  # two chosen; the third seen says the workspace is full
+    read.clear()
+    assert assign([Busy("a", [])], queue("a"), {"a": Capacity(runs=1, cpus=4)}, None) == []
+    assert len(read) == 1  # the backend is full: no queued run can go
 
 
 def test_a_run_id_that_clashes_with_an_existing_run_takes_another_and_leaves_that_run_alone(
