@@ -64,6 +64,7 @@ __all__ = [
     "find_uv",
     "read_spec",
     "requirement_lines",
+    "torch_variant",
 ]
 
 ENV_ID = re.compile(r"env-[0-9a-f]{12}")
@@ -294,6 +295,19 @@ def env_key(spec: EnvSpec, *, python: str, backend: str, image: str | None, inst
         "torch": torch,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def torch_variant(wanted: bool, *, backend: str, has_gpu: bool, links: bool) -> str | None:
+    """Which torch a build installs: None (not asked for); "index" (the configured find-links folder decides);
+    "cpu" where the backend has no GPU; "auto" (uv matches the driver it sees) where it has; "pypi" (PyPI's own
+    CUDA build) on a Slurm cluster with GPUs, whose nodes' driver is not visible where the build runs."""
+    if not wanted:
+        return None
+    if links:
+        return "index"
+    if not has_gpu:
+        return "cpu"
+    return "pypi" if backend == "slurm" else "auto"
 
 
 def wants_torch(spec: EnvSpec) -> bool:
@@ -541,9 +555,13 @@ class Envs:
     def prepare(
         self, runs: RunManager, spec: EnvSpec, *, backend: str, python: str | None, image: str | None = None
     ) -> EnvAnswer:
-        """The environment for `spec` on `backend`: from its record (at once), or a new build run (queued)."""
-        if backend not in ("local", "docker"):
-            raise BadInputError(f"Environments are built for the local and docker backends, not {backend!r}.")
+        """The environment for `spec` on `backend`: from its record (at once), or a new build run (queued). A slurm
+        environment is built here, by a local run (a login node has the network compute nodes often lack), in
+        the data folder the nodes must share; its runs bind it as local runs do."""
+        if backend not in ("local", "docker", "slurm"):
+            raise BadInputError(f"Environments are built for the local, docker and slurm backends, not {backend!r}.")
+        if backend == "slurm":
+            _slurm_can_use_venvs(runs)
         installer = "uv" if self.uv else "pip"
         if installer == "pip" and backend == "docker":
             raise SandboxError(
@@ -553,10 +571,10 @@ class Envs:
         engine = _docker_engine(runs) if backend == "docker" else None
         image = (image or runs.default_image) if backend == "docker" else None
         image_id = self._image_id(engine, image) if engine is not None and image else None
-        interpreter = _interpreter(python, backend)
+        interpreter = _interpreter(python, "docker" if backend == "docker" else "local")
         has_gpu = bool(runs.backend(backend).capacity().gpus) if wants_torch(spec) else False
         links = find_links(self.host_env)
-        torch = None if not wants_torch(spec) else ("index" if links else "auto" if has_gpu else "cpu")
+        torch = torch_variant(wants_torch(spec), backend=backend, has_gpu=has_gpu, links=bool(links))
         key = env_key(spec, python=interpreter, backend=backend, image=image_id, installer=installer, torch=torch)
         env_id = f"env-{key[:12]}"
         with self._locked(env_id):
@@ -581,7 +599,7 @@ class Envs:
         volume: str | None = None
         mounts: list[Mount] = []
         try:
-            if backend == "local":
+            if backend in ("local", "slurm"):
                 root = str(folder / "venv")
                 Path(root).mkdir()
                 _own(Path(root), user)
@@ -606,7 +624,7 @@ class Envs:
                 env |= {"SSL_CERT_FILE": CA_IN_SANDBOX, "PIP_CERT": CA_IN_SANDBOX, "REQUESTS_CA_BUNDLE": CA_IN_SANDBOX}
             mounts += [Mount(source=link, dest=link) for link in links if link.startswith("/")]
             script = build_script(
-                installer=installer, python=python, root=root, torch=None if torch == "index" else torch,
+                installer=installer, python=python, root=root, torch=None if torch in ("index", "pypi") else torch,
                 links=links,
             )  # fmt: skip
             request = RunRequest(
@@ -767,6 +785,17 @@ def _waiting(record: EnvRecord) -> NextStep:
         why=f"Its build runs as {record.build_run}; once it ends, prepare_env again (or run_experiment with "
         f"python_env={record.id!r}).",
     )
+
+
+def _slurm_can_use_venvs(runs: RunManager) -> None:
+    """Refuse where Slurm runs use an image's Python, which a venv made from this machine's cannot run on."""
+    backend: Any = runs.backend("slurm")
+    container = backend.site.container
+    if container in ("apptainer", "pyxis"):
+        raise BadInputError(
+            f"With RESEARCH_MCP_SLURM_CONTAINER={container} Slurm runs use the image's Python, which an environment "
+            "made from this machine's cannot run on: put the packages into the image, or set the container to bwrap."
+        )
 
 
 def _interpreter(python: str | None, backend: str) -> str:

@@ -22,7 +22,7 @@ from research_mcp.sandbox.base import RunHandle, RunSpec
 from research_mcp.sandbox.slurm import SlurmBackend
 from research_mcp.server import build_server
 from tests.conftest import open_for_sandbox
-from tests.integration._client import call
+from tests.integration._client import call, call_raw, error_text
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm, pytest.mark.bwrap]
 
@@ -330,3 +330,39 @@ async def test_a_sweep_is_one_job_array_whose_runs_are_read_and_compared_by_conf
     groups = {g["name"]: g for g in compared["groups"]}
     assert set(groups) == {"lr=0.1", "lr=0.01", "lr=0.001"} and {g["n"] for g in groups.values()} == {3}
     assert groups["lr=0.1"]["mean"] == pytest.approx(0.01 + 0.001)
+
+
+async def test_an_environment_for_slurm_is_built_here_and_used_by_a_job(workspace: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"  # the nodes see it as they see the workspace (one node here)
+    data_dir.mkdir()
+    open_for_sandbox(tmp_path, data_dir)
+    async with Client(build_server(Settings(workspace=workspace, backend="slurm", data_dir=data_dir)),
+                      raise_exceptions=True) as client:  # fmt: skip
+        args = {"requirements": "six==1.16.0", "backend": "slurm"}
+        answer = await call(client, "prepare_env", {**args, "wait_s": 50}, timeout_s=70)
+        deadline = time.monotonic() + 300
+        while answer["env"]["state"] == "building":
+            assert time.monotonic() < deadline, answer
+            await call(client, "run_status", {"run_id": answer["env"]["build_run"], "wait_s": 30}, timeout_s=45)
+            answer = await call(client, "prepare_env", args, timeout_s=70)
+        env = answer["env"]
+        assert env["state"] == "ready" and env["backend"] == "slurm" and answer["lock"] == ["six==1.16.0"], answer
+        build = (await call(client, "run_status", {"run_id": env["build_run"]}))["run"]
+        assert build["backend"] == "local" and build["kind"] == "env"  # built on this machine, which has the network
+        script = "import six, sys; print('six', six.__version__, sys.prefix)"
+        run = await call(client, "run_experiment", {"command": f'python -c "{script}"', "workdir": None,
+                                                    "files": {"a": ""}, "python_env": env["id"]})  # fmt: skip
+        done = await finish(client, run["run"]["id"])
+        assert done["run"]["state"] == "succeeded" and done["run"]["backend"] == "slurm", done
+        assert f"six 1.16.0 {data_dir}/envs/{env['id']}/venv" in "\n".join(done["log_tail"])
+        local = await call_raw(client, "run_experiment", {"command": "true", "workdir": None, "files": {"a": ""},
+                                                          "backend": "local", "python_env": env["id"]})  # fmt: skip
+        assert 'backend="local"' in error_text(local)
+        await call(client, "list_envs", {"remove": env["id"]})
+
+
+async def test_an_environment_is_refused_where_slurm_runs_use_an_images_python(workspace: Path) -> None:
+    settings = Settings(workspace=workspace, backend="slurm", slurm_container="apptainer", slurm_image="x.sif")
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        refused = await call_raw(client, "prepare_env", {"requirements": "six", "backend": "slurm"})
+    assert "image's Python" in error_text(refused) and "RESEARCH_MCP_SLURM_CONTAINER=apptainer" in error_text(refused)

@@ -19,6 +19,7 @@ from research_mcp.sandbox.envs import (
     index_env,
     read_spec,
     requirement_lines,
+    torch_variant,
 )
 from research_mcp.workspace import Workspace
 
@@ -138,6 +139,16 @@ def test_the_build_script_ends_with_the_lock_and_the_ready_marker() -> None:
     assert "--trusted-host" not in script and "insecure" not in script
     pip = build_script(installer="pip", python="/usr/bin/python3", root="/e v", torch=None, links=[])
     assert "-m venv '/e v'" in pip and "--torch-backend" not in pip
+
+
+def test_torch_is_the_cpu_build_without_gpus_and_pypis_cuda_build_on_a_slurm_cluster_with_them() -> None:
+    assert torch_variant(False, backend="local", has_gpu=True, links=False) is None
+    assert torch_variant(True, backend="slurm", has_gpu=True, links=True) == "index"
+    assert torch_variant(True, backend="slurm", has_gpu=False, links=False) == "cpu"
+    assert torch_variant(True, backend="local", has_gpu=True, links=False) == "auto"  # uv sees this machine's driver
+    assert torch_variant(True, backend="slurm", has_gpu=True, links=False) == "pypi"  # the nodes' is not seen here
+    script = build_script(installer="uv", python="/usr/bin/python3", root="/e", torch=None, links=[])
+    assert "--torch-backend" not in script  # what a "pypi" build is given: PyPI's default wheel
 
 
 def test_index_settings_pass_only_as_http_urls_and_reach_uv(tmp_path: Path) -> None:
