@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -298,21 +299,18 @@ def _log_tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
-def _main_sandbox(args: argparse.Namespace) -> int:
-    from evals.bench.sandbox import measure_sandbox, render_sandbox
-
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if args.sandbox_runs < 1 or args.sandbox_warmup < 0 or not set(backends) <= set(SANDBOX_BACKENDS) or not backends:
-        _parser().error(
-            f"--sandbox-runs must be at least 1, --sandbox-warmup at least 0, --backends of {SANDBOX_BACKENDS}"
-        )
+def _run_section(
+    args: argparse.Namespace, name: str, default_out: Path, measure: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+) -> int:  # fmt: skip
+    """Measure one section alone, write its JSON (with the machine's facts) and print its table."""
     started = time.time()
     meta = _meta(started)
-    section = anyio.run(measure_sandbox, backends, args.sandbox_runs, args.sandbox_warmup, args.image)
+    section = measure()
     meta["loadavg_end"] = list(os.getloadavg())
     meta["duration_s"] = time.time() - started
-    result = {"meta": meta, "sandbox": section, "passed": section["passed"]}
-    out: Path = args.out or SANDBOX_OUT
+    result = {"meta": meta, name: section, "passed": section["passed"]}
+    out: Path = args.out or default_out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     load = "/".join(f"{x:.2f}" for x in meta["loadavg_start"])
@@ -320,32 +318,42 @@ def _main_sandbox(args: argparse.Namespace) -> int:
         f"research-mcp bench: python {meta['python']}, {meta['cpus']} cpus, load {load} at start, "
         f"{meta['duration_s']:.0f} s, uid {os.geteuid()}\n"
     )
-    print(render_sandbox(section, backends))
+    print(render(section))
     print(f"\nwritten to {out}")
     return 1 if args.strict and not result["passed"] else 0
+
+
+def _backends(args: argparse.Namespace) -> list[str]:
+    return [b.strip() for b in args.backends.split(",") if b.strip()]
+
+
+def _main_sandbox(args: argparse.Namespace) -> int:
+    from evals.bench.sandbox import measure_sandbox, render_sandbox
+
+    backends = _backends(args)
+    if args.sandbox_runs < 1 or args.sandbox_warmup < 0 or not set(backends) <= set(SANDBOX_BACKENDS) or not backends:
+        _parser().error(
+            f"--sandbox-runs must be at least 1, --sandbox-warmup at least 0, --backends of {SANDBOX_BACKENDS}"
+        )
+    return _run_section(
+        args, "sandbox", SANDBOX_OUT,
+        lambda: anyio.run(measure_sandbox, backends, args.sandbox_runs, args.sandbox_warmup, args.image),
+        lambda section: render_sandbox(section, backends),
+    )  # fmt: skip
 
 
 def _main_envs(args: argparse.Namespace) -> int:
     from evals.bench.envs import measure_envs, render_envs
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends = _backends(args)
     if args.env_runs < 1 or args.env_warmup < 0 or args.env_calls < 1 or not set(backends) <= set(SANDBOX_BACKENDS):
         _parser().error(f"--env-runs and --env-calls must be at least 1, --env-warmup at least 0, --backends of "
                         f"{SANDBOX_BACKENDS}")  # fmt: skip
-    started = time.time()
-    meta = _meta(started)
-    section = anyio.run(measure_envs, backends, args.env_runs, args.env_warmup, args.env_calls, args.image)
-    meta["loadavg_end"] = list(os.getloadavg())
-    meta["duration_s"] = time.time() - started
-    result = {"meta": meta, "envs": section, "passed": section["passed"]}
-    out: Path = args.out or ENVS_OUT
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"research-mcp bench: python {meta['python']}, {meta['cpus']} cpus, {meta['duration_s']:.0f} s, "
-          f"uid {os.geteuid()}\n")  # fmt: skip
-    print(render_envs(section, backends))
-    print(f"\nwritten to {out}")
-    return 1 if args.strict and not result["passed"] else 0
+    return _run_section(
+        args, "envs", ENVS_OUT,
+        lambda: anyio.run(measure_envs, backends, args.env_runs, args.env_warmup, args.env_calls, args.image),
+        lambda section: render_envs(section, backends),
+    )  # fmt: skip
 
 
 def _main_sweeps(args: argparse.Namespace) -> int:
@@ -353,23 +361,11 @@ def _main_sweeps(args: argparse.Namespace) -> int:
 
     if args.sweep_runs < 1 or args.sweep_rounds < 1 or args.sweep_concurrency < 1:
         _parser().error("--sweep-runs, --sweep-rounds and --sweep-concurrency must be at least 1")
-    started = time.time()
-    meta = _meta(started)
-    section = anyio.run(measure_sweeps, args.sweep_runs, args.sweep_rounds, args.sweep_concurrency)
-    meta["loadavg_end"] = list(os.getloadavg())
-    meta["duration_s"] = time.time() - started
-    result = {"meta": meta, "sweeps": section, "passed": section["passed"]}
-    out: Path = args.out or SWEEPS_OUT
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    load = "/".join(f"{x:.2f}" for x in meta["loadavg_start"])
-    print(
-        f"research-mcp bench: python {meta['python']}, {meta['cpus']} cpus, load {load} at start, "
-        f"{meta['duration_s']:.0f} s, uid {os.geteuid()}\n"
-    )
-    print(render_sweeps(section))
-    print(f"\nwritten to {out}")
-    return 1 if args.strict and not result["passed"] else 0
+    return _run_section(
+        args, "sweeps", SWEEPS_OUT,
+        lambda: anyio.run(measure_sweeps, args.sweep_runs, args.sweep_rounds, args.sweep_concurrency),
+        render_sweeps,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
