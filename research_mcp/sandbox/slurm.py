@@ -90,7 +90,7 @@ class SlurmBackend(Backend):
         self.command_timeout_s = command_timeout_s
         self._lock = threading.Lock()
         self._snapshot: tuple[float, dict[str, JobInfo] | SandboxError] | None = None
-        self._capacity: tuple[float, Capacity] | None = None
+        self._capacity: tuple[float, Capacity | SandboxError] | None = None
         self._accounting: bool | None = None
 
     # -- the protocol --------------------------------------------------------------------------------------------
@@ -98,13 +98,22 @@ class SlurmBackend(Backend):
     def capacity(self) -> Capacity:
         """The cluster's (its partition's) CPUs and GPUs; runs: how many jobs this server keeps in Slurm at once."""
         now = time.monotonic()
-        if self._capacity is not None and now - self._capacity[0] < _CAPACITY_S:
-            return self._capacity[1]
+        if self._capacity is not None:
+            took, known = self._capacity
+            if now - took < (_DOWN_S if isinstance(known, SandboxError) else _CAPACITY_S):
+                if isinstance(known, SandboxError):
+                    raise known  # queued runs wait in the server's queue, asking no faster than every _DOWN_S
+                return known
         argv = ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%t"]
         if self.site.partition:
             argv += ["-p", self.site.partition]
+        try:
+            answer = self._run(argv)
+        except SandboxError as exc:
+            self._capacity = (time.monotonic(), exc)
+            raise
         nodes: dict[str, tuple[int, int]] = {}
-        for line in self._run(argv).splitlines():
+        for line in answer.splitlines():
             parts = line.split("|")
             if len(parts) != 4 or parts[3].rstrip("*~#!%$@^-").lower() in ("down", "drain", "drained", "fail"):
                 continue
@@ -246,9 +255,10 @@ class SlurmBackend(Backend):
             raise
         if rc is None:
             took = f"{self.command_timeout_s:g} s"
-            raise SandboxError(f"sbatch did not answer within {took}; is the controller up? (`scontrol ping`)")
+            raise self._away(f"sbatch did not answer within {took}; is the controller up? (`scontrol ping`)")
         if rc != 0:
-            raise SandboxError(f"sbatch failed (exit {rc}): {(err or out).strip()[:500]}")
+            said = f"sbatch failed (exit {rc}): {(err or out).strip()[:500]}"
+            raise self._away(said) if "Unable to contact slurm controller" in said else SandboxError(said)
         job_id = out.strip().split(";")[0]  # `<id>;<cluster>` on a multi-cluster site
         if not job_id.isdigit():
             raise SandboxError(f"sbatch answered {out.strip()!r}, not a job id.")
@@ -260,6 +270,12 @@ class SlurmBackend(Backend):
                 handle.ref = f"{job_id}_{i}"
                 handle.data["array"] = job_id
         return list[RunHandle | SandboxError](handles)
+
+    def _away(self, said: str) -> SandboxError:
+        """The controller did not answer: runs still queued here wait (`capacity` fails for `_DOWN_S`)."""
+        error = SandboxError(said)
+        self._capacity = (time.monotonic(), error)
+        return error
 
     def _start_sbatch(self, cwd: Path) -> subprocess.Popen[str]:
         try:

@@ -17,6 +17,7 @@ import pytest
 from mcp import Client
 
 from research_mcp.config import Settings
+from research_mcp.errors import SandboxError
 from research_mcp.sandbox._slurm_script import Site
 from research_mcp.sandbox.base import RunHandle, RunSpec
 from research_mcp.sandbox.slurm import SlurmBackend
@@ -249,6 +250,10 @@ async def test_a_controller_that_does_not_answer_fails_the_submission_saying_so(
     assert time.monotonic() - began < 5
     assert all(not isinstance(r, RunHandle) and "did not answer within 1 s" in str(r) for r in results), results
     assert our_sbatch_children() == []  # killed and reaped
+    began = time.monotonic()  # runs still queued in the server wait, without asking Slurm again at every tick
+    with pytest.raises(SandboxError, match="did not answer within 1 s"):
+        backend.capacity()
+    assert time.monotonic() - began < 0.1
     with anyio.move_on_after(0.3) as waited:  # the caller gives up first: sbatch must not submit later
         await backend.start(spec_in(workspace, "cancelled"))
     assert waited.cancelled_caught and our_sbatch_children() == []
