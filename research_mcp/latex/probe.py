@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
-from research_mcp.probe import PartStatus, probe_tool, step
+from research_mcp.probe import PartStatus, part, probe_tool, step
 
 __all__ = ["PROGRAMS", "probe"]
 
@@ -19,7 +21,17 @@ _TEX_APT = (
 _TEX_MAC = "brew install --cask mactex-no-gui  (or install MacTeX from https://tug.org/mactex/)"
 
 
-async def probe(name: str, system: str = sys.platform) -> PartStatus:
-    """One of `PROGRAMS`: its version, or one install step that brings every TeX program at once."""
+async def probe(name: str, system: str = sys.platform, bin_dir: Path | None = None) -> PartStatus:
+    """One of `PROGRAMS`: its version, or one install step that brings every TeX program at once. With `bin_dir`
+    (RESEARCH_MCP_TEX_BIN) the program is the one there, as compiles use it, not the one on PATH."""
     program = PROGRAMS[name]
-    return await probe_tool(name, [program, "--version"], step(system, _TEX_APT, _TEX_MAC))
+    install = step(system, _TEX_APT, _TEX_MAC)
+    if bin_dir is not None:
+        found = shutil.which(program, path=str(bin_dir))
+        if found is None:
+            return part(
+                name, "missing", f"{program} is not in RESEARCH_MCP_TEX_BIN ({bin_dir})",
+                f"Point RESEARCH_MCP_TEX_BIN at the folder holding TeX's programs, or unset it to use PATH; {install}",
+            )  # fmt: skip
+        program = found
+    return await probe_tool(name, [program, "--version"], install)

@@ -82,7 +82,7 @@ async def probe_lab(
         ("slirp4netns", lambda: local.probe_network(system)),
         ("cgroups", lambda: anyio.to_thread.run_sync(local.probe_cgroups, system, abandon_on_cancel=True)),
         ("nvidia", lambda: nvidia.probe(gpus, system)),
-        *((name, lambda name=name: tex.probe(name, system)) for name in tex.PROGRAMS),
+        *((name, lambda name=name: tex.probe(name, system, settings.tex_bin)) for name in tex.PROGRAMS),
     ]
     found: dict[int, Component] = {}
     secrets = {"GITHUB_TOKEN": settings.github_token, "S2_API_KEY": settings.s2_api_key}

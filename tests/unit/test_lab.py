@@ -255,6 +255,19 @@ async def test_tex_tools_report_their_versions(fake_bin: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_tex_is_looked_for_in_the_tex_bin_setting_as_compiles_use_it(fake_bin: Path, tmp_path: Path) -> None:
+    tool(fake_bin, "pdflatex", 'echo "pdfTeX 3.1 (the one on PATH)"')
+    tex_bin = tmp_path / "texlive" / "bin"
+    tex_bin.mkdir(parents=True)
+    tool(tex_bin, "pdflatex", 'echo "pdfTeX 3.141592653-2.6-1.40.26 (TeX Live 2024)"')
+    tex = component(await probe_lab(Settings(tex_bin=tex_bin), None), "tex")
+    assert tex.ok and tex.version == "3.141592653-2.6-1.40.26" and f"({tex_bin / 'pdflatex'})" in tex.detail
+    latexmk = component(await probe_lab(Settings(tex_bin=tex_bin), None), "latexmk")
+    assert latexmk.status == "missing" and "RESEARCH_MCP_TEX_BIN" in latexmk.detail
+    assert latexmk.install is not None and "RESEARCH_MCP_TEX_BIN" in latexmk.install
+
+
+@pytest.mark.anyio
 @linux_only
 async def test_missing_tex_gives_one_install_line_for_all_tex_tools(fake_bin: Path) -> None:
     tool(fake_bin, "biber", 'echo "perl: broken" >&2\nexit 1')
