@@ -4,6 +4,9 @@ A run is a row in the state store from the moment it is asked for: queued, then 
 whichever server has a free slot (the claim is one `BEGIN IMMEDIATE` transaction, so two servers never start
 the same run), then polled until it ends. Nothing lives only in memory: a restarted server polls the stored
 handles again, finalises what ended while it was away, and marks what vanished `lost`.
+
+`RunManager` asks for runs as `_preparing.Preparer` does and reads them as `_books.Books` does; this module is the
+pump that starts, polls, ends and cancels them.
 """
 
 from __future__ import annotations
