@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def _limits(
     }
 
 
-class Preparer(Books):
+class Preparer(Books, ABC):
     """Runs asked for: checked, snapshotted and recorded as queued (sync: call these in a worker thread)."""
 
     max_snapshot_bytes: int
@@ -68,13 +69,13 @@ class Preparer(Books):
     shared_data: Path | None
     _choose: Callable[[], str]
 
+    @abstractmethod
     def backend(self, name: str) -> Backend:
         """The backend by its name (`RunManager` has them)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _python_env(self, name: str, backend: str) -> PythonEnv:
         """A run's Python environment by the name it gave (`RunManager` knows where they are)."""
-        raise NotImplementedError
 
     def prepare(
         self,
