@@ -86,7 +86,7 @@ class EnvBench:
 
     async def fresh(self, backend: str) -> float:
         """Seconds from the call to the ready record of a new environment; then it is removed (untimed)."""
-        from research_mcp.sandbox.envs import read_spec
+        from research_mcp.sandbox.envspec import read_spec
 
         spec = read_spec(self.manager.ws, PACKAGE, None)
         with anyio.fail_after(BUILD_TIMEOUT_S):
@@ -108,7 +108,7 @@ class EnvBench:
 
     async def built(self, backend: str) -> str:
         """An environment of PACKAGE that stays built (for the cached calls)."""
-        from research_mcp.sandbox.envs import read_spec
+        from research_mcp.sandbox.envspec import read_spec
 
         spec = read_spec(self.manager.ws, PACKAGE, None)
         answer = await anyio.to_thread.run_sync(
@@ -152,7 +152,7 @@ class EnvBench:
         return env
 
     async def raw_uv(self, backend: str) -> float:
-        from research_mcp.sandbox.envs import ca_bundle, find_uv
+        from research_mcp.sandbox.envspec import ca_bundle, find_uv
 
         uv = find_uv()
         assert uv is not None
@@ -175,7 +175,7 @@ class EnvBench:
         return await _timed([*self._as_sandbox_user(), "/bin/sh", "-c", script], env)
 
     async def raw_pip(self) -> float:
-        from research_mcp.sandbox.envs import ca_bundle
+        from research_mcp.sandbox.envspec import ca_bundle
 
         ca = ca_bundle(self.settings.ca_bundle)
         target = self._fresh_dir() / "venv"

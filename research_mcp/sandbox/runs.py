@@ -4,16 +4,16 @@ A run is a row in the state store from the moment it is asked for: queued, then 
 whichever server has a free slot (the claim is one `BEGIN IMMEDIATE` transaction, so two servers never start
 the same run), then polled until it ends. Nothing lives only in memory: a restarted server polls the stored
 handles again, finalises what ended while it was away, and marks what vanished `lost`.
+
+`RunManager` asks for runs as `_preparing.Preparer` does and reads them as `_books.Books` does; this module is the
+pump that starts, polls, ends and cancels them.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
-import secrets
-import shutil
 import socket
 import threading
 import time
@@ -24,25 +24,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from research_mcp.errors import BadInputError, LabelNotFoundError, RunNotFoundError, SandboxError
-from research_mcp.sandbox import datasets as data
-from research_mcp.sandbox._files import changed_files, folder_bytes, output_files
-from research_mcp.sandbox.base import Backend, Capacity, Mount, RunHandle, RunSpec, RunStatus
-from research_mcp.sandbox.inputs import InputSpec, code_hash_with, parse_inputs
+from research_mcp.errors import SandboxError
+from research_mcp.sandbox._files import changed_files, folder_bytes
+from research_mcp.sandbox._preparing import Preparer, new_run_id
+from research_mcp.sandbox.base import Backend, Capacity, RunHandle, RunSpec, RunStatus
 from research_mcp.sandbox.logs import failure_from_log
-from research_mcp.sandbox.models import (
-    ACTIVE,
-    CODE_HASH_SHOWN,
-    FINISHED,
-    WAIT_TICK_S,
-    Run,
-    RunRequest,
-    RunState,
-)
-from research_mcp.sandbox.provenance import attach_datasets, attach_inputs, datasets_shown, inputs_shown
-from research_mcp.sandbox.pyenv import PythonEnv, container_problem, resolve_python_env
-from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign, thread_env
-from research_mcp.sandbox.snapshot import copy_snapshot, manifest, take_snapshot
+from research_mcp.sandbox.models import ACTIVE, FINISHED, WAIT_TICK_S, Run, RunRequest, RunState
+from research_mcp.sandbox.pyenv import PythonEnv, resolve_python_env
+from research_mcp.sandbox.slots import THREAD_VARS, Busy, Waiting, assign
 from research_mcp.store import Store
 from research_mcp.workspace import Workspace
 
@@ -67,10 +56,6 @@ logger = logging.getLogger(__name__)
 _STARTING_GRACE_S = 120.0
 
 
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -89,53 +74,7 @@ def _owner_gone(owner: str | None) -> bool:
     return False
 
 
-def _short(code_hash: str | None) -> str | None:
-    """A code hash as answers show it: its prefix (the store keeps it whole)."""
-    return None if code_hash is None else code_hash[:CODE_HASH_SHOWN]
-
-
-def _ms(stamp: float | None) -> float | None:
-    return None if stamp is None else round(stamp, 3)
-
-
-def _env_name(limits: str) -> str | None:
-    found: dict[str, Any] | None = json.loads(limits).get("python_env")
-    return None if found is None else str(found["name"])
-
-
-def _lay_out(folder: Path, listing: str) -> None:
-    """The rest of a run folder around its snapshot: work/ (a writable copy of code/), outputs/, manifest.json."""
-    shutil.copytree(folder / "code", folder / "work", symlinks=True)
-    (folder / "outputs").mkdir()
-    (folder / "manifest.json").write_text(listing)
-
-
-def _link_or_copy(source: str, dest: str) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copy2(source, dest)
-
-
-def _limits(
-    req: RunRequest, pyenv: PythonEnv | None, mounts: Sequence[Mount], own_network: bool, caches: Any
-) -> dict[str, Any]:
-    return {
-        "gpu_count": req.gpus,
-        "gpus": [],
-        "cpus": req.cpus,
-        "memory_bytes": int(req.memory_gb * 2**30) if req.memory_gb else None,
-        "timeout_s": req.timeout_s,
-        "network": req.network,
-        "env": req.env,
-        "python_env": None if pyenv is None else pyenv.model_dump(),
-        "mounts": [mount.model_dump() for mount in mounts],
-        "own_network": own_network,
-        "cache_layers": caches,
-    }
-
-
-class RunManager:
+class RunManager(Preparer):
     """Runs of one workspace. `backends` maps a name to a backend; `choose` picks one for backend="auto".
 
     Each backend says how many runs it takes at once and which GPUs it can give (`Backend.capacity`);
@@ -190,186 +129,9 @@ class RunManager:
             found = self._backends[name] = factory()
         return found
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.ws.root / "runs" / run_id
-
     def choose(self, backend: str) -> str:
         """The backend a run asking for `backend` gets ("auto": the server's choice)."""
         return self._choose() if backend == "auto" else backend
-
-    # -- asking for a run -------------------------------------------------------------------------------------
-
-    def prepare(
-        self,
-        req: RunRequest,
-        *,
-        kind: str = "run",
-        mounts: Sequence[Mount] = (),
-        own_network: bool = False,
-        env_id: str | None = None,
-        snapshot_of: str | None = None,
-    ) -> Run:
-        """Snapshot the code and record the run as queued (sync: call it in a worker thread).
-
-        The server's own jobs say so: `kind` ('env' builds an environment, 'data' prepares a dataset), `mounts`
-        they bind beyond the run folder, and `own_network` for a network the user-run setting does not govern;
-        `env_id` names the environment a build makes (a run's comes from its python_env). `snapshot_of` takes the
-        code snapshot of that run instead of the workspace's code now (a rerun)."""
-        backend, pyenv = self._checked(req, has_code=snapshot_of is not None)
-        wanted_inputs = self._wanted_inputs(req)
-        run_id, folder = self._new_folder()
-        try:
-            if snapshot_of is None:
-                snap = take_snapshot(
-                    self.ws, req.workdir, req.files, folder / "code", max_bytes=self.max_snapshot_bytes
-                )
-            else:
-                snap = copy_snapshot(self.run_dir(snapshot_of) / "code", folder / "code")
-            _lay_out(folder, json.dumps(manifest(folder / "code")))
-            mounts = list(mounts)
-            inputs = attach_inputs(self.ws.state_dir, self.run_dir, wanted_inputs, folder, mounts)
-            code_hash = code_hash_with(snap.code_hash, [(dest, found["hash"]) for dest, found in inputs.items()])
-            seen, caches = attach_datasets(self.ws.state_dir, self.ws.root, self.shared_data, kind, mounts)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        limits = _limits(req, pyenv, mounts, own_network, caches)
-        self._insert(
-            self.store.connection(), run_id, backend, req, code_hash, limits, kind, self.clock(),
-            env_id=env_id or (pyenv.env_id if pyenv else None), inputs=inputs, datasets=seen,
-        )  # fmt: skip
-        self._event(run_id, "queued", {"files": snap.files, "size_bytes": snap.size_bytes})
-        return self.get(run_id)
-
-    def prepare_batch(
-        self,
-        reqs: Sequence[RunRequest],
-        *,
-        sweep_id: str | None = None,
-        record: Callable[[Any, str], None] | None = None,
-    ) -> list[str]:
-        """Record runs that share their code and every run option but their env, label, config and seed (a sweep's
-        members) as queued, in their order: the code is snapshotted and hashed once and linked into each run
-        folder, and every row (with what `record(conn, backend)` writes: the sweep's own) goes in one transaction.
-        Sync: call it in a worker thread."""
-        if not reqs:
-            return []
-        first = reqs[0]
-        backend, pyenv = self._checked(first)
-        for req in reqs[1:]:
-            self._check_env(req.env)
-        folders: list[tuple[str, Path]] = []
-        try:
-            folders.extend(self._new_folder() for _ in reqs)
-            code = folders[0][1] / "code"
-            snap = take_snapshot(self.ws, first.workdir, first.files, code, max_bytes=self.max_snapshot_bytes)
-            listing = json.dumps(manifest(code))
-            for _, folder in folders[1:]:  # code/ is never written after: its files can be shared
-                shutil.copytree(code, folder / "code", symlinks=True, copy_function=_link_or_copy)
-            for _, folder in folders:
-                _lay_out(folder, listing)
-            mounts: list[Mount] = []  # every member reads the same datasets: hashed once
-            seen, caches = attach_datasets(self.ws.state_dir, self.ws.root, self.shared_data, "run", mounts)
-            now = self.clock()
-            queued = json.dumps({"files": snap.files, "size_bytes": snap.size_bytes, "sweep_id": sweep_id})
-            with self.store.transaction() as conn:
-                if record is not None:
-                    record(conn, backend)
-                for i, (req, (run_id, _)) in enumerate(zip(reqs, folders, strict=True)):
-                    limits = _limits(req, pyenv, mounts, False, caches)
-                    # a microsecond apart: the queue (ordered by created_at) starts them in the order given
-                    at = now + i * 1e-6
-                    self._insert(
-                        conn, run_id, backend, req, snap.code_hash, limits, "run", at,
-                        sweep_id=sweep_id, env_id=pyenv.env_id if pyenv else None, datasets=seen,
-                    )  # fmt: skip
-                    conn.execute(
-                        "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)",
-                        (run_id, at, queued),
-                    )
-        except BaseException:
-            for _, folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return [run_id for run_id, _ in folders]
-
-    def _wanted_inputs(self, req: RunRequest) -> list[InputSpec]:
-        """The earlier runs' files a run asks for, each from a run that has ended."""
-        wanted = parse_inputs(req.inputs)
-        for spec in wanted:
-            if (source := self.get(spec.run_id)).state in ACTIVE:
-                raise BadInputError(
-                    f"inputs[{spec.dest!r}]: run {spec.run_id} is still {source.state}; wait for its end "
-                    "(run_status with wait_s) before reading its files."
-                )
-        return wanted
-
-    def _checked(self, req: RunRequest, *, has_code: bool = False) -> tuple[str, PythonEnv | None]:
-        """Refuse what cannot run (no code, a bad variable name, an unknown parent or idea, more GPUs than the
-        backend has); the backend it goes to and its resolved Python environment."""
-        if req.workdir is None and not req.files and not has_code:
-            raise BadInputError("Give a workdir (a workspace folder) or inline files: there is no code to run.")
-        self._check_env(req.env)
-        if req.parent is not None:
-            self.get(req.parent)
-        if req.idea_id is not None:
-            self._check_idea(req.idea_id)
-        backend = self._choose() if req.backend == "auto" else req.backend
-        pyenv = None if req.python_env is None else self._python_env(req.python_env, backend)
-        if backend == "docker" and pyenv is not None and (problem := container_problem(pyenv)):
-            raise SandboxError(problem)
-        if req.gpus and req.gpus > (has := len(self.backend(backend).capacity().gpus)):
-            raise SandboxError(
-                f"The run asks for {req.gpus} GPU(s) but the {backend} backend can give {has} (see lab_info); "
-                "ask for fewer, or run it where there are more (the docker backend on a GPU host)."
-            )
-        return backend, pyenv
-
-    @staticmethod
-    def _check_env(env: Mapping[str, str]) -> None:
-        for key in env:
-            if not key or "=" in key or "\x00" in key or key[0].isdigit():
-                raise BadInputError(f"Environment variable name {key!r} is not valid.")
-
-    def _new_folder(self) -> tuple[str, Path]:
-        """A new run id and its folder, made (an id is 24 random bits per second: a clash takes another)."""
-        (self.ws.root / "runs").mkdir(parents=True, exist_ok=True)
-        while True:
-            run_id = new_run_id()
-            folder = self.run_dir(run_id)
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue
-            return run_id, folder
-
-    def _insert(
-        self,
-        conn: Any,
-        run_id: str,
-        backend: str,
-        req: RunRequest,
-        code_hash: str,
-        limits: dict[str, Any],
-        kind: str,
-        now: float,
-        sweep_id: str | None = None,
-        env_id: str | None = None,
-        inputs: dict[str, Any] | None = None,
-        datasets: dict[str, Any] | None = None,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO runs (id, backend, image, command, workdir, code_hash, limits, label, config, seed, parent, "
-            "note, idea_id, kind, sweep_id, env_id, inputs, datasets, state, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-            (
-                run_id, backend, req.image or (self.default_image if backend == "docker" else None), req.command,
-                req.workdir or "", code_hash,
-                json.dumps(limits), req.label, json.dumps(req.config) if req.config is not None else None, req.seed,
-                req.parent, req.note, req.idea_id, kind, sweep_id, env_id,
-                json.dumps(inputs) if inputs else None, json.dumps(datasets) if datasets else None, now,
-            ),
-        )  # fmt: skip
 
     def _python_env(self, name: str, backend: str) -> PythonEnv:
         """A prepare_env environment by its id (refused on another backend than its own), else a workspace folder
@@ -417,40 +179,6 @@ class RunManager:
             except SandboxError as exc:  # a backend this server does not have: its runs wait for one that does
                 logger.warning("runs of backend %r wait: %s", name, exc)
         return found
-
-    def _spec(self, row: Any) -> RunSpec:
-        limits: dict[str, Any] = json.loads(row["limits"])
-        found = limits.get("python_env")
-        pyenv = None if found is None else PythonEnv.model_validate(found)
-        env: dict[str, str] = limits.get("env") or {}
-        shared = thread_env(limits.get("threads"))
-        if row["kind"] != "env":  # caches below /tmp/cache (datasets.py); offline switches without a network
-            shared |= data.CACHE_ENV if limits.get("network") else data.CACHE_ENV | data.OFFLINE_ENV
-        layers: list[str] = limits.get("cache_layers") or []
-        return RunSpec(
-            run_id=row["id"],
-            run_dir=self.run_dir(row["id"]),
-            command=(data.cache_layer_command(layers) if layers else "") + row["command"],
-            workdir=".",  # the snapshot's root is the folder that was asked for
-            image=row["image"],
-            env={**shared, **env} if pyenv is None else {**shared, **pyenv.env(), **env},
-            ro_paths=[] if pyenv is None else pyenv.ro_paths,
-            gpus=limits.get("gpus") or [],
-            cpus=limits.get("cpus"),
-            memory_bytes=limits.get("memory_bytes"),
-            timeout_s=limits["timeout_s"],
-            network=bool(limits.get("network")),
-            own_network=bool(limits.get("own_network")),
-            mounts=[
-                *(Mount.model_validate(mount) for mount in list[object](limits.get("mounts") or [])),
-                *(
-                    []
-                    if pyenv is None or pyenv.volume is None
-                    else [Mount(source=pyenv.volume, dest=pyenv.root, volume=True)]
-                ),
-            ],
-            log_cap_bytes=self.log_cap_bytes,
-        )
 
     async def start_queued(self) -> list[str]:
         """Start what the free slots allow, each backend's runs in one batch; a run that cannot start is failed
@@ -717,7 +445,7 @@ class RunManager:
             return status.model_copy(update={"failure": "error", "detail": end.detail}), "failed"
         return status.model_copy(update={"detail": end.detail}), state
 
-    # -- cancel, read ------------------------------------------------------------------------------------------
+    # -- cancel ---------------------------------------------------------------------------------------------------
 
     async def cancel(self, run_id: str) -> Run:
         run = await anyio.to_thread.run_sync(self.get, run_id)
@@ -755,99 +483,7 @@ class RunManager:
                 finish_data_run(self.ws.root, self.ws.state_dir, json.loads(row["limits"]), False)
         return bool(changed)
 
-    def _row(self, run_id: str) -> Any:
-        row = self.store.connection().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            ids = [
-                r[0] for r in self.store.connection().execute("SELECT id FROM runs ORDER BY created_at DESC, id DESC")
-            ]
-            raise RunNotFoundError(run_id, difflib.get_close_matches(run_id, ids, n=3, cutoff=0.5), ids[:3])
-        return row
-
-    def _to_run(self, row: Any) -> Run:
-        ended = row["ended_at"] or (None if row["state"] in ACTIVE else row["created_at"])
-        started = row["started_at"]
-        return Run(
-            id=row["id"], state=row["state"], backend=row["backend"], command=row["command"],
-            workdir=row["workdir"], image=row["image"], code_hash=_short(row["code_hash"]), label=row["label"],
-            config=json.loads(row["config"]) if row["config"] else None, seed=row["seed"], parent=row["parent"],
-            note=row["note"], idea_id=row["idea_id"], kind=None if row["kind"] == "run" else row["kind"],
-            python_env=None if row["env_id"] else _env_name(row["limits"]), env_id=row["env_id"],
-            inputs=inputs_shown(row["inputs"]), datasets=datasets_shown(row["datasets"]), sweep_id=row["sweep_id"],
-            exit_code=row["exit_code"], failure=row["failure"], detail=row["detail"],
-            created_at=round(row["created_at"], 3), started_at=_ms(started), ended_at=_ms(row["ended_at"]),
-            duration_s=round((ended or self.clock()) - started, 3) if started else None,
-            peak_memory_bytes=row["peak_memory_bytes"], folder=f"runs/{row['id']}",
-        )  # fmt: skip
-
-    def get(self, run_id: str) -> Run:
-        return self._to_run(self._row(run_id))
-
-    def record(self, run_id: str) -> Any:
-        """The run's stored row (every column), for code that repeats or audits it."""
-        return self._row(run_id)
-
-    def list(
-        self,
-        state: str | None,
-        label: str | None,
-        parent: str | None,
-        limit: int,
-        offset: int,
-        sweep_id: str | None = None,
-    ) -> tuple[list[Run], int]:
-        """A page of runs, newest first; a sweep's members in the order they were asked for."""
-        clauses: list[str] = []
-        args: list[object] = []
-        if sweep_id is not None:
-            self.sweep_counts(sweep_id)  # an unknown sweep names the closest ids
-        for column, value in (("state", state), ("label", label), ("parent", parent), ("sweep_id", sweep_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        conn = self.store.connection()
-        if parent is not None:
-            self._row(parent)  # an unknown parent names the closest ids
-        total = int(conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()[0])
-        if label is not None and not total:
-            self._check_label(label)
-        order = "created_at, id" if sweep_id is not None else "created_at DESC, id DESC"
-        rows = conn.execute(
-            f"SELECT * FROM runs {where} ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset]
-        ).fetchall()
-        return [self._to_run(row) for row in rows], total
-
-    # -- sweeps: their members are runs; these read and stop them together ------------------------------------
-
-    def sweep_counts(self, sweep_id: str) -> dict[str, int]:
-        """How many members of the sweep are in each state (states without members left out)."""
-        conn = self.store.connection()
-        if conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is None:
-            ids = [str(r[0]) for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at DESC")]
-            close = difflib.get_close_matches(sweep_id, ids, n=3, cutoff=0.5)
-            known = f" (closest: {', '.join(close)})" if close else (f" (newest: {ids[0]})" if ids else "")
-            raise SandboxError(
-                f"No sweep {sweep_id!r}{known}. run_sweep gives a sweep id; list_runs shows each run's sweep_id."
-            )
-        rows = conn.execute("SELECT state, count(*) FROM runs WHERE sweep_id = ? GROUP BY state", (sweep_id,))
-        return {str(row[0]): int(row[1]) for row in rows}
-
-    def sweep_active(self, sweep_id: str) -> str | None:
-        """The first member still queued, starting or running; None once every member ended."""
-        row = (
-            self.store.connection()
-            .execute(
-                "SELECT id FROM runs WHERE sweep_id = ? AND state IN ('queued', 'starting', 'running') "
-                "ORDER BY created_at, id LIMIT 1",
-                (sweep_id,),
-            )
-            .fetchone()
-        )
-        return None if row is None else str(row[0])
-
-    def is_sweep(self, some_id: str) -> bool:
-        return self.store.connection().execute("SELECT 1 FROM sweeps WHERE id = ?", (some_id,)).fetchone() is not None
+    # -- sweeps: their members are runs; these stop them together -------------------------------------------------
 
     async def cancel_sweep(self, sweep_id: str) -> int:
         """Cancel every member still queued or running: the queued ones in one statement first (so none of them
@@ -887,40 +523,3 @@ class RunManager:
             for run_id in ids:
                 self._event(run_id, "cancelled", {"while": "queued", "sweep_id": sweep_id})
         return len(ids)
-
-    def python_env(self, run_id: str) -> PythonEnv | None:
-        """The Python environment the run was started with, as it was resolved then."""
-        found = json.loads(self._row(run_id)["limits"]).get("python_env")
-        return None if found is None else PythonEnv.model_validate(found)
-
-    def _check_idea(self, idea_id: str) -> None:
-        """Refuse an idea id the workspace has not recorded (runs are counted towards the idea they name)."""
-        row = self.store.connection().execute("SELECT 1 FROM ideas WHERE id = ?", (idea_id,)).fetchone()
-        if row is None:
-            raise BadInputError(
-                f"No idea {idea_id!r} in this workspace. Call ideas to record it first (research_status lists "
-                "the ideas there are), or leave idea_id out."
-            )
-
-    def _check_label(self, label: str) -> None:
-        """Refuse a label no run has, naming the closest labels there are first."""
-        rows = self.store.connection().execute("SELECT DISTINCT label FROM runs WHERE label IS NOT NULL")
-        labels = sorted(str(row[0]) for row in rows)
-        if label not in labels:
-            raise LabelNotFoundError(label, labels)
-
-    def outputs(self, run_id: str, limit: int = 200) -> list[str]:
-        """Files the run wrote, workspace-relative (`runs/<id>/outputs/...`, `runs/<id>/work/...`): everything in
-        outputs/, and files in work/ that are new or changed; caches (`__pycache__`, ...) left out."""
-        folder = self.run_dir(run_id)
-        found = [f"outputs/{rel}" for rel in output_files(folder / "outputs")]
-        row = self.store.connection().execute("SELECT inputs FROM runs WHERE id = ?", (run_id,)).fetchone()
-        placed = {f"work/{dest}" for dest in json.loads(row["inputs"])} if row and row["inputs"] else set[str]()
-        found += [rel for rel in changed_files(folder / "code", folder / "work") if rel not in placed]
-        return [f"runs/{run_id}/{rel}" for rel in found[:limit]]
-
-    def _event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
-        self.store.connection().execute(
-            "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
-            (run_id, self.clock(), kind, json.dumps(data)),
-        )

@@ -45,7 +45,7 @@ def register(tools: ToolRegistry) -> None:
     ) -> EnvAnswer:
         """Build (once, cached by content) a Python environment for runs; pass its id as run_experiment's
         python_env. Returns the id, state, build run and lock."""
-        from research_mcp.sandbox.envs import read_spec
+        from research_mcp.sandbox.envspec import read_spec
         from research_mcp.sandbox.registry import choose_backend
 
         state = state_of(ctx)

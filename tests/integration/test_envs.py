@@ -274,7 +274,7 @@ async def test_an_environment_in_use_is_not_removed(lab: Client, backend: str) -
 
 @pytest.mark.bwrap
 async def test_without_uv_a_local_environment_is_built_with_pip(workspace: Path, data_dir: Path) -> None:
-    from research_mcp.sandbox.envs import read_spec
+    from research_mcp.sandbox.envspec import read_spec
     from research_mcp.server.state import AppState
 
     state = AppState(Settings(workspace=workspace, backend="local", data_dir=data_dir))

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from research_mcp.errors import BadInputError
-from research_mcp.sandbox.envs import (
+from research_mcp.sandbox.envspec import (
     EnvSpec,
     build_script,
     env_key,
@@ -171,7 +171,7 @@ def test_index_settings_pass_only_as_http_urls_and_reach_uv(tmp_path: Path) -> N
 
 
 def test_the_ca_bundle_is_the_setting_else_the_host_s(tmp_path: Path) -> None:
-    from research_mcp.sandbox.envs import HOST_CA, ca_bundle
+    from research_mcp.sandbox.envspec import HOST_CA, ca_bundle
 
     mine = tmp_path / "proxy.pem"
     mine.write_text("-----BEGIN CERTIFICATE-----\n")

@@ -440,7 +440,7 @@ def test_a_run_id_that_clashes_with_an_existing_run_takes_another_and_leaves_tha
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = iter(["20260101-000000-aaaaaa", "20260101-000000-aaaaaa", "20260101-000000-bbbbbb"])
-    monkeypatch.setattr("research_mcp.sandbox.runs.new_run_id", lambda: next(ids))
+    monkeypatch.setattr("research_mcp.sandbox._preparing.new_run_id", lambda: next(ids))
     runs = manager(ws, FakeBackend())
     first = runs.prepare(request())
     second = runs.prepare(request())
