@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -21,7 +21,7 @@ from research_mcp.sandbox.datasets import hash_entries
 from research_mcp.server import build_server
 from tests.conftest import open_for_sandbox, skip_or_fail
 from tests.integration._client import call, call_raw, error_text
-from tests.integration.test_sandbox_tools import AI_SCIENTIST_EXPERIMENT, BACKENDS, finish
+from tests.integration.test_sandbox_tools import AI_SCIENTIST_EXPERIMENT, BACKENDS, Backend, finish
 
 pytestmark = pytest.mark.anyio
 
@@ -98,12 +98,13 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Literal["local", "docker"]:
-    return "docker" if request.param == "docker" else "local"
+def backend(request: pytest.FixtureRequest) -> Backend:
+    found: Backend = request.param
+    return found
 
 
 @pytest.fixture
-async def lab(workspace: Path, backend: Literal["local", "docker"]) -> AsyncIterator[Client]:
+async def lab(workspace: Path, backend: Backend) -> AsyncIterator[Client]:
     settings = Settings(workspace=workspace, backend=backend, max_concurrent_runs=4, docker_allow_network=True)
     async with Client(build_server(settings), raise_exceptions=True) as client:
         yield client
@@ -122,10 +123,11 @@ async def prepared_toy(lab: Client, url: str) -> dict[str, Any]:
 
 
 async def test_a_dataset_is_downloaded_read_by_a_training_run_and_its_hash_recorded(
-    lab: Client, workspace: Path, served: str
+    lab: Client, workspace: Path, served: str, backend: Backend
 ) -> None:
     done = await prepared_toy(lab, served)
     assert done["run"]["kind"] == "data" and done["run"]["config"] == {"dataset": "toy"}
+    assert done["run"]["backend"] == backend
     assert (workspace / "datasets" / "toy" / "points.csv").read_text() == ROWS
     assert not list((workspace / "datasets" / ".incoming").iterdir())  # nothing half-made is left
     expected = hash_entries({"points.csv": (len(ROWS), hashlib.sha256(ROWS.encode()).hexdigest())})
@@ -139,7 +141,7 @@ async def test_a_dataset_is_downloaded_read_by_a_training_run_and_its_hash_recor
     trained = await call(lab, "run_experiment", {"command": "python3 train.py --seed 3", "workdir": "repo",
                                                  "seed": 3, "wait_s": 30})  # fmt: skip
     trained = await finish(lab, trained["run"]["id"])
-    assert trained["run"]["state"] == "succeeded", trained["log_tail"]
+    assert trained["run"]["state"] == "succeeded" and trained["run"]["backend"] == backend, trained["log_tail"]
     assert trained["run"]["datasets"] == {"toy": expected[:12]}
     metrics = await metrics_of(lab, trained["run"]["id"])
     assert metrics["toy.means.loss"] < 1.0 and "seed 3" in " ".join(trained["log_tail"])
@@ -304,7 +306,7 @@ async def test_matplotlib_in_the_local_sandbox_logs_no_fontconfig_error(workspac
 
 
 async def test_a_shared_data_folder_is_at_data_too_and_the_workspace_wins_a_clash(
-    workspace: Path, tmp_path: Path, backend: Literal["local", "docker"]
+    workspace: Path, tmp_path: Path, backend: Backend
 ) -> None:
     shared = tmp_path / "shared"
     for folder, text in ((shared / "mnist", "shared mnist"), (shared / "common", "shared common"),
