@@ -27,7 +27,6 @@ from tests.integration._client import call, call_raw, error_text
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = [pytest.param("local", marks=pytest.mark.bwrap), pytest.param("docker", marks=pytest.mark.docker)]
 SMALL = "six==1.16.0"
 TORCH_TRAIN = """\
 import torch
@@ -46,11 +45,6 @@ for step in range(20):
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "first", losses[0], "last", losses[-1])
 assert losses[-1] < losses[0] / 10, losses
 """
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Literal["local", "docker"]:
-    return "docker" if request.param == "docker" else "local"
 
 
 @pytest.fixture

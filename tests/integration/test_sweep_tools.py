@@ -19,7 +19,6 @@ from tests.integration._client import call, call_raw, error_text
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = [pytest.param("local", marks=pytest.mark.bwrap), pytest.param("docker", marks=pytest.mark.docker)]
 
 TRAIN = """\
 import argparse, json, os, sys
@@ -44,11 +43,6 @@ def workspace(tmp_path: Path) -> Path:
     (root / "exp" / "train.py").write_text(TRAIN)
     open_for_sandbox(tmp_path, root)
     return root
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Literal["local", "docker"]:
-    return "docker" if request.param == "docker" else "local"
 
 
 @pytest.fixture
