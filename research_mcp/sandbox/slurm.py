@@ -455,32 +455,44 @@ class SlurmBackend(Backend):
 
 async def _answer(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int | None, str, str]:
     """The exit code, stdout and stderr of a process whose stdin is closed; rc None (and killed) when it has not
-    ended within `timeout_s`. The event loop watches its pipes: no worker thread, no polling sleep."""
+    ended within `timeout_s`. The event loop waits for its exit (a pidfd: one wake-up, no worker thread), then its
+    pipes are read: sbatch writes a line or a few, never the 64 KiB that would hold it up."""
     import anyio
 
-    assert proc.stdout is not None and proc.stderr is not None
-    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
-
-    async def drain(fd: int) -> None:
-        while True:
-            await anyio.wait_readable(fd)
-            data = os.read(fd, 65536)
-            if not data:
-                return
-            chunks[fd].append(data)
-
     with anyio.move_on_after(timeout_s) as waited:
-        async with anyio.create_task_group() as tg:
-            for fd in chunks:
-                tg.start_soon(drain, fd)
-        if proc.poll() is None:  # both pipes are closed: it is exiting
-            await anyio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+        await _exited(proc)
     if waited.cancelled_caught:
         _reap(proc)
         return None, "", ""
+    said: list[str] = []
+    for pipe in (proc.stdout, proc.stderr):
+        assert pipe is not None
+        os.set_blocking(pipe.fileno(), False)
+        chunks: list[bytes] = []
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(pipe.fileno(), 65536):
+                chunks.append(data)
+        said.append(b"".join(chunks).decode(errors="replace"))
     _reap(proc)
-    out, err = (b"".join(chunks[fd]).decode(errors="replace") for fd in chunks)
-    return proc.returncode, out, err
+    return proc.returncode, said[0], said[1]
+
+
+async def _exited(proc: subprocess.Popen[str]) -> None:
+    """Until `proc` has exited (its pipes closing comes a moment before): through a pidfd where Linux has them."""
+    import anyio
+
+    if proc.poll() is not None:
+        return
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # no pidfds (Linux before 5.3)
+        await anyio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+        return
+    try:
+        await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    proc.wait()
 
 
 def _reap(proc: subprocess.Popen[str]) -> None:
