@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -72,6 +73,21 @@ def _owner_gone(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+_WAITING = "Waiting in this server's queue: "
+
+
+def _say_why_waiting(conn: sqlite3.Connection, names: Sequence[str], away: Mapping[str, str]) -> None:
+    """The queued runs of a backend that cannot take runs now say why in their detail (not only the log); once it
+    can, that is taken back. A statement per backend, in the claim's transaction."""
+    for name in names:
+        said = None if name not in away else f"{_WAITING}the {name} backend cannot take runs now: {away[name]}"
+        conn.execute(
+            "UPDATE runs SET detail = ? WHERE state = 'queued' AND backend = ? AND detail IS NOT ? "
+            "AND (detail IS NULL OR detail LIKE ?)",
+            (said, name, said, _WAITING + "%"),
+        )
 
 
 class RunManager(Preparer):
@@ -150,9 +166,11 @@ class RunManager(Preparer):
         conn = self.store.connection()
         if conn.execute("SELECT 1 FROM runs WHERE state = 'queued' LIMIT 1").fetchone() is None:
             return []  # the idle pump must not take the write lock twice a second
-        names = conn.execute("SELECT DISTINCT backend FROM runs WHERE state IN ('queued', 'starting', 'running')")
-        capacity = self._capacities(str(row[0]) for row in names.fetchall())
+        found = conn.execute("SELECT DISTINCT backend FROM runs WHERE state IN ('queued', 'starting', 'running')")
+        names = [str(row[0]) for row in found.fetchall()]
+        capacity, away = self._capacities(names)
         with self.store.transaction() as conn:
+            _say_why_waiting(conn, names, away)
             busy = [
                 Busy(row["backend"], json.loads(row["limits"]).get("gpus") or [])
                 for row in conn.execute("SELECT backend, limits FROM runs WHERE state IN ('starting', 'running')")
@@ -166,19 +184,23 @@ class RunManager(Preparer):
             chosen = assign(busy, queued, capacity, self.max_concurrent)
             for run in chosen:
                 conn.execute(
-                    "UPDATE runs SET state = 'starting', owner = ?, limits = ? WHERE id = ?",
+                    "UPDATE runs SET state = 'starting', owner = ?, limits = ?, detail = NULL WHERE id = ?",
                     (_owner(), json.dumps(run.limits), run.id),
                 )
             return [self._row(run.id) for run in chosen]
 
-    def _capacities(self, names: Iterable[str]) -> dict[str, Capacity]:
+    def _capacities(self, names: Iterable[str]) -> tuple[dict[str, Capacity], dict[str, str]]:
+        """Each backend's capacity, and why a backend cannot take runs now (one this server does not have, or one
+        that does not answer: its runs wait, for it or for a server that has it)."""
         found: dict[str, Capacity] = {}
+        away: dict[str, str] = {}
         for name in names:
             try:
                 found[name] = self.backend(name).capacity()
-            except SandboxError as exc:  # a backend this server does not have: its runs wait for one that does
+            except SandboxError as exc:
                 logger.warning("runs of backend %r wait: %s", name, exc)
-        return found
+                away[name] = str(exc)
+        return found, away
 
     async def start_queued(self) -> list[str]:
         """Start what the free slots allow, each backend's runs in one batch; a run that cannot start is failed

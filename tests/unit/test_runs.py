@@ -34,8 +34,11 @@ class FakeBackend(Backend):
         self.outcome: dict[str, RunStatus] = {}
         self.cancelled: list[str] = []
         self.refuse: str | None = None
+        self.away: str | None = None
 
     def capacity(self) -> Capacity:
+        if self.away:
+            raise SandboxError(self.away)
         return self.size
 
     async def start_batch(self, specs: Sequence[RunSpec]) -> list[RunHandle | SandboxError]:
@@ -419,6 +422,24 @@ def test_assign_never_exceeds_a_slot_a_gpu_or_the_workspace_cap(
         assert run.limits["threads"] == (
             math.ceil(cpus) if cpus else max(1, 4 // min(capacity[run.backend].runs, cap or 9))
         )
+
+
+async def test_queued_runs_say_why_while_their_backend_cannot_take_them_and_start_once_it_can(ws: Workspace) -> None:
+    backend = FakeBackend()
+    backend.away = "Slurm cannot be asked now (squeue failed)"
+    runs = manager(ws, backend)
+    run = runs.prepare(request())
+    await runs.pump()
+    waiting = runs.get(run.id)
+    assert waiting.state == "queued" and backend.started == []
+    assert waiting.detail == (
+        "Waiting in this server's queue: the fake backend cannot take runs now: Slurm cannot be asked now "
+        "(squeue failed)"
+    )
+    backend.away = None
+    await runs.pump()
+    started = runs.get(run.id)
+    assert started.state == "running" and started.detail is None and [s.run_id for s in backend.started] == [run.id]
 
 
 def test_assign_reads_the_queue_no_further_than_its_free_slots() -> None:
