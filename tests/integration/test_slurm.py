@@ -287,6 +287,30 @@ async def test_a_running_run_says_when_slurm_cannot_be_asked_and_is_cancelled_on
     assert (await call(lab, "run_status", {"run_id": run_id}))["run"]["state"] == "cancelled"
 
 
+async def test_a_run_queued_while_the_controller_is_away_says_why_and_starts_once_it_answers(
+    lab: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = os.environ["SLURM_CONF"]
+    monkeypatch.setenv("SLURM_CONF", str(down_conf(tmp_path)))
+    try:
+        started = await call(lab, "run_experiment", {"command": "true", "workdir": None, "files": {"a": ""}})
+        run_id = started["run"]["id"]
+        deadline = time.monotonic() + 40  # sinfo retries for about 9 s before it fails
+        while (
+            not (run := (await call(lab, "run_status", {"run_id": run_id}))["run"])
+            .get("detail", "")
+            .startswith("Waiting in this server's queue")
+        ):
+            assert run["state"] == "queued" and time.monotonic() < deadline, run
+            await anyio.sleep(0.5)
+        assert run["state"] == "queued" and "the slurm backend cannot take runs now" in run["detail"], run
+        assert "Unable to contact slurm controller" in run["detail"], run
+    finally:
+        monkeypatch.setenv("SLURM_CONF", up)
+    done = await finish(lab, run_id)  # Slurm is asked again within 10 s
+    assert done["run"]["state"] == "succeeded" and "Waiting" not in done["run"].get("detail", ""), done
+
+
 async def test_sbatch_refusing_a_job_fails_the_submission_with_its_words(workspace: Path) -> None:
     backend = SlurmBackend(Site(partition="no-such-partition"))
     [result] = await backend.start_batch([spec_in(workspace, "lost")])
