@@ -295,10 +295,7 @@ class Envs:
                 mounts.append(Mount(source=os.path.realpath(bundle), dest=CA_IN_SANDBOX))
                 env |= {"SSL_CERT_FILE": CA_IN_SANDBOX, "PIP_CERT": CA_IN_SANDBOX, "REQUESTS_CA_BUNDLE": CA_IN_SANDBOX}
             mounts += [Mount(source=link, dest=link) for link in links if link.startswith("/")]
-            script = build_script(
-                installer=installer, python=python, root=root, torch=None if torch in ("index", "pypi") else torch,
-                links=links,
-            )  # fmt: skip
+            script = build_script(installer=installer, python=python, root=root, torch=torch, links=links)
             request = RunRequest(
                 command="sh build.sh",
                 workdir=None,

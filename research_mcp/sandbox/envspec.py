@@ -351,7 +351,8 @@ def find_links(host: dict[str, str]) -> list[str]:
 
 def build_script(*, installer: str, python: str, root: str, torch: str | None, links: list[str]) -> str:
     """The build's shell script: make the environment at `root`, install requirements.in, then write the lock,
-    the size and, last, the ready marker into $RESEARCH_OUT."""
+    the size and, last, the ready marker into $RESEARCH_OUT. Of the `torch_variant`s, uv is told "cpu" and "auto";
+    "index" and "pypi" leave torch to the indexes."""
     q = shlex.quote
     extra = " ".join(f"--find-links {q(link)}" for link in links)
     if installer == "uv":

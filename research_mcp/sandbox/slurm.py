@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from research_mcp.errors import SandboxError
 from research_mcp.probe import PartStatus, part, run_probe, version_of
@@ -63,7 +63,8 @@ _INSTALL = (
 _SNAPSHOT_S = 0.5
 """How long one `squeue` answer serves every poll: a tick polls all running runs, and Slurm is asked once."""
 _DOWN_S = 10.0
-"""How long a failed squeue answers for Slurm before it is asked again."""
+"""How long a failed squeue or sinfo answers for Slurm before it is asked again."""
+_T = TypeVar("_T")
 _CAPACITY_S = 30.0
 _FRESH_END_S = 5.0
 _MAX_ARRAY = 1000
@@ -98,12 +99,9 @@ class SlurmBackend(Backend):
     def capacity(self) -> Capacity:
         """The cluster's (its partition's) CPUs and GPUs; runs: how many jobs this server keeps in Slurm at once."""
         now = time.monotonic()
-        if self._capacity is not None:
-            took, known = self._capacity
-            if now - took < (_DOWN_S if isinstance(known, SandboxError) else _CAPACITY_S):
-                if isinstance(known, SandboxError):
-                    raise known  # queued runs wait in the server's queue, asking no faster than every _DOWN_S
-                return known
+        known = _remembered(self._capacity, _CAPACITY_S)  # a failure: queued runs wait in the server's queue
+        if known is not None:
+            return known
         argv = ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%t"]
         if self.site.partition:
             argv += ["-p", self.site.partition]
@@ -325,12 +323,9 @@ class SlurmBackend(Backend):
         for `_DOWN_S`, so a tick over many runs does not wait on each in turn."""
         with self._lock:
             now = time.monotonic()
-            if self._snapshot is not None:
-                took, found = self._snapshot
-                if now - took < (_DOWN_S if isinstance(found, SandboxError) else _SNAPSHOT_S):
-                    if isinstance(found, SandboxError):
-                        raise found
-                    return found
+            known = _remembered(self._snapshot, _SNAPSHOT_S)
+            if known is not None:
+                return known
             argv = ["squeue", "-h", "-r", "-t", "all", "-u", user_name(), "-o", SQUEUE_FORMAT]
             try:
                 found = parse_squeue(self._run(argv))
@@ -504,6 +499,20 @@ def _reap(proc: subprocess.Popen[str]) -> None:
         if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
+
+
+def _remembered(entry: tuple[float, _T | SandboxError] | None, fresh_s: float) -> _T | None:
+    """A cached answer while it is fresh (`fresh_s`), else None; a cached failure is raised for `_DOWN_S`, so the
+    client tools' seconds of retries are not waited out again at every tick."""
+    if entry is None:
+        return None
+    took, known = entry
+    age = time.monotonic() - took
+    if isinstance(known, SandboxError):
+        if age < _DOWN_S:
+            raise known
+        return None
+    return known if age < fresh_s else None
 
 
 def _mtime(path: Path) -> float | None:

@@ -241,6 +241,18 @@ def controller_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLURM_CONF", str(down_conf(tmp_path)))
 
 
+async def said(client: Client, run_id: str, prefix: str, state: str, timeout_s: float = 40) -> dict[str, Any]:
+    """The run once its detail starts with `prefix` (the client tools retry for about 9 s before they fail),
+    staying in `state` meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while (
+        not (run := (await call(client, "run_status", {"run_id": run_id}))["run"]).get("detail", "").startswith(prefix)
+    ):
+        assert run["state"] == state and time.monotonic() < deadline, run
+        await anyio.sleep(0.5)
+    return run
+
+
 async def test_a_controller_that_does_not_answer_fails_the_submission_saying_so(
     workspace: Path, controller_down: None
 ) -> None:
@@ -271,14 +283,7 @@ async def test_a_running_run_says_when_slurm_cannot_be_asked_and_is_cancelled_on
             assert time.monotonic() < deadline
             await anyio.sleep(0.2)
         monkeypatch.setenv("SLURM_CONF", str(down_conf(tmp_path)))
-        deadline = time.monotonic() + 40  # squeue retries for about 9 s before it fails
-        while (
-            not (run := (await call(lab, "run_status", {"run_id": run_id}))["run"])
-            .get("detail", "")
-            .startswith("Its state cannot be read now")
-        ):
-            assert run["state"] == "running" and time.monotonic() < deadline, run
-            await anyio.sleep(0.5)
+        run = await said(lab, run_id, "Its state cannot be read now", "running")  # after squeue's retries
         assert run["detail"].startswith("Its state cannot be read now: Slurm cannot be asked now"), run
         assert "Unable to contact slurm controller" in run["detail"] and "scontrol ping" in run["detail"]
     finally:
@@ -295,14 +300,7 @@ async def test_a_run_queued_while_the_controller_is_away_says_why_and_starts_onc
     try:
         started = await call(lab, "run_experiment", {"command": "true", "workdir": None, "files": {"a": ""}})
         run_id = started["run"]["id"]
-        deadline = time.monotonic() + 40  # sinfo retries for about 9 s before it fails
-        while (
-            not (run := (await call(lab, "run_status", {"run_id": run_id}))["run"])
-            .get("detail", "")
-            .startswith("Waiting in this server's queue")
-        ):
-            assert run["state"] == "queued" and time.monotonic() < deadline, run
-            await anyio.sleep(0.5)
+        run = await said(lab, run_id, "Waiting in this server's queue", "queued")  # after sinfo's retries
         assert run["state"] == "queued" and "the slurm backend cannot take runs now" in run["detail"], run
         assert "Unable to contact slurm controller" in run["detail"], run
     finally:

@@ -147,8 +147,8 @@ def test_torch_is_the_cpu_build_without_gpus_and_pypis_cuda_build_on_a_slurm_clu
     assert torch_variant(True, backend="slurm", has_gpu=False, links=False) == "cpu"
     assert torch_variant(True, backend="local", has_gpu=True, links=False) == "auto"  # uv sees this machine's driver
     assert torch_variant(True, backend="slurm", has_gpu=True, links=False) == "pypi"  # the nodes' is not seen here
-    script = build_script(installer="uv", python="/usr/bin/python3", root="/e", torch=None, links=[])
-    assert "--torch-backend" not in script  # what a "pypi" build is given: PyPI's default wheel
+    script = build_script(installer="uv", python="/usr/bin/python3", root="/e", torch="pypi", links=[])
+    assert "--torch-backend" not in script  # PyPI's default wheel
 
 
 def test_index_settings_pass_only_as_http_urls_and_reach_uv(tmp_path: Path) -> None:
