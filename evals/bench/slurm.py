@@ -13,12 +13,14 @@ Target: ours (median) at most 1.2x raw (median). Every job is submitted held (`-
 controller busy for a while): the bench measures submission, and leaves the cluster as it found it. Needs a Slurm
 controller that answers (`.ci/slurm-up` starts one) and writes `results/slurm.json`.
 
-Measured on the 2-core test machine (single-node cluster of `.ci/slurm-up`, 40 rounds, eight runs after each
-other): 1.06x to 1.17x (ours 6.6 to 8.5 ms, raw 5.7 to 7.8 ms). Ours starts sbatch first and makes the script
-(each run's folder, command and environment quoted into the array's tables) and the handles while sbatch loads;
-the event loop then waits for sbatch's exit on a pidfd and reads its pipes once. What ours adds is CPU beside
-sbatch's on two cores: about 1.5 ms (script 0.75 ms cold, sbatch's wait 0.5 ms, handles 0.3 ms, grouping 0.2 ms),
-part of it overlapping sbatch. A worker thread for the whole submission cost about 1 ms more (1.2x to 1.35x).
+Measured on the 2-core test machine (single-node cluster of `.ci/slurm-up`, 40 rounds, twelve runs): 1.06x to
+1.20x (ours 5.9 to 8.5 ms, raw 4.9 to 7.8 ms; the 1.20x on a freshly started controller).
+
+Ours starts sbatch first and makes the script (each run's folder, command and environment quoted into the array's
+tables) and the handles while sbatch loads; the event loop then waits for sbatch's exit on a pidfd and reads its
+pipes once. What ours adds is CPU beside sbatch's on two cores: about 1.5 ms (script 0.75 ms cold, sbatch's wait
+0.5 ms, handles 0.3 ms, grouping 0.2 ms), part of it overlapping sbatch. A worker thread for the whole submission
+cost about 1 ms more (1.2x to 1.35x).
 """
 
 from __future__ import annotations
